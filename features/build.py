@@ -1,0 +1,246 @@
+"""The point-in-time training frame: one row per lead, features as of its scoring moment, label within a horizon.
+
+CRM form: the scoring moment is ``created_at + observation_days``; engagement counts only activities at
+or before it; the label is the target event within ``horizon_days`` of creation. Leads whose horizon
+has not ended by ``as_of`` are left out (censored, not negative), and so are leads that had already
+converted at their scoring moment (nothing left to predict). Flat form: the table as it is, with a
+0/1 label; rows are time-ordered when the mapping names a timestamp column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import schema
+from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
+
+LABEL = "label"
+SCORING_AT = "scoring_at"
+SIZE_BAND = "company_size_band"
+
+
+@dataclass(frozen=True)
+class CrmTables:
+    """The three CRM tables (columns as in ``features.schema``)."""
+
+    leads: pd.DataFrame
+    activities: pd.DataFrame
+    outcomes: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class TrainingFrame:
+    """Model-ready rows with what it took to build them."""
+
+    frame: pd.DataFrame
+    mapping: Mapping
+    categorical: list[str]
+    numeric: list[str]
+    boolean: list[str]
+    timed: bool
+    target: str
+    horizon_days: int | None = None
+    observation_days: int | None = None
+    as_of: pd.Timestamp | None = None
+    excluded: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric, *self.boolean]
+
+
+def size_band(employees: pd.Series | np.ndarray) -> np.ndarray:
+    """Company size band by employees (SMB < 100 <= mid-market < 1000 <= enterprise); missing -> None."""
+    values = np.asarray(employees, dtype=np.float64)
+    bands = np.asarray(schema.SIZE_BANDS, dtype=object)[np.searchsorted(schema.SIZE_BAND_EDGES, values, side="right")]
+    bands[np.isnan(values)] = None
+    return bands
+
+
+def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
+    """Read the three tables of a CRM-form data folder and check the columns the mapping needs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
+    paths = {name: find_table(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
+    leads = read_table(paths["leads"])
+    require_columns(leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"])
+    leads[mapping.created_at] = parse_datetimes(leads, mapping.created_at, paths["leads"], required=True)
+    if leads[mapping.id].duplicated().any():
+        dup = leads.loc[leads[mapping.id].duplicated(), mapping.id].iloc[0]
+        raise DataError(f"{paths['leads']}: column {mapping.id!r} has duplicate id {dup!r}")
+    activities = _read_events(paths["activities"], mapping, {"occurred_at": True}, ["type"])
+    outcomes = _read_events(paths["outcomes"], mapping, {"opportunity_created_at": False, "closed_at": False}, ["stage"])
+    return CrmTables(leads=leads, activities=activities, outcomes=outcomes)
+
+
+def _read_events(path: Path, mapping: Mapping, dates: dict[str, bool], others: list[str]) -> pd.DataFrame:
+    """An activities or outcomes table; one with no rows is valid (no events yet)."""
+    try:
+        table = read_table(path)
+    except DataError as exc:
+        if "no rows" not in str(exc):
+            raise
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    require_columns(table, [mapping.id, *dates, *others], path)
+    for column, required in dates.items():
+        table[column] = parse_datetimes(table, column, path, required=required)
+    return table
+
+
+def build_crm_frame(
+    tables: CrmTables,
+    mapping: Mapping,
+    *,
+    target: str = "opportunity",
+    horizon_days: int = 90,
+    observation_days: int = 7,
+    as_of: pd.Timestamp | str | None = None,
+    source: str = "",
+) -> TrainingFrame:
+    """The point-in-time frame of CRM tables (see the module docstring)."""
+    if target not in schema.TARGETS:
+        raise DataError(f"target {target!r} is not one of {list(schema.TARGETS)}")
+    if not 0 <= observation_days < horizon_days:
+        raise DataError(f"observation_days ({observation_days}) must be >= 0 and below horizon_days ({horizon_days})")
+    leads = tables.leads.sort_values([mapping.created_at, mapping.id], kind="stable").reset_index(drop=True)
+    created = leads[mapping.created_at].to_numpy("datetime64[ns]")
+    as_of = pd.Timestamp(as_of) if as_of is not None else _latest_timestamp(tables, mapping)
+    scoring_at = created + np.timedelta64(observation_days, "D")
+    horizon_end = created + np.timedelta64(horizon_days, "D")
+
+    outcomes = tables.outcomes.drop_duplicates(mapping.id, keep="first").set_index(mapping.id)
+    ids = leads[mapping.id]
+    opportunity_at = ids.map(outcomes["opportunity_created_at"]).to_numpy("datetime64[ns]")
+    if target == "opportunity":
+        event_at = opportunity_at
+    else:
+        won = ids.map(outcomes["stage"]).eq("closed_won").to_numpy()
+        event_at = np.where(won, ids.map(outcomes["closed_at"]).to_numpy("datetime64[ns]"), np.datetime64("NaT"))
+    as_of_ns = np.datetime64(as_of, "ns")
+    event_at = np.where(event_at <= as_of_ns, event_at, np.datetime64("NaT"))  # not yet visible at as_of
+
+    created_late = created > as_of_ns
+    censored = ~created_late & (horizon_end > as_of_ns)
+    converted_early = ~created_late & ~censored & (opportunity_at <= scoring_at)
+    keep = ~(created_late | censored | converted_early)
+
+    frame = leads.assign(**_engagement(tables, mapping, ids, scoring_at))
+    frame[SCORING_AT] = scoring_at
+    frame[LABEL] = (event_at <= horizon_end).astype(np.int8)
+    if "employees" in frame.columns:
+        frame[SIZE_BAND] = size_band(frame["employees"])
+    frame = frame.loc[keep].reset_index(drop=True)
+    names = engagement_feature_names()
+    return TrainingFrame(
+        frame=frame,
+        mapping=mapping,
+        categorical=list(mapping.categorical),
+        numeric=[*mapping.numeric, *names],
+        boolean=list(mapping.boolean),
+        timed=True,
+        target=target,
+        horizon_days=horizon_days,
+        observation_days=observation_days,
+        as_of=as_of,
+        excluded={
+            "created_after_as_of": int(created_late.sum()),
+            "horizon_not_elapsed": int(censored.sum()),
+            "converted_before_scoring": int(converted_early.sum()),
+        },
+        source=source,
+    )
+
+
+def scoring_frame(tables: CrmTables, mapping: Mapping, as_of: pd.Timestamp | str | None = None) -> pd.DataFrame:
+    """Leads to score now: every lead created by ``as_of`` (default: the data's latest timestamp), with engagement
+    aggregated as of ``as_of`` by the same code as training."""
+    as_of = pd.Timestamp(as_of) if as_of is not None else _latest_timestamp(tables, mapping)
+    leads = tables.leads.loc[tables.leads[mapping.created_at] <= as_of].reset_index(drop=True)
+    moments = np.full(len(leads), np.datetime64(as_of, "ns"))
+    return leads.assign(**_engagement(tables, mapping, leads[mapping.id], moments), **{SCORING_AT: moments})
+
+
+def _engagement(tables: CrmTables, mapping: Mapping, ids: pd.Series, scoring_at: np.ndarray) -> dict[str, np.ndarray]:
+    lead_index = pd.Index(ids).get_indexer(tables.activities[mapping.id])
+    return aggregate_engagement(
+        lead_index,
+        type_codes(tables.activities["type"].to_numpy(dtype=object)),
+        tables.activities["occurred_at"].to_numpy("datetime64[ns]"),
+        scoring_at,
+    )
+
+
+def _latest_timestamp(tables: CrmTables, mapping: Mapping) -> pd.Timestamp:
+    candidates = [
+        tables.leads[mapping.created_at].max(),
+        tables.activities["occurred_at"].max() if len(tables.activities) else pd.NaT,
+        tables.outcomes["opportunity_created_at"].max() if len(tables.outcomes) else pd.NaT,
+        tables.outcomes["closed_at"].max() if len(tables.outcomes) else pd.NaT,
+    ]
+    return max(pd.Timestamp(c) for c in candidates if pd.notna(c))
+
+
+def build_flat_frame(path: Path, mapping: Mapping) -> TrainingFrame:
+    """A flat table with a label column: rows as they are, label mapped to 0/1."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a flat-form data path must be one .csv or .parquet file, not a folder")
+    table = read_table(path)
+    assert mapping.label is not None
+    needed = [mapping.label.column, *mapping.feature_columns, *mapping.manual_columns, *mapping.segments]
+    if mapping.id:
+        needed.insert(0, mapping.id)
+    if mapping.created_at:
+        needed.append(mapping.created_at)
+    require_columns(table, list(dict.fromkeys(needed)), path)
+    raw_label = table[mapping.label.column]
+    if raw_label.isna().any():
+        raise DataError(f"{path}: label column {mapping.label.column!r} is empty in {int(raw_label.isna().sum())} row(s)")
+    positive = {str(v) for v in mapping.label.positive}
+    table[LABEL] = raw_label.map(lambda v: _label_text(v) in positive).astype(np.int8)
+    timed = mapping.created_at is not None
+    if timed:
+        table[mapping.created_at] = parse_datetimes(table, mapping.created_at, path, required=True)
+        table = table.sort_values(mapping.created_at, kind="stable").reset_index(drop=True)
+    return TrainingFrame(
+        frame=table,
+        mapping=mapping,
+        categorical=list(mapping.categorical),
+        numeric=list(mapping.numeric),
+        boolean=list(mapping.boolean),
+        timed=timed,
+        target=mapping.label.column,
+        source=str(path),
+    )
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_training_frame(
+    data: Path,
+    mapping: Mapping,
+    *,
+    target: str = "opportunity",
+    horizon_days: int = 90,
+    observation_days: int = 7,
+    as_of: str | None = None,
+) -> TrainingFrame:
+    """Read data by its mapping and build the training frame (CRM: point in time; flat: as is)."""
+    if mapping.form == "flat":
+        return build_flat_frame(data, mapping)
+    tables = read_crm_tables(data, mapping)
+    return build_crm_frame(
+        tables, mapping, target=target, horizon_days=horizon_days, observation_days=observation_days,
+        as_of=as_of, source=str(data),
+    )

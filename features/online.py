@@ -1,0 +1,48 @@
+"""A scoring request's lead as a feature record, by the same engagement code that training uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from features.build import SIZE_BAND, size_band
+from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from features.schema import LeadRecord
+
+_NOT_FEATURES = {"activities", "engagement", "attributes", "email", "name"}
+_NO_ACTIVITY = {name: 0.0 for name in engagement_feature_names()} | {"days_since_last_activity": float("nan")}
+
+
+def _naive_utc(moment: datetime) -> np.datetime64:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return np.datetime64(moment, "ns")
+
+
+def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any]:
+    """Flatten a lead into ``{column: value}`` as of ``scoring_at``.
+
+    Raw ``activities`` are aggregated exactly as in training; otherwise the given ``engagement``
+    values are used; a lead with neither is scored as having no recorded activity. Names and
+    emails never enter the record.
+    """
+    record = {k: v for k, v in lead.__dict__.items() if k not in _NOT_FEATURES}
+    if lead.activities:
+        moments = np.array([_naive_utc(a.occurred_at) for a in lead.activities], dtype="datetime64[ns]")
+        aggregated = aggregate_engagement(
+            np.zeros(len(moments), dtype=np.int64),
+            type_codes([a.type for a in lead.activities]),
+            moments,
+            np.array([_naive_utc(scoring_at)], dtype="datetime64[ns]"),
+        )
+        record.update({name: float(values[0]) for name, values in aggregated.items()})
+    else:
+        record.update(_NO_ACTIVITY)
+        if lead.engagement:
+            record.update(lead.engagement)
+    if lead.attributes:
+        record.update(lead.attributes)
+    record[SIZE_BAND] = size_band([np.nan if lead.employees is None else lead.employees])[0]
+    return record

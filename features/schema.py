@@ -1,0 +1,108 @@
+"""What one lead is: the CRM data model, its column groups, and the scoring request record.
+
+The three CRM tables (``leads``, ``activities``, ``outcomes``) are the documented input contract;
+the synthetic generator writes them and ``features.build`` turns them into a point-in-time frame.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SOURCES = ("inbound", "outbound", "referral", "event", "webinar", "partner", "paid")
+REGIONS = ("NA", "EMEA", "APAC", "LATAM")
+INDUSTRIES = (
+    "saas",
+    "professional_services",
+    "manufacturing",
+    "financial_services",
+    "healthcare",
+    "retail",
+    "education",
+    "public_sector",
+)
+SENIORITIES = ("c_level", "vp", "director", "manager", "individual_contributor")
+DEPARTMENTS = ("sales", "marketing", "it", "finance", "operations", "hr", "engineering", "other")
+ACTIVITY_TYPES = (
+    "email_open",
+    "email_click",
+    "web_visit",
+    "pricing_page_view",
+    "content_download",
+    "webinar_attended",
+    "event_attended",
+    "demo_request",
+    "form_submit",
+    "meeting_booked",
+)
+STAGES = ("open", "closed_won", "closed_lost")
+TARGETS = ("opportunity", "closed_won")
+
+# Column groups of the `leads` table.
+LEAD_ID = "lead_id"
+CREATED_AT = "created_at"
+FIRMOGRAPHIC_CATEGORICAL = ("source", "campaign", "country", "region", "industry", "title", "seniority", "department")
+FIRMOGRAPHIC_NUMERIC = ("employees", "annual_revenue")
+MANUAL_COLUMNS = ("is_mql", "manual_score", "bant_budget", "bant_authority", "bant_need", "bant_timing")
+PII_COLUMNS = ("email", "name")
+
+LEADS_COLUMNS = (LEAD_ID, CREATED_AT, *FIRMOGRAPHIC_CATEGORICAL, *FIRMOGRAPHIC_NUMERIC, *MANUAL_COLUMNS, *PII_COLUMNS)
+ACTIVITIES_COLUMNS = (LEAD_ID, "occurred_at", "type")
+OUTCOMES_COLUMNS = (LEAD_ID, "opportunity_created_at", "closed_at", "stage", "amount")
+
+# Company size bands used for segments (employees): SMB < 100 <= mid-market < 1000 <= enterprise.
+SIZE_BANDS = ("smb", "mid_market", "enterprise")
+SIZE_BAND_EDGES = (100, 1000)
+
+
+class Activity(BaseModel):
+    """One engagement event of a lead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(description="Activity type, e.g. 'pricing_page_view'; unknown types are ignored.")
+    occurred_at: datetime = Field(description="When it happened (ISO 8601; naive times are UTC).")
+
+
+class LeadRecord(BaseModel):
+    """One lead as a caller knows it at the scoring moment.
+
+    Every field but ``lead_id`` is optional: a missing field or an unknown category is scored as
+    missing, never rejected. Engagement may come as raw ``activities`` (aggregated by the same code
+    training uses) or as pre-aggregated feature values in ``engagement``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    lead_id: str = Field(min_length=1, max_length=200)
+    created_at: datetime | None = None
+    source: str | None = Field(default=None, max_length=200)
+    campaign: str | None = Field(default=None, max_length=200)
+    country: str | None = Field(default=None, max_length=200)
+    region: str | None = Field(default=None, max_length=200)
+    industry: str | None = Field(default=None, max_length=200)
+    employees: float | None = Field(default=None, ge=0)
+    annual_revenue: float | None = Field(default=None, ge=0)
+    title: str | None = Field(default=None, max_length=200)
+    seniority: str | None = Field(default=None, max_length=200)
+    department: str | None = Field(default=None, max_length=200)
+    is_mql: bool | None = None
+    manual_score: float | None = None
+    bant_budget: bool | None = None
+    bant_authority: bool | None = None
+    bant_need: bool | None = None
+    bant_timing: bool | None = None
+    email: str | None = Field(default=None, max_length=320, description="Never logged; not a model input.")
+    name: str | None = Field(default=None, max_length=200, description="Never logged; not a model input.")
+    activities: list[Activity] | None = Field(default=None, max_length=10_000)
+    engagement: dict[str, float] | None = Field(
+        default=None, description="Pre-aggregated engagement features by name, e.g. {'pricing_page_view_7d': 2}."
+    )
+    attributes: dict[str, str | float | bool | None] | None = Field(
+        default=None, description="Extra columns named in a user's mapping (flat-table models)."
+    )
+
+
+Target = Literal["opportunity", "closed_won"]

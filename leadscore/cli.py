@@ -1,0 +1,236 @@
+"""The ``leadscore`` command: thin wiring of the training and serving commands (the only module that sees both)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+app = typer.Typer(
+    name="leadscore",
+    help="Lead scoring: generate data, train and register models in MLflow, promote through gates, score, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _quiet() -> None:
+    """Keep MLflow's and alembic's chatter off the console; our own lines say what happened."""
+    for name in ("mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*pkg_resources.*")
+
+
+def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input and refused operations end with one line on stderr and exit code 2, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from features.mapping import DataError
+        from training.promote import GateFailed
+
+        _quiet()
+        try:
+            return func(*args, **kwargs)
+        except GateFailed as exc:
+            if kwargs.get("as_json"):
+                typer.echo(json.dumps(exc.result.summary(), default=str))
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except (DataError, LookupError, ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, default=str))
+
+
+@app.command()
+@_fails_cleanly
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write leads, activities and outcomes to.")],
+    leads: Annotated[int, typer.Option(min=1, help="Number of leads.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 0,
+    start: Annotated[str, typer.Option(help="First lead creation date.")] = "2024-10-01",
+    end: Annotated[str, typer.Option(help="Extraction date: nothing after it appears in the data.")] = "2026-09-30",
+    csv: Annotated[bool, typer.Option("--csv", help="Write CSV instead of Parquet.")] = False,
+) -> None:
+    """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
+    from training.synthetic import generate_crm, write_crm
+
+    began = time.perf_counter()
+    tables = generate_crm(leads, seed=seed, start=start, end=end)
+    paths = write_crm(tables, out, "csv" if csv else "parquet")
+    typer.echo(
+        f"wrote {len(tables.leads):,} leads, {len(tables.activities):,} activities, {len(tables.outcomes):,} outcomes "
+        f"to {out} in {time.perf_counter() - began:.1f}s ({', '.join(p.name for p in paths.values())})"
+    )
+
+
+@app.command()
+@_fails_cleanly
+def train(
+    data: Annotated[Path, typer.Option(help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet file.")],
+    config: Annotated[Path | None, typer.Option(help="Mapping YAML (see data/mappings/); default: leadscore's CRM schema.")] = None,
+    target: Annotated[str, typer.Option(help="CRM form: 'opportunity' or 'closed_won'.")] = "opportunity",
+    horizon_days: Annotated[int, typer.Option(min=1, help="CRM form: a conversion counts if it happens within this many days of creation.")] = 90,
+    observation_days: Annotated[int, typer.Option(min=0, help="CRM form: leads are scored this many days after creation.")] = 7,
+    as_of: Annotated[str | None, typer.Option(help="CRM form: the moment the data is seen from (default: its latest timestamp).")] = None,
+    holdout_fraction: Annotated[float, typer.Option(help="Share of leads in the holdout (the newest period).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the model (and the random split of untimed data).")] = 0,
+    min_conversions: Annotated[int, typer.Option(min=1, help="Refuse data with fewer conversions than this.")] = 120,
+    routing: Annotated[Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")] = None,
+    report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
+) -> None:
+    """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
+    from models.settings import get_mlflow_settings
+    from training.train import TrainOptions
+    from training.train import train as run_training
+
+    options = TrainOptions(
+        data=data, config=config, target=target, horizon_days=horizon_days, observation_days=observation_days,
+        as_of=as_of, holdout_fraction=holdout_fraction, seed=seed, min_conversions=min_conversions, routing=routing,
+    )
+    extra = _report_writer() if report else None
+    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
+    if as_json:
+        _echo_json(result.summary())
+        return
+    typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
+    _print_metrics(result.metrics)
+
+
+def _report_writer() -> Callable[..., Any] | None:
+    try:
+        from training.report import write_fit_report
+    except ImportError:
+        return None
+    return write_fit_report
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    keys = ("roc_auc", "pr_auc", "brier", "ece", "lift_top10", "conversion_top10")
+    typer.echo(f"{'holdout':<28}" + "".join(f"{k:>18}" for k in keys))
+    for name, values in metrics.items():
+        typer.echo(f"{name:<28}" + "".join(f"{values[k]:>18.4f}" for k in keys))
+    first = next(iter(metrics.values()))
+    typer.echo(f"({int(first['n']):,} holdout leads, {int(first['conversions']):,} conversions)")
+
+
+@app.command()
+@_fails_cleanly
+def promote(
+    version: Annotated[str | None, typer.Option(help="Version to promote (default: the 'challenger').")] = None,
+    tolerance: Annotated[float, typer.Option(help="How much lower the candidate's holdout ROC AUC may be than the champion's.")] = 0.005,
+    max_ece: Annotated[float, typer.Option(help="Largest holdout calibration error a champion may have.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Move 'champion' to a version only if it passes the gates (calibrated; not worse than the champion)."""
+    from models.settings import get_mlflow_settings
+    from training.promote import promote as run_promote
+
+    result = run_promote(get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece)
+    if as_json:
+        _echo_json(result.summary())
+        return
+    for gate in result.gates:
+        typer.echo(f"{'pass' if gate.passed else 'FAIL'} {gate.name}: {gate.detail}")
+    for warning in result.warnings:
+        typer.echo(f"note: {warning}")
+    if result.promoted:
+        typer.echo(f"{result.model_name}: 'champion' moved {result.previous_champion or '-'} -> {result.candidate}")
+
+
+@app.command()
+@_fails_cleanly
+def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
+    """List every recorded alias move (who, when, from, to, why), newest first."""
+    from models import registry
+    from models.settings import get_mlflow_settings
+
+    settings = get_mlflow_settings()
+    moves = registry.alias_history(registry.configure(settings), settings.model_name)
+    for move in moves:
+        if as_json:
+            _echo_json(move)
+        else:
+            typer.echo(
+                f"{move.get('at')}  {move.get('alias'):<10} {move.get('from_version', '-'):>3} -> {move.get('to_version'):<3} "
+                f"by {move.get('actor')}: {move.get('reason')}"
+            )
+
+
+@app.command()
+@_fails_cleanly
+def score(
+    input: Annotated[Path, typer.Option("--input", help="Leads to score: a .csv/.parquet file, or a CRM-form folder.")],
+    output: Annotated[Path, typer.Option(help="Where to write scores (.csv or .parquet), atomically.")],
+    model_uri: Annotated[str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")] = "models:/lead-scoring@champion",
+    as_of: Annotated[str | None, typer.Option(help="CRM folder input: aggregate engagement as of this moment.")] = None,
+) -> None:
+    """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
+    from features.mapping import Mapping
+    from models import registry
+    from models.settings import get_mlflow_settings
+    from training.batch import load_leads, score_leads, write_atomic
+
+    settings = get_mlflow_settings()
+    client = registry.configure(settings)
+    artifact, name, version = registry.fetch_artifact(client, model_uri, settings.home / "cache")
+    mapping = Mapping.model_validate(artifact.metadata["mapping"])
+    began = time.perf_counter()
+    leads = load_leads(input, mapping, as_of)
+    scored = score_leads(leads, artifact, mapping, name, version)
+    write_atomic(scored, output)
+    tiers = scored["tier"].value_counts().sort_index().to_dict()
+    typer.echo(f"scored {len(scored):,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; tiers {tiers}")
+
+
+@app.command()
+@_fails_cleanly
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Folder for the generated data and scores.")] = Path("demo"),
+    leads: Annotated[int, typer.Option(min=2000, help="Synthetic leads to generate.")] = 20_000,
+    serve_check: Annotated[bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")] = True,
+) -> None:
+    """End to end on the embedded store: generate -> train -> promote -> score a sample -> serve one score."""
+    data = workdir / "crm"
+    typer.echo("== generate"); generate(out=data, leads=leads, seed=0, start="2024-10-01", end="2026-09-30", csv=False)  # noqa: E702
+    typer.echo("== train"); train(data=data, config=None, target="opportunity", horizon_days=90, observation_days=7, as_of=None,  # noqa: E702
+                                  holdout_fraction=0.2, seed=0, min_conversions=120, routing=None, report=True, as_json=False)
+    typer.echo("== promote"); promote(version=None, tolerance=0.005, max_ece=0.05, as_json=False)  # noqa: E702
+    typer.echo("== score"); score(input=data, output=workdir / "scores.csv", model_uri="models:/lead-scoring@champion", as_of=None)  # noqa: E702
+    if serve_check:
+        typer.echo("== serve")
+        _serve_once()
+
+
+def _serve_once() -> None:
+    try:
+        from serving.demo import score_one_over_http
+    except ImportError:
+        typer.echo("(the scoring API is not part of this build yet)")
+        return
+    typer.echo(json.dumps(score_one_over_http(), indent=2, default=str))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

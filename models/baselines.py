@@ -1,0 +1,116 @@
+"""Baselines scored on the same split as the model: logistic regression, and manual qualification as an estimator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from features.encoder import FeatureEncoder, encode_boolean, encode_numeric
+from features.mapping import ManualProcess
+
+
+def _signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def logistic_baseline(encoder: FeatureEncoder, C: float = 1.0) -> Pipeline:
+    """The same encoder, then one-hot categories, log-scaled numbers with missing indicators, and a logistic regression."""
+    n_cat = len(encoder.categorical)
+    n_all = n_cat + len(encoder.numeric) + len(encoder.boolean)
+    prepare = ColumnTransformer(
+        [
+            ("categories", OneHotEncoder(handle_unknown="ignore"), list(range(n_cat))),
+            (
+                "numbers",
+                make_pipeline(
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    FunctionTransformer(_signed_log1p),
+                    StandardScaler(),
+                ),
+                list(range(n_cat, n_all)),
+            ),
+        ]
+    )
+    return Pipeline(
+        [("encode", clone(encoder)), ("prepare", prepare), ("classify", LogisticRegression(C=C, max_iter=2000))]
+    )
+
+
+class ManualProcessClassifier(ClassifierMixin, BaseEstimator):
+    """A manual qualification process (MQL flag, grade, points, BANT count) written as an estimator.
+
+    ``fit`` learns, on the training leads only, the conversion rate of each flag value or grade level
+    (missing is a level of its own), or a logistic curve over points or counts; ``predict_proba`` gives
+    those rates, so the manual process gets ranking and calibration metrics like the model.
+    :meth:`passed` is its own hand-off decision (flag set, grade in ``passed``, points over threshold).
+    """
+
+    def __init__(self, process: ManualProcess | None = None, missing_values: tuple[str, ...] = ("",), smoothing: float = 1.0):
+        self.process = process
+        self.missing_values = missing_values
+        self.smoothing = smoothing
+
+    def _values(self, X: pd.DataFrame) -> np.ndarray:
+        p, missing = self.process, frozenset(self.missing_values)
+        absent = [c for c in p.columns if c not in X.columns]
+        if absent:
+            raise ValueError(f"manual process {p.name!r}: column(s) {absent} not in the data")
+        if p.kind == "flag":
+            return encode_boolean(X[p.columns[0]].to_numpy(dtype=object), missing)
+        if p.kind == "score":
+            return encode_numeric(X[p.columns[0]].to_numpy(dtype=object), missing)
+        if p.kind == "count":
+            flags = np.column_stack([encode_boolean(X[c].to_numpy(dtype=object), missing) for c in p.columns])
+            return np.nansum(flags, axis=1)
+        levels = X[p.columns[0]].astype("string").str.strip()
+        return levels.where(~levels.isin(list(missing)), None).fillna("(missing)").to_numpy(dtype=object)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> ManualProcessClassifier:
+        if self.process is None:
+            raise ValueError("ManualProcessClassifier needs a process")
+        y = np.asarray(y).astype(float)
+        values = self._values(X)
+        self.base_rate_ = float(y.mean())
+        if self.process.kind in ("flag", "grade"):
+            keys = pd.Series(values, dtype=object).fillna("(missing)").astype(str)
+            stats = pd.DataFrame({"k": keys, "y": y}).groupby("k")["y"].agg(["sum", "count"])
+            rates = (stats["sum"] + self.smoothing * self.base_rate_) / (stats["count"] + self.smoothing)
+            self.rates_ = rates.to_dict()
+        else:
+            self.fill_ = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
+            x = np.where(np.isnan(values), self.fill_, values).reshape(-1, 1)
+            self.curve_ = LogisticRegression().fit(x, y.astype(int))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "classes_")
+        values = self._values(X)
+        if self.process.kind in ("flag", "grade"):
+            keys = pd.Series(values, dtype=object).fillna("(missing)").astype(str)
+            p = keys.map(self.rates_).fillna(self.base_rate_).to_numpy(dtype=float)
+        else:
+            x = np.where(np.isnan(values), self.fill_, values).reshape(-1, 1)
+            p = self.curve_.predict_proba(x)[:, 1]
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.passed(X).astype(int)
+
+    def passed(self, X: pd.DataFrame) -> np.ndarray:
+        """The manual process's own hand-off decision for each lead."""
+        p, values = self.process, self._values(X)
+        if p.kind == "flag":
+            return values == 1.0
+        if p.kind == "grade":
+            return np.isin(values.astype(str), [str(v) for v in p.passed or []])
+        return np.nan_to_num(values, nan=-np.inf) >= float(p.threshold)

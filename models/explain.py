@@ -1,0 +1,44 @@
+"""Reason codes: LightGBM TreeSHAP contributions turned into named, readable factors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def _shown(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def reasons(
+    contributions: np.ndarray,
+    names: list[str],
+    labels: dict[str, str],
+    record: dict[str, Any],
+    k: int = 3,
+) -> dict[str, list[dict[str, Any]]]:
+    """Top ``k`` factors raising and lowering one lead's score.
+
+    Each factor: ``feature``, readable ``label``, the lead's ``value`` (None when missing) and its
+    ``contribution`` to the calibrated log-odds. Factors with no effect are not listed.
+    """
+    order = np.argsort(contributions)
+    up = [j for j in order[::-1][:k] if contributions[j] > 0]
+    down = [j for j in order[:k] if contributions[j] < 0]
+
+    def factor(j: int) -> dict[str, Any]:
+        name = names[j]
+        return {
+            "feature": name,
+            "label": labels.get(name, name),
+            "value": _shown(record.get(name)),
+            "contribution": round(float(contributions[j]), 4),
+        }
+
+    return {"positive": [factor(j) for j in up], "negative": [factor(j) for j in down]}

@@ -1,0 +1,173 @@
+"""MLflow registry helpers: log the artifact as a model, register versions, move aliases (with history), load."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from models.artifact import ARTIFACT_FILE, ScoringArtifact
+from models.pyfunc import LeadScoringPyfunc
+from models.settings import MlflowSettings
+
+MODEL_PATH = "model"
+HISTORY_SUFFIX = "-alias-history"
+
+
+def configure(settings: MlflowSettings) -> MlflowClient:
+    """Point MLflow at the configured store (creating the embedded one's folder) and return a client."""
+    if not settings.tracking_uri:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> str:
+    """The id of experiment ``name``, created on first use (in the embedded artifact folder when embedded)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{settings.artifact_location}/{name}" if settings.artifact_location else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> str:
+    """Log the artifact as an MLflow pyfunc model of the active run, with signature and input example; returns its URI."""
+    example = input_example.reset_index(drop=True)
+    signature = infer_signature(example, artifact.score_frame(example).reset_index(drop=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = artifact.save(Path(tmp) / ARTIFACT_FILE)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_PATH,
+            python_model=LeadScoringPyfunc(),
+            artifacts={ARTIFACT_FILE: str(path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
+    return info.model_uri
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")]
+
+
+def register(client: MlflowClient, model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
+    """Create a new version of registered model ``name``; returns the version number as text."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
+    return str(version.version)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when it is not set (or the model does not exist)."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: str | None
+    to_version: str
+    actor: str
+    at: str
+    reason: str
+
+
+def move_alias(client: MlflowClient, settings: MlflowSettings, name: str, alias: str, version: str, reason: str) -> AliasMove:
+    """Point ``alias`` at ``version`` and record the move (who, when, from, to, why) in the history experiment."""
+    move = AliasMove(
+        alias=alias,
+        from_version=alias_version(client, name, alias),
+        to_version=str(version),
+        actor=os.environ.get("LEADSCORE_ACTOR") or getpass.getuser(),
+        at=datetime.now(UTC).isoformat(timespec="seconds"),
+        reason=reason,
+    )
+    client.set_registered_model_alias(name, alias, str(version))
+    history = experiment_id(client, f"{name}{HISTORY_SUFFIX}", settings)
+    run = client.create_run(
+        history,
+        run_name=f"{alias}: {move.from_version or '-'} -> {move.to_version}",
+        tags={f"leadscore.{k}": str(v) for k, v in move.__dict__.items() if v is not None},
+    )
+    client.set_terminated(run.info.run_id)
+    return move
+
+
+def alias_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Recorded alias moves of a registered model, newest first."""
+    found = client.get_experiment_by_name(f"{name}{HISTORY_SUFFIX}")
+    if found is None:
+        return []
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
+    return [{k.removeprefix("leadscore."): v for k, v in r.data.tags.items() if k.startswith("leadscore.")} for r in runs]
+
+
+def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, str]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (name, version)."""
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"model URI {model_uri!r} is not of the form models:/<name>@<alias> or models:/<name>/<version>")
+    rest = model_uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = alias_version(client, name, alias)
+        if version is None:
+            raise LookupError(f"{model_uri}: registered model {name!r} has no alias {alias!r}")
+        return name, version
+    name, _, version = rest.partition("/")
+    if not version.isdigit():
+        raise ValueError(f"model URI {model_uri!r}: expected models:/<name>/<version number>")
+    return name, version
+
+
+def fetch_artifact(client: MlflowClient, model_uri: str, cache_dir: Path) -> tuple[ScoringArtifact, str, str]:
+    """Download (once) and load a registered model's artifact; returns (artifact, name, version).
+
+    Versions are cached under ``cache_dir/<name>/<version>/``; a download goes to a temporary folder
+    first and is renamed into place, so a cached version is always complete.
+    """
+    name, version = resolve_version(client, model_uri)
+    target = Path(cache_dir) / name / version / ARTIFACT_FILE
+    if not target.exists():
+        target.parent.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".{version}-"))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging), tracking_uri=client.tracking_uri
+            )
+            found = next(Path(local).rglob(ARTIFACT_FILE), None)
+            if found is None:
+                raise FileNotFoundError(f"models:/{name}/{version} holds no {ARTIFACT_FILE}: not a leadscore model")
+            ready = staging / "ready"
+            ready.mkdir()
+            shutil.move(found, ready / ARTIFACT_FILE)
+            try:
+                ready.rename(target.parent)
+            except OSError:
+                if not target.exists():  # another process may have cached it meanwhile
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ScoringArtifact.load(target), name, version

@@ -1,0 +1,36 @@
+"""Where MLflow keeps runs and models: typed settings read from ``LEADSCORE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MlflowSettings(BaseSettings):
+    """``LEADSCORE_TRACKING_URI`` points at an ``mlflow server``; unset, an embedded SQLite store in ``LEADSCORE_HOME``."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
+
+    home: Path = Field(default=Path(".leadscore"), description="Folder of the embedded store, caches and logs.")
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking (and registry) URI.")
+    model_name: str = Field(default="lead-scoring", min_length=1)
+    experiment: str = Field(default="lead-scoring", min_length=1)
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Artifact root for new experiments of the embedded store (a server chooses its own)."""
+        return None if self.tracking_uri else (self.home / "mlartifacts").resolve().as_uri()
+
+
+@lru_cache
+def get_mlflow_settings() -> MlflowSettings:
+    return MlflowSettings()

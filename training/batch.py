@@ -1,0 +1,59 @@
+"""Batch scoring of a lead file (or a CRM-form folder) with a registered model; the output is written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from features.build import CrmTables, scoring_frame, read_crm_tables
+from features.mapping import DataError, Mapping, read_table
+from models.artifact import ScoringArtifact
+
+
+def load_leads(path: Path, mapping: Mapping, as_of: str | None) -> pd.DataFrame:
+    """Lead rows to score: a flat file as it is, or a CRM folder with engagement aggregated as of ``as_of``."""
+    path = Path(path)
+    if path.is_dir():
+        tables: CrmTables = read_crm_tables(path, mapping)
+        return scoring_frame(tables, mapping, as_of)
+    return read_table(path)
+
+
+def write_atomic(frame: pd.DataFrame, output: Path) -> Path:
+    """Write Parquet or CSV by suffix to a temporary file beside ``output``, then rename it into place."""
+    output = Path(output)
+    if output.suffix not in (".parquet", ".csv"):
+        raise DataError(f"{output}: output must end in .parquet or .csv")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if output.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output
+
+
+def score_leads(leads: pd.DataFrame, artifact: ScoringArtifact, mapping: Mapping, model_name: str, version: str) -> pd.DataFrame:
+    """Probability, score, tier and queue per lead, with the id and the model version that scored it."""
+    scored = artifact.score_frame(leads)
+    ids = leads[mapping.id] if mapping.id in leads.columns else pd.Series(range(len(leads)), name=mapping.id)
+    return pd.DataFrame(
+        {
+            mapping.id: ids.to_numpy(),
+            "probability": scored["probability"].to_numpy(),
+            "score": scored["score"].to_numpy(),
+            "tier": scored["tier"].to_numpy(),
+            "queue": scored["queue"].to_numpy(),
+            "model_name": model_name,
+            "model_version": version,
+        }
+    )

@@ -1,0 +1,299 @@
+"""The train job: data by its mapping -> point-in-time frame -> time split -> model and baselines -> MLflow.
+
+:func:`fit` is pure (no MLflow); :func:`train` logs and registers what it fitted. Every check on the
+input runs before anything is logged, so bad input leaves no run and no model version behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.build import LABEL, TrainingFrame, load_training_frame
+from features.encoder import FeatureEncoder
+from features.mapping import DataError, load_mapping
+from models import registry
+from models.artifact import ScoringArtifact
+from models.baselines import ManualProcessClassifier, logistic_baseline
+from models.lead_model import LeadScoringModel
+from models.routing import fit_routing, load_routing
+from models.settings import MlflowSettings
+from training.metrics import binary_metrics
+from training.split import Split, split_frame
+
+HOLDOUT_FILE = "holdout.parquet"
+CHALLENGER = "challenger"
+
+
+class TrainOptions(BaseModel):
+    """What one training run is asked to do (the ``leadscore train`` options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    config: Path | None = None
+    target: str = "opportunity"
+    horizon_days: int = Field(default=90, gt=0)
+    observation_days: int = Field(default=7, ge=0)
+    as_of: str | None = None
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    min_conversions: int = Field(default=120, ge=1)
+    routing: Path | None = None
+    n_estimators: int = Field(default=400, gt=0)
+    learning_rate: float = Field(default=0.03, gt=0)
+    num_leaves: int = Field(default=15, gt=1)
+    n_jobs: int | None = None
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` produced: the artifact, holdout metrics of model and baselines, and the data behind them."""
+
+    artifact: ScoringArtifact
+    metrics: dict[str, dict[str, float]]
+    frame: TrainingFrame
+    split: Split
+    holdout_probability: dict[str, np.ndarray]
+    manual: dict[str, ManualProcessClassifier]
+
+    @property
+    def holdout(self) -> pd.DataFrame:
+        return self.frame.frame.iloc[self.split.holdout]
+
+
+def check_conversions(tf: TrainingFrame, split: Split, minimum: int) -> None:
+    """Refuse data with too few conversions to learn from or to judge a model on."""
+    y = tf.frame[LABEL].to_numpy()
+    where = tf.source or "the data"
+    if len(y) == 0:
+        raise DataError(f"{where}: no lead is eligible for training (all censored or excluded: {tf.excluded})")
+    positives = int(y.sum())
+    if positives == 0:
+        raise DataError(f"{where}: no positive labels ({tf.target}); nothing to learn")
+    if positives < minimum:
+        raise DataError(
+            f"{where}: only {positives} conversions ({tf.target}) among {len(y)} eligible leads; at least {minimum} "
+            "are needed (--min-conversions) for a model worth trusting"
+        )
+    for part, idx in (("training", split.train), ("holdout", split.holdout)):
+        counts = np.bincount(y[idx], minlength=2)
+        if counts.min() == 0:
+            raise DataError(f"{where}: the {part} period has {counts[1]} conversions and {counts[0]} non-conversions; need both")
+
+
+def make_encoder(tf: TrainingFrame) -> FeatureEncoder:
+    mapping = tf.mapping
+    return FeatureEncoder(
+        categorical=tf.categorical,
+        numeric=tf.numeric,
+        boolean=tf.boolean,
+        missing_values=tuple(mapping.missing_values),
+        labels=mapping.labels,
+    )
+
+
+def leads_per_week(tf: TrainingFrame, split: Split) -> float | None:
+    """The recent lead rate: holdout leads per week of the holdout period (timed data only)."""
+    if not tf.timed:
+        return None
+    moments = pd.to_datetime(tf.frame[tf.mapping.created_at].iloc[split.holdout])
+    weeks = (moments.max() - moments.min()) / pd.Timedelta(days=7)
+    return float(len(moments) / weeks) if weeks > 0 else None
+
+
+def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
+    """Fit model and baselines on the training period; measure all on the holdout."""
+    split = split_frame(tf, options.holdout_fraction, options.seed)
+    check_conversions(tf, split, options.min_conversions)
+    routing_spec = load_routing(options.routing)
+    train, holdout = tf.frame.iloc[split.train], tf.frame.iloc[split.holdout]
+    y_train, y_holdout = train[LABEL].to_numpy(), holdout[LABEL].to_numpy()
+    encoder = make_encoder(tf)
+    model = LeadScoringModel(
+        encoder,
+        n_estimators=options.n_estimators,
+        learning_rate=options.learning_rate,
+        num_leaves=options.num_leaves,
+        calibration_folds=0 if tf.timed else 5,
+        random_state=options.seed,
+        n_jobs=options.n_jobs,
+    )
+    try:
+        model.fit(train, y_train)
+    except ValueError as exc:
+        raise DataError(f"{tf.source or 'the data'}: {exc}") from None
+    probability = {"model": model.predict_proba(holdout)[:, 1]}
+    probability["logistic_regression"] = logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]
+    manual = {}
+    for process in tf.mapping.manual:
+        clf = ManualProcessClassifier(process, tuple(tf.mapping.missing_values)).fit(train, y_train)
+        manual[process.name] = clf
+        probability[f"manual:{process.name}"] = clf.predict_proba(holdout)[:, 1]
+    metrics = {name: binary_metrics(y_holdout, p) for name, p in probability.items()}
+
+    rate = leads_per_week(tf, split)
+    artifact = ScoringArtifact(
+        model=model,
+        routing=fit_routing(routing_spec, probability["model"], rate),
+        score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
+        metadata=_metadata(tf, split, options, metrics),
+    )
+    return FitResult(artifact, metrics, tf, split, probability, manual)
+
+
+def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
+    created = tf.mapping.created_at
+
+    def window(idx: np.ndarray) -> dict[str, str] | None:
+        if not tf.timed:
+            return None
+        moments = pd.to_datetime(tf.frame[created].iloc[idx])
+        return {"start": str(moments.min()), "end": str(moments.max())}
+
+    return {
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "form": tf.mapping.form,
+        "mapping": tf.mapping.model_dump(mode="json"),
+        "target": tf.target,
+        "horizon_days": tf.horizon_days,
+        "observation_days": tf.observation_days,
+        "as_of": str(tf.as_of) if tf.as_of is not None else None,
+        "split": split.describe(),
+        "training_window": window(split.train),
+        "holdout_window": window(split.holdout),
+        "n_train": len(split.train),
+        "n_holdout": len(split.holdout),
+        "excluded": tf.excluded,
+        "data_source": tf.source,
+        "data_digest": data_digest(options.data),
+        "feature_columns": tf.feature_columns,
+        "manual_processes": [m.model_dump() for m in tf.mapping.manual],
+        "segments": tf.mapping.segments,
+        "metrics": metrics,
+        "leadscore_version": package_version("leadscore"),
+        "git_commit": git_commit(),
+    }
+
+
+def data_digest(path: Path) -> str:
+    """sha256 over the bytes of the data file, or of every file in a data folder (sorted by name)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the leadscore source, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_name: str
+    version: str
+    metrics: dict[str, dict[str, float]]
+    fit: FitResult
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "model_name": self.model_name, "version": self.version, "alias": CHALLENGER, "metrics": self.metrics}
+
+
+def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{"model": {"roc_auc": ...}}`` -> ``{"model.roc_auc": ...}`` with MLflow-safe names."""
+    safe = lambda s: "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in s)  # noqa: E731
+    return {f"{safe(name)}.{key}": value for name, values in metrics.items() for key, value in values.items()}
+
+
+def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any = None) -> TrainResult:
+    """Fit, then log the run, register a version and give it the ``challenger`` alias.
+
+    ``extra_artifacts(result, folder)`` may write more files (e.g. the evaluation report) to log with the run.
+    """
+    mapping = load_mapping(options.config)
+    tf = load_training_frame(
+        options.data, mapping, target=options.target, horizon_days=options.horizon_days,
+        observation_days=options.observation_days, as_of=options.as_of,
+    )
+    result = fit(tf, options)
+    client = registry.configure(settings)
+    experiment = registry.experiment_id(client, settings.experiment, settings)
+    columns = [c for c in tf.feature_columns]
+    with mlflow.start_run(experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}") as run:
+        mlflow.log_params(
+            {
+                **options.model_dump(mode="json", exclude={"data", "config", "routing"}),
+                "config": str(options.config or "default CRM mapping"),
+                "split": result.split.method,
+                "features": len(columns),
+                **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
+            }
+        )
+        mlflow.log_metrics(flat_metrics(result.metrics))
+        mlflow.set_tags(
+            {
+                "leadscore.data_digest": result.artifact.metadata["data_digest"],
+                "leadscore.target": tf.target,
+                "mlflow.source.git.commit": result.artifact.metadata["git_commit"] or "unknown",
+                "leadscore.version": result.artifact.metadata["leadscore_version"],
+            }
+        )
+        holdout = result.holdout[[*columns, LABEL]]
+        dataset = mlflow.data.from_pandas(
+            tf.frame[[*columns, LABEL]], source=str(Path(options.data).resolve()), name=Path(options.data).name, targets=LABEL,
+            digest=result.artifact.metadata["data_digest"][:16],
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_dict(_jsonable(result.artifact.metadata), "metadata.json")
+        mlflow.log_dict(result.artifact.routing.model_dump(), "routing.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            holdout.to_parquet(Path(tmp) / HOLDOUT_FILE)
+            mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE))
+            if extra_artifacts is not None:
+                extra = Path(tmp) / "report"
+                extra_artifacts(result, extra)
+                mlflow.log_artifacts(str(extra), artifact_path="report")
+        model_uri = registry.log_model(result.artifact, tf.frame[columns].head(5))
+        version = registry.register(
+            client, model_uri, settings.model_name, run.info.run_id, {"leadscore.target": tf.target}
+        )
+        try:
+            registry.move_alias(client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}")
+        except Exception:
+            client.delete_model_version(settings.model_name, version)
+            raise
+    return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
