@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from features.engagement import aggregate_engagement, engagement_feature_names, monotone_engagement, type_codes
 from features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
 
 LABEL = "label"
@@ -49,6 +49,7 @@ class TrainingFrame:
     as_of: pd.Timestamp | None = None
     excluded: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    monotone: dict[str, int] = field(default_factory=dict)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -117,12 +118,12 @@ def build_crm_frame(
 
     outcomes = tables.outcomes.drop_duplicates(mapping.id, keep="first").set_index(mapping.id)
     ids = leads[mapping.id]
-    opportunity_at = ids.map(outcomes["opportunity_created_at"]).to_numpy("datetime64[ns]")
+    opportunity_at = outcomes["opportunity_created_at"].reindex(ids).to_numpy("datetime64[ns]")
     if target == "opportunity":
         event_at = opportunity_at
     else:
-        won = ids.map(outcomes["stage"]).eq("closed_won").to_numpy()
-        event_at = np.where(won, ids.map(outcomes["closed_at"]).to_numpy("datetime64[ns]"), np.datetime64("NaT"))
+        won = outcomes["stage"].reindex(ids).eq("closed_won").to_numpy()
+        event_at = np.where(won, outcomes["closed_at"].reindex(ids).to_numpy("datetime64[ns]"), np.datetime64("NaT"))
     as_of_ns = np.datetime64(as_of, "ns")
     event_at = np.where(event_at <= as_of_ns, event_at, np.datetime64("NaT"))  # not yet visible at as_of
 
@@ -155,6 +156,7 @@ def build_crm_frame(
             "converted_before_scoring": int(converted_early.sum()),
         },
         source=source,
+        monotone={**monotone_engagement(), **mapping.monotone},
     )
 
 
@@ -218,6 +220,7 @@ def build_flat_frame(path: Path, mapping: Mapping) -> TrainingFrame:
         timed=timed,
         target=mapping.label.column,
         source=str(path),
+        monotone=dict(mapping.monotone),
     )
 
 

@@ -13,6 +13,8 @@ import numpy as np
 from features.schema import ACTIVITY_TYPES
 
 WINDOW_DAYS = 7
+# High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
+HIGH_INTENT = ("pricing_page_view", "demo_request", "form_submit", "meeting_booked")
 _DAY_NS = 86_400 * 10**9
 
 
@@ -26,6 +28,11 @@ def engagement_feature_names(types: Sequence[str] = ACTIVITY_TYPES) -> list[str]
         "distinct_activity_types",
         "days_since_last_activity",
     ]
+
+
+def monotone_engagement() -> dict[str, int]:
+    """+1 (non-decreasing) for the high-intent counts, by feature name."""
+    return {f"{t}_{suffix}": 1 for t in HIGH_INTENT for suffix in (f"{WINDOW_DAYS}d", "total")}
 
 
 def type_codes(activity_types: Sequence[str] | np.ndarray, types: Sequence[str] = ACTIVITY_TYPES) -> np.ndarray:

@@ -85,6 +85,9 @@ class Mapping(BaseModel):
     manual: list[ManualProcess] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    monotone: dict[str, Literal[-1, 1]] = Field(
+        default_factory=dict, description="Numeric features whose increase never lowers (1) or never raises (-1) the score."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Mapping:
@@ -96,6 +99,9 @@ class Mapping(BaseModel):
         clashes = sorted(set(features) & set(self.exclude))
         if clashes:
             raise ValueError(f"columns listed as features and in 'exclude': {clashes}")
+        loose = sorted(set(self.monotone) - set(self.numeric) - set(self.boolean))
+        if loose:
+            raise ValueError(f"'monotone' names columns that are not numeric or boolean features: {loose}")
         manual = sorted({c for m in self.manual for c in m.columns} & set(features))
         if manual:
             raise ValueError(f"manual-process columns must not be model features too: {manual}")

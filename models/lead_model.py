@@ -38,6 +38,8 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     calibration : "sigmoid" or "isotonic"
     calibration_fraction : float in (0, 0.5]
     calibration_folds : int, 0 or >= 2
+    monotone : mapping of column name to +1 / -1, optional
+        Features whose increase may never lower (+1) or raise (-1) the score.
     random_state : int
     n_jobs : int or None
         LightGBM threads. None: one thread below ``PARALLEL_ROWS`` rows (OpenMP threads cost more
@@ -56,6 +58,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         calibration: str = "sigmoid",
         calibration_fraction: float = 0.2,
         calibration_folds: int = 0,
+        monotone: dict[str, int] | None = None,
         random_state: int = 0,
         n_jobs: int | None = None,
     ):
@@ -69,6 +72,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.calibration_folds = calibration_folds
+        self.monotone = monotone
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -129,6 +133,8 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             free_raw_data=True,
         )
         params = {**self.lgb_params(), "num_threads": _threads(len(y), self.n_jobs)}
+        if self.monotone:
+            params["monotone_constraints"] = [int(self.monotone.get(n, 0)) for n in self.encoder_.feature_names_out_]
         return lgb.train(params, dataset, num_boost_round=self.n_estimators)
 
     def margin_matrix(self, matrix: np.ndarray) -> np.ndarray:

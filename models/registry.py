@@ -67,13 +67,13 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")]
 
 
-def register(client: MlflowClient, model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
+def register(client: MlflowClient, model_uri: str, name: str, tags: dict[str, str]) -> str:
     """Create a new version of registered model ``name``; returns the version number as text."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
-    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
+    version = mlflow.register_model(model_uri, name, tags=tags)
     return str(version.version)
 
 

@@ -189,8 +189,8 @@ MANUAL_POINTS_SIZE = {"smb": 5, "mid_market": 15, "enterprise": 25}  # missing h
 MANUAL_NOISE_SD = 6.0  # rep judgement, data-entry noise
 MQL_THRESHOLD = 48  # ~34% of leads become MQLs
 # BANT flag = (true log-odds + noise) > threshold: each a noisy proxy of the propensity.
-BANT_RULES = {"bant_budget": (2.5, -2.2), "bant_authority": (3.0, -1.8),
-              "bant_need": (2.0, -2.0), "bant_timing": (2.0, -1.0)}  # (noise sd, threshold)
+BANT_RULES = {"bant_budget": (4.5, -2.2), "bant_authority": (5.0, -1.8),
+              "bant_need": (4.0, -2.0), "bant_timing": (4.0, -1.0)}  # (noise sd, threshold)
 
 
 _STRING_COLUMNS = {"lead_id", *FIRMOGRAPHIC_CATEGORICAL, "email", "name", "type", "stage"}

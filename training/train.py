@@ -127,6 +127,7 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         learning_rate=options.learning_rate,
         num_leaves=options.num_leaves,
         calibration_folds=0 if tf.timed else 5,
+        monotone=tf.monotone,
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
@@ -278,9 +279,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
         model_uri = registry.log_model(result.artifact, tf.frame[columns].head(5))
-        version = registry.register(
-            client, model_uri, settings.model_name, run.info.run_id, {"leadscore.target": tf.target}
-        )
+        version = registry.register(client, model_uri, settings.model_name, {"leadscore.target": tf.target, "leadscore.run_id": run.info.run_id})
         try:
             registry.move_alias(client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}")
         except Exception:

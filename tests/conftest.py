@@ -1,0 +1,52 @@
+"""Shared fixtures: seeded synthetic data, one fitted model, and one real mlflow server per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from features.build import CrmTables
+from models.settings import MlflowSettings
+from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
+from training.train import FitResult
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+X_EDUCATION = SHARED / "datasets" / "x-education-leads" / "Leads.csv"
+
+
+@pytest.fixture(scope="session")
+def crm_tables() -> CrmTables:
+    return make_crm()
+
+
+@pytest.fixture(scope="session")
+def crm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_crm_folder(tmp_path_factory.mktemp("crm"))
+
+
+@pytest.fixture(scope="session")
+def fitted(crm_tables: CrmTables) -> FitResult:
+    """One fitted model (with baselines) on the session's synthetic data."""
+    return fit_crm(crm_tables)
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real `mlflow server` process on 127.0.0.1 for the whole session."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+@pytest.fixture
+def server_settings(mlflow_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> MlflowSettings:
+    """Settings pointing at the session's server, with a registered-model name of this test's own."""
+    name = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
+    return MlflowSettings(tracking_uri=mlflow_uri, home=tmp_path / "home", model_name=name, experiment=name)
+
+
+@pytest.fixture
+def x_education() -> Path:
+    if not X_EDUCATION.exists():
+        pytest.skip(f"real dataset not present: {X_EDUCATION} (the shared/ folder beside the project is absent)")
+    return X_EDUCATION

@@ -1,0 +1,135 @@
+"""Model behaviour: one artifact scores batches and requests alike, is calibrated, explains itself, respects intent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from features.build import SCORING_AT
+from features.encoder import FeatureEncoder
+from features.online import lead_feature_record
+from features.schema import Activity, LeadRecord
+from models.artifact import ScoringArtifact
+from models.baselines import ManualProcessClassifier
+from models.lead_model import LeadScoringModel
+from models.routing import RoutingSpec, TierSpec, fit_routing
+from training.metrics import binary_metrics, expected_calibration_error, top_share
+from training.train import FitResult
+
+
+def holdout_rows(fitted: FitResult, n: int = 200) -> pd.DataFrame:
+    return fitted.holdout.head(n)
+
+
+def test_estimators_keep_the_sklearn_contract() -> None:
+    for est in (LeadScoringModel(FeatureEncoder(numeric=["x"])), ManualProcessClassifier(), FeatureEncoder()):
+        params = est.get_params()
+        assert clone(est).get_params().keys() == params.keys()
+        assert not [k for k in vars(est) if k.endswith("_") and not k.startswith("_")]
+
+
+def test_model_beats_every_manual_process_on_the_holdout(fitted: FitResult) -> None:
+    model = fitted.metrics["model"]["roc_auc"]
+    manual = {k: v["roc_auc"] for k, v in fitted.metrics.items() if k.startswith("manual:")}
+    assert set(manual) == {"manual:MQL flag", "manual:Manual points", "manual:BANT"}
+    assert all(model > auc for auc in manual.values()), (model, manual)
+    assert model > 0.7
+
+
+def test_model_is_calibrated_on_the_holdout(fitted: FitResult) -> None:
+    assert fitted.metrics["model"]["ece"] < 0.05
+
+
+def test_holdout_is_the_newest_period(fitted: FitResult) -> None:
+    created = fitted.frame.frame["created_at"]
+    assert created.iloc[fitted.split.train].max() <= created.iloc[fitted.split.holdout].min()
+    assert fitted.split.method == "time"
+
+
+def test_request_records_score_exactly_as_the_batch_frame(fitted: FitResult) -> None:
+    """Train/serve skew: the dict path used by the API gives the same probabilities as the DataFrame path."""
+    rows = holdout_rows(fitted)
+    batch = fitted.artifact.score_frame(rows)
+    records = rows.to_dict("records")
+    single = fitted.artifact.score_records(records, explain=False)
+    np.testing.assert_allclose([s["probability"] for s in single], batch["probability"].to_numpy(), rtol=0, atol=1e-12)
+    assert [s["tier"] for s in single] == list(batch["tier"])
+
+
+def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResult, crm_tables) -> None:
+    row = holdout_rows(fitted).iloc[3]
+    acts = crm_tables.activities[crm_tables.activities["lead_id"] == row["lead_id"]]
+    lead = LeadRecord(
+        **{k: (None if pd.isna(row[k]) else row[k]) for k in ("lead_id", "source", "campaign", "country", "region", "industry",
+                                                             "employees", "annual_revenue", "title", "seniority", "department")},
+        activities=[Activity(type=t, occurred_at=o) for t, o in zip(acts["type"], acts["occurred_at"], strict=True)],
+    )
+    record = lead_feature_record(lead, row[SCORING_AT].to_pydatetime())
+    via_api = fitted.artifact.score_records([record], explain=False)[0]["probability"]
+    via_training = fitted.artifact.score_frame(row.to_frame().T)["probability"].iloc[0]
+    assert via_api == pytest.approx(via_training, abs=1e-12)
+
+
+def test_booking_a_demo_never_lowers_the_score(fitted: FitResult) -> None:
+    rows = holdout_rows(fitted).to_dict("records")
+    base = fitted.artifact.score_records(rows, explain=False)
+    for record in rows:
+        for name in ("demo_request_7d", "demo_request_total", "meeting_booked_total", "pricing_page_view_total"):
+            record[name] = record[name] + 1
+    more = fitted.artifact.score_records(rows, explain=False)
+    assert all(m["probability"] >= b["probability"] for m, b in zip(more, base, strict=True))
+
+
+def test_reasons_name_readable_factors_whose_sum_explains_the_score(fitted: FitResult) -> None:
+    record = holdout_rows(fitted).iloc[0].to_dict()
+    scored = fitted.artifact.score_records([record])[0]
+    reasons = scored["reasons"]
+    assert 1 <= len(reasons["positive"]) <= 3 and 1 <= len(reasons["negative"]) <= 3
+    assert all(r["contribution"] > 0 for r in reasons["positive"]) and all(r["contribution"] < 0 for r in reasons["negative"])
+    assert all(r["label"] and r["label"] != r["feature"] for r in reasons["positive"] + reasons["negative"])
+    matrix = fitted.artifact.model.encoder_.transform_records([record])
+    contrib = fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0]
+    assert contrib.sum() == pytest.approx(fitted.artifact.model.margin_matrix(matrix)[0])
+
+
+def test_score_is_the_percentile_among_recent_leads_and_tiers_follow_the_policy(fitted: FitResult) -> None:
+    scored = fitted.artifact.score_frame(fitted.holdout)
+    assert scored["score"].between(0, 100).all()
+    assert (scored["score"] >= 90).mean() == pytest.approx(0.10, abs=0.02)
+    shares = scored["tier"].value_counts(normalize=True)
+    assert shares["A"] == pytest.approx(0.10, abs=0.02) and shares["B"] == pytest.approx(0.20, abs=0.03)
+    assert list(fitted.artifact.routing.tiers[0].model_dump()) == ["name", "queue", "sla_hours", "min_probability", "expected_share"]
+
+
+def test_capacity_routing_sizes_the_a_tier_by_leads_per_week() -> None:
+    p = np.linspace(0, 1, 1000)
+    spec = RoutingSpec(tiers=[TierSpec(name="A", queue="ae", sla_hours=1, per_week=50), TierSpec(name="D", queue="nurture")])
+    policy = fit_routing(spec, p, leads_per_week=500)
+    assert (policy.tier_index(p) == 0).mean() == pytest.approx(0.10, abs=0.002)
+    with pytest.raises(ValueError, match="per week"):
+        fit_routing(spec, p, leads_per_week=None)
+
+
+def test_artifact_round_trips_through_one_file(fitted: FitResult, tmp_path: Path) -> None:
+    path = fitted.artifact.save(tmp_path / "a.joblib")
+    loaded = ScoringArtifact.load(path)
+    rows = holdout_rows(fitted, 50)
+    pd.testing.assert_frame_equal(loaded.score_frame(rows), fitted.artifact.score_frame(rows))
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert loaded.metadata["training_window"]["end"] < loaded.metadata["holdout_window"]["end"]
+
+
+def test_metrics_by_hand() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    p = np.array([0.9, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert top_share(y, p, 0.2) == (0.5, pytest.approx(0.5 / 0.3))
+    assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0]), bins=2) == 0.0
+    assert expected_calibration_error(np.array([0, 0]), np.array([0.5, 0.5]), bins=1) == 0.5
+    m = binary_metrics(y, p)
+    assert m["base_rate"] == pytest.approx(0.3) and m["conversions"] == 3 and m["n"] == 10
+    assert m["roc_auc"] == pytest.approx((6 + 7 + 0.5 * 6 + 0) / 21)

@@ -1,0 +1,124 @@
+"""Point-in-time training frame: nothing after the scoring moment reaches the features; censored leads are left out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.build import LABEL, CrmTables, build_crm_frame
+from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from features.mapping import DataError, default_crm_mapping
+from features.schema import ACTIVITY_TYPES
+
+MAPPING = default_crm_mapping()
+T0 = pd.Timestamp("2025-01-01")
+
+
+def tables(leads: list[dict], activities: list[dict], outcomes: list[dict]) -> CrmTables:
+    base = {"source": "inbound", "campaign": "c", "country": "US", "region": "NA", "industry": "saas", "title": "CTO",
+            "seniority": "c_level", "department": "it", "employees": 50.0, "annual_revenue": 1e6, "is_mql": True,
+            "manual_score": 50, "bant_budget": True, "bant_authority": True, "bant_need": False, "bant_timing": False,
+            "email": "a@example.com", "name": "A"}
+    lead_frame = pd.DataFrame([{**base, **lead} for lead in leads])
+    act = pd.DataFrame(activities, columns=["lead_id", "occurred_at", "type"])
+    act["occurred_at"] = pd.to_datetime(act["occurred_at"])
+    out = pd.DataFrame(outcomes, columns=["lead_id", "opportunity_created_at", "closed_at", "stage", "amount"])
+    for c in ("opportunity_created_at", "closed_at"):
+        out[c] = pd.to_datetime(out[c])
+    return CrmTables(lead_frame, act, out)
+
+
+def day(n: float) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=n)
+
+
+def frame(t: CrmTables, **kw: object) -> pd.DataFrame:
+    return build_crm_frame(t, MAPPING, **{"horizon_days": 90, "observation_days": 7, "as_of": day(400), **kw}).frame.set_index("lead_id")
+
+
+def test_engagement_counts_only_up_to_the_scoring_moment() -> None:
+    t = tables(
+        [{"lead_id": "a", "created_at": T0}],
+        [{"lead_id": "a", "occurred_at": day(-2), "type": "web_visit"},
+         {"lead_id": "a", "occurred_at": day(1), "type": "pricing_page_view"},
+         {"lead_id": "a", "occurred_at": day(6.9), "type": "pricing_page_view"},
+         {"lead_id": "a", "occurred_at": day(7.1), "type": "demo_request"}],
+        [],
+    )
+    row = frame(t).loc["a"]
+    assert row["pricing_page_view_total"] == 2 and row["pricing_page_view_7d"] == 2
+    assert row["web_visit_total"] == 1 and row["web_visit_7d"] == 0  # 9 days before the scoring moment
+    assert row["demo_request_total"] == 0  # after the scoring moment
+    assert row["days_since_last_activity"] == pytest.approx(0.1)
+    assert row["distinct_activity_types"] == 2
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    later=st.lists(st.tuples(st.floats(7.001, 500), st.sampled_from(ACTIVITY_TYPES)), min_size=1, max_size=15),
+    earlier=st.lists(st.tuples(st.floats(-30, 7), st.sampled_from(ACTIVITY_TYPES)), max_size=10),
+)
+def test_an_activity_after_the_scoring_moment_never_changes_features(later: list, earlier: list) -> None:
+    lead = [{"lead_id": "a", "created_at": T0}, {"lead_id": "b", "created_at": day(3)}]
+    before = [{"lead_id": "a", "occurred_at": day(d), "type": k} for d, k in earlier]
+    after = [{"lead_id": "a", "occurred_at": day(d), "type": k} for d, k in later]
+    base = frame(tables(lead, before, []))
+    more = frame(tables(lead, before + after, []))
+    pd.testing.assert_frame_equal(base, more)
+
+
+def test_censored_leads_are_left_out_not_counted_negative() -> None:
+    t = tables([{"lead_id": "old", "created_at": T0}, {"lead_id": "young", "created_at": day(350)}], [], [])
+    built = build_crm_frame(t, MAPPING, horizon_days=90, observation_days=7, as_of=day(400))
+    assert list(built.frame["lead_id"]) == ["old"]
+    assert built.excluded["horizon_not_elapsed"] == 1
+
+
+def test_label_is_the_target_within_the_horizon_and_visible_at_as_of() -> None:
+    leads = [{"lead_id": x, "created_at": T0} for x in ("in", "late", "won", "unseen")]
+    outcomes = [
+        {"lead_id": "in", "opportunity_created_at": day(30), "closed_at": day(100), "stage": "closed_lost", "amount": 1.0},
+        {"lead_id": "late", "opportunity_created_at": day(95), "closed_at": pd.NaT, "stage": "open", "amount": 1.0},
+        {"lead_id": "won", "opportunity_created_at": day(20), "closed_at": day(80), "stage": "closed_won", "amount": 1.0},
+        {"lead_id": "unseen", "opportunity_created_at": day(60), "closed_at": pd.NaT, "stage": "open", "amount": 1.0},
+    ]
+    t = tables(leads, [], outcomes)
+    opp = frame(t, as_of=day(95))[LABEL].to_dict()
+    assert opp == {"in": 1, "late": 0, "won": 1, "unseen": 1}
+    won = frame(t, target="closed_won", as_of=day(95))[LABEL].to_dict()
+    assert won == {"in": 0, "late": 0, "won": 1, "unseen": 0}
+    hidden = frame(t, as_of=day(90))[LABEL].to_dict()  # the 'unseen' opportunity is visible at day 90
+    assert hidden["unseen"] == 1
+
+
+def test_leads_already_converted_at_the_scoring_moment_are_left_out() -> None:
+    t = tables(
+        [{"lead_id": "fast", "created_at": T0}, {"lead_id": "slow", "created_at": T0}],
+        [],
+        [{"lead_id": "fast", "opportunity_created_at": day(3), "closed_at": pd.NaT, "stage": "open", "amount": 1.0}],
+    )
+    built = build_crm_frame(t, MAPPING, as_of=day(400))
+    assert list(built.frame["lead_id"]) == ["slow"]
+    assert built.excluded["converted_before_scoring"] == 1
+
+
+def test_observation_must_end_before_the_horizon() -> None:
+    t = tables([{"lead_id": "a", "created_at": T0}], [], [])
+    with pytest.raises(DataError, match="observation_days"):
+        build_crm_frame(t, MAPPING, horizon_days=7, observation_days=7)
+
+
+def test_aggregation_of_one_request_equals_the_training_aggregation(crm_tables: CrmTables) -> None:
+    """The single-lead path (serving) and the table path (training) are the same function."""
+    built = build_crm_frame(crm_tables, MAPPING)
+    row = built.frame.iloc[5]
+    acts = crm_tables.activities[crm_tables.activities["lead_id"] == row["lead_id"]]
+    single = aggregate_engagement(
+        np.zeros(len(acts), dtype=np.int64), type_codes(acts["type"].to_numpy()),
+        acts["occurred_at"].to_numpy("datetime64[ns]"), np.array([row["scoring_at"]], dtype="datetime64[ns]"),
+    )
+    for name in engagement_feature_names():
+        assert single[name][0] == pytest.approx(row[name], nan_ok=True), name
