@@ -11,7 +11,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
 from sklearn.utils.validation import check_is_fitted
 
 from features.encoder import FeatureEncoder, encode_boolean, encode_numeric
@@ -23,9 +23,9 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 
 def logistic_baseline(encoder: FeatureEncoder, C: float = 1.0) -> Pipeline:
-    """The same encoder, then one-hot categories, log-scaled numbers with missing indicators, and a logistic regression."""
-    n_cat = len(encoder.categorical)
-    n_all = n_cat + len(encoder.numeric) + len(encoder.boolean)
+    """The same encoder, then one-hot categories, splines of log-scaled numbers, yes/no flags, and a logistic regression."""
+    n_cat, n_num = len(encoder.categorical), len(encoder.numeric)
+    n_all = n_cat + n_num + len(encoder.boolean)
     prepare = ColumnTransformer(
         [
             ("categories", OneHotEncoder(handle_unknown="ignore"), list(range(n_cat))),
@@ -34,14 +34,19 @@ def logistic_baseline(encoder: FeatureEncoder, C: float = 1.0) -> Pipeline:
                 make_pipeline(
                     SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
                     FunctionTransformer(_signed_log1p),
-                    StandardScaler(),
+                    SplineTransformer(n_knots=6, degree=3),
                 ),
-                list(range(n_cat, n_all)),
+                list(range(n_cat, n_cat + n_num)),
+            ),
+            (
+                "flags",
+                SimpleImputer(strategy="most_frequent", add_indicator=True, keep_empty_features=True),
+                list(range(n_cat + n_num, n_all)),
             ),
         ]
     )
     return Pipeline(
-        [("encode", clone(encoder)), ("prepare", prepare), ("classify", LogisticRegression(C=C, max_iter=2000))]
+        [("encode", clone(encoder)), ("prepare", prepare), ("classify", LogisticRegression(C=C, max_iter=3000))]
     )
 
 

@@ -1,0 +1,102 @@
+"""Training and batch-scoring speed, measured side by side in one run.
+
+    .venv/bin/python bench/bench_training.py [--sizes 100000 1000000]
+
+For each size: our whole training job (read files, point-in-time features, encoding, LightGBM with
+calibration, the logistic and manual baselines) against plain ``lightgbm.train`` with the same
+parameters on the already-built matrix; and ``leadscore score`` on a CRM folder (read, engagement as
+of now, encoding, prediction, routing, writing) against plain ``Booster.predict`` on the built matrix.
+Prints seconds and ratios; the machine is noisy, so compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightgbm as lgb
+
+from features.build import LABEL, load_training_frame
+from features.mapping import default_crm_mapping
+from models.lead_model import _threads
+from training.split import split_frame
+from training.synthetic import generate_crm, write_crm
+from training.train import TrainOptions, fit, make_encoder
+
+
+def timed(func, *args, **kwargs):  # noqa: ANN001, ANN201
+    began = time.perf_counter()
+    out = func(*args, **kwargs)
+    return out, time.perf_counter() - began
+
+
+def bench(n: int, root: Path) -> dict[str, float]:
+    data = root / f"crm-{n}"
+    write_crm(generate_crm(n, seed=1), data)
+    mapping = default_crm_mapping()
+    options = TrainOptions(data=data)
+
+    def whole_job():  # noqa: ANN202
+        return fit(load_training_frame(data, mapping), options)
+
+    result, ours = timed(whole_job)
+    tf = result.frame
+    split = split_frame(tf, options.holdout_fraction, options.seed)
+    train_rows = tf.frame.iloc[split.train]
+    encoder = make_encoder(tf).fit(train_rows)
+    matrix, y = encoder.transform(train_rows), train_rows[LABEL].to_numpy()
+    model = result.artifact.model
+    params = {**model.lgb_params(), "num_threads": _threads(len(y), None)}
+
+    def plain_train():  # noqa: ANN202
+        dataset = lgb.Dataset(matrix, label=y, categorical_feature=encoder.categorical_indices_)
+        return lgb.train(params, dataset, num_boost_round=model.n_estimators)
+
+    booster, plain = timed(plain_train)
+
+    # Batch scoring: the CLI on the CRM folder vs Booster.predict on the built matrix of every lead.
+    home = root / f"home-{n}"
+    env = {**os.environ, "LEADSCORE_HOME": str(home)}
+    env.pop("LEADSCORE_TRACKING_URI", None)
+    cli = str(Path(sys.executable).parent / "leadscore")
+    subprocess.run([cli, "train", "--data", str(data), "--no-report"], env=env, check=True, capture_output=True)
+    subprocess.run([cli, "promote"], env=env, check=True, capture_output=True)
+    out = root / f"scores-{n}.parquet"
+    began = time.perf_counter()
+    subprocess.run([cli, "score", "--input", str(data), "--output", str(out), "--model-uri", "models:/lead-scoring@champion"],
+                   env=env, check=True, capture_output=True)
+    score_cli = time.perf_counter() - began
+    everyone = encoder.transform(tf.frame)
+    _, predict = timed(booster.predict, everyone, num_threads=_threads(len(everyone), None))
+    scored_rows = n
+    return {
+        "leads": n, "train_rows": len(y), "ours_train_s": ours, "plain_train_s": plain,
+        "score_rows": scored_rows, "ours_score_s": score_cli, "plain_predict_s": predict * scored_rows / len(everyone),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    print(f"{'leads':>10} {'train rows':>11} {'our job s':>10} {'lgb.train s':>12} {'ratio':>6} | "
+          f"{'score s':>8} {'predict s':>10} {'ratio':>6} {'rows/s ours':>12} {'rows/s plain':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            r = bench(n, Path(tmp))
+            print(f"{r['leads']:>10,} {r['train_rows']:>11,} {r['ours_train_s']:>10.1f} {r['plain_train_s']:>12.1f} "
+                  f"{r['ours_train_s'] / r['plain_train_s']:>6.2f} | {r['ours_score_s']:>8.1f} {r['plain_predict_s']:>10.1f} "
+                  f"{r['ours_score_s'] / r['plain_predict_s']:>6.2f} {r['score_rows'] / r['ours_score_s']:>12,.0f} "
+                  f"{r['score_rows'] / r['plain_predict_s']:>13,.0f}", flush=True)
+    print("our job = read + point-in-time features + encode + LightGBM + calibration + logistic and manual baselines "
+          "(no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
+          "plain = the same LightGBM parameters on the already-built matrix.")
+
+
+if __name__ == "__main__":
+    main()

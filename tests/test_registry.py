@@ -1,0 +1,83 @@
+"""Training, registration and promotion against a real `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from models import registry
+from models.settings import MlflowSettings
+from training.promote import CHAMPION, GateFailed, promote
+from training.train import CHALLENGER, TrainOptions, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def options(folder: Path, **kw: object) -> TrainOptions:
+    return TrainOptions(**{"data": folder, "n_estimators": 60, "min_conversions": 40, **kw})
+
+
+def test_train_logs_everything_and_registers_a_challenger(server_settings: MlflowSettings, crm_folder: Path) -> None:
+    result = train(options(crm_folder), server_settings)
+    client = MlflowClient(server_settings.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert {"model.roc_auc", "model.pr_auc", "model.brier", "model.log_loss", "model.ece", "model.lift_top10",
+            "model.conversion_top10", "logistic_regression.roc_auc", "manual_MQL flag.roc_auc"} <= set(run.data.metrics)
+    assert run.data.params["target"] == "opportunity" and run.data.params["horizon_days"] == "90"
+    assert len(run.data.tags["leadscore.data_digest"]) == 64
+    assert "mlflow.source.git.commit" in run.data.tags
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [crm_folder.name]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"holdout.parquet", "metadata.json", "routing.json"} <= artifacts
+    version = client.get_model_version(server_settings.model_name, result.version)
+    assert registry.alias_version(client, server_settings.model_name, CHALLENGER) == result.version
+    artifact, name, got = registry.fetch_artifact(client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache")
+    assert (name, got) == (server_settings.model_name, result.version) and version.run_id == result.run_id
+    assert artifact.metadata["data_digest"] == run.data.tags["leadscore.data_digest"]
+    model_dir = Path(client.download_artifacts(result.run_id, "metadata.json", str(server_settings.home)))
+    assert json.loads(model_dir.read_text())["split"]["method"] == "time"
+
+
+def name_of(settings: MlflowSettings) -> str:
+    return settings.model_name
+
+
+def test_promotion_gates_and_alias_history(server_settings: MlflowSettings, crm_folder: Path) -> None:
+    first = train(options(crm_folder), server_settings)
+    promoted = promote(server_settings)
+    assert promoted.promoted and promoted.previous_champion is None
+    assert [g.name for g in promoted.gates] == ["calibrated"]  # the first model: calibration gate only
+
+    weak = train(options(crm_folder, n_estimators=1, learning_rate=0.01, seed=3), server_settings)
+    with pytest.raises(GateFailed, match="not promoted") as failed:
+        promote(server_settings)
+    assert {g.name: g.passed for g in failed.value.result.gates}["not_worse"] is False
+    client = MlflowClient(server_settings.tracking_uri)
+    assert registry.alias_version(client, server_settings.model_name, CHAMPION) == first.version
+
+    better = train(options(crm_folder, seed=1), server_settings)
+    result = promote(server_settings, tolerance=0.05)
+    assert result.promoted and result.previous_champion == first.version and result.candidate == better.version
+    assert result.warnings == []  # both trained on the same period, before the same holdout
+    history = registry.alias_history(client, server_settings.model_name)
+    moves = [(h["alias"], h.get("from_version"), h["to_version"]) for h in history]
+    assert moves[:2] == [(CHAMPION, first.version, better.version), (CHALLENGER, weak.version, better.version)]
+    assert (CHAMPION, None, first.version) in moves
+    assert all(h["actor"] and h["at"] and h["reason"] for h in history)
+
+
+def test_a_failed_registration_leaves_no_version(server_settings: MlflowSettings, crm_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("alias service down")
+
+    monkeypatch.setattr(registry, "move_alias", refuse)
+    with pytest.raises(RuntimeError, match="alias service down"):
+        train(options(crm_folder), server_settings)
+    client = MlflowClient(server_settings.tracking_uri)
+    assert client.search_model_versions(f"name='{server_settings.model_name}'") == []
+    runs = client.search_runs([client.get_experiment_by_name(server_settings.experiment).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
