@@ -44,8 +44,8 @@ def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> 
     return client.create_experiment(name, artifact_location=location)
 
 
-def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> str:
-    """Log the artifact as an MLflow pyfunc model of the active run, with signature and input example; returns its URI."""
+def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log the artifact as an MLflow pyfunc model of the active run, with signature and input example."""
     example = input_example.reset_index(drop=True)
     signature = infer_signature(example, artifact.score_frame(example).reset_index(drop=True))
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,7 +58,7 @@ def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> str:
             input_example=example,
             pip_requirements=_requirements(),
         )
-    return info.model_uri
+    return info
 
 
 def _requirements() -> list[str]:
@@ -67,13 +67,15 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")]
 
 
-def register(client: MlflowClient, model_uri: str, name: str, tags: dict[str, str]) -> str:
-    """Create a new version of registered model ``name``; returns the version number as text."""
+def register(client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]) -> str:
+    """Create a new version of registered model ``name`` from a logged model; returns the version number as text."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    version = client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+    )
     return str(version.version)
 
 

@@ -52,7 +52,7 @@ class TrainOptions(BaseModel):
     min_conversions: int = Field(default=120, ge=1)
     routing: Path | None = None
     n_estimators: int = Field(default=400, gt=0)
-    learning_rate: float = Field(default=0.03, gt=0)
+    learning_rate: float = Field(default=0.02, gt=0)
     num_leaves: int = Field(default=15, gt=1)
     n_jobs: int | None = None
 
@@ -278,8 +278,8 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 extra = Path(tmp) / "report"
                 extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
-        model_uri = registry.log_model(result.artifact, tf.frame[columns].head(5))
-        version = registry.register(client, model_uri, settings.model_name, {"leadscore.target": tf.target, "leadscore.run_id": run.info.run_id})
+        info = registry.log_model(result.artifact, tf.frame[columns].head(5))
+        version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
         try:
             registry.move_alias(client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}")
         except Exception:
