@@ -9,7 +9,8 @@ converted at their scoring moment (nothing left to predict). Flat form: the tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ class TrainingFrame:
     excluded: dict[str, int] = field(default_factory=dict)
     source: str = ""
     monotone: dict[str, int] = field(default_factory=dict)
+    digest: str = ""
 
     @property
     def feature_columns(self) -> list[str]:
@@ -230,6 +232,19 @@ def _label_text(value: object) -> str:
     return str(value).strip()
 
 
+def data_digest(path: Path) -> str:
+    """sha256 over the bytes of a data file, or of every file in a data folder (sorted by name)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def load_training_frame(
     data: Path,
     mapping: Mapping,
@@ -241,9 +256,10 @@ def load_training_frame(
 ) -> TrainingFrame:
     """Read data by its mapping and build the training frame (CRM: point in time; flat: as is)."""
     if mapping.form == "flat":
-        return build_flat_frame(data, mapping)
-    tables = read_crm_tables(data, mapping)
-    return build_crm_frame(
-        tables, mapping, target=target, horizon_days=horizon_days, observation_days=observation_days,
-        as_of=as_of, source=str(data),
-    )
+        frame = build_flat_frame(data, mapping)
+    else:
+        frame = build_crm_frame(
+            read_crm_tables(data, mapping), mapping, target=target, horizon_days=horizon_days,
+            observation_days=observation_days, as_of=as_of, source=str(data),
+        )
+    return replace(frame, digest=data_digest(data))

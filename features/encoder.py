@@ -166,12 +166,25 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         missing = frozenset(self.missing_values)
         self.categories_ = {}
         for name in self.categorical:
-            texts = pd.Series(
-                [_category_text(v) for v in _column(X, name, n) if not _is_missing(v, missing)], dtype=object
-            )
-            counts = texts.value_counts()
-            counts = counts[counts >= self.min_frequency].head(self.max_categories)
-            self.categories_[name] = tuple(sorted(counts.index))
+            raw = pd.Series(_column(X, name, n), dtype=object).value_counts(dropna=True)
+            counts: dict[str, int] = {}
+            for value, count in raw.items():  # normalise each distinct value once
+                if not _is_missing(value, missing):
+                    text = _category_text(value)
+                    counts[text] = counts.get(text, 0) + int(count)
+            kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            kept = [text for text, count in kept if count >= self.min_frequency][: self.max_categories]
+            self.categories_[name] = tuple(sorted(kept))
+        for name in self.numeric:
+            values = _column(X, name, n)
+            try:
+                np.asarray(values, dtype=np.float64)
+                continue
+            except (TypeError, ValueError):
+                pass
+            bad = [v for v in values if not _is_missing(v, missing) and math.isnan(_to_float(v, missing))]
+            if bad:
+                raise ValueError(f"Column {name!r} is declared numeric but holds non-numeric values, e.g. {bad[0]!r}.")
         self.codes_ = {
             name: {**{c: i for i, c in enumerate(cats)}, OTHER: len(cats)} for name, cats in self.categories_.items()
         }

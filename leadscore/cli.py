@@ -219,6 +219,56 @@ def demo(
         _serve_once()
 
 
+@app.command()
+@_fails_cleanly
+def evaluate(
+    data: Annotated[Path, typer.Option(help="A CRM-form folder or a flat .csv/.parquet file (the training data, or newer data).")],
+    model_uri: Annotated[str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")] = "models:/lead-scoring@champion",
+    config: Annotated[Path | None, typer.Option(help="Mapping YAML; default: the mapping the model was trained with.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, CSV tables and charts.")] = Path("report"),
+    leads_per_rep_week: Annotated[float | None, typer.Option(min=1, help="Leads one rep can work per week (capacity view).")] = None,
+    reps: Annotated[int | None, typer.Option(min=1, help="Number of reps working leads (capacity view).")] = None,
+    rules: Annotated[Path | None, typer.Option(help="Points rules YAML (see data/rules/) to compare as one more manual process.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report summary as one JSON object.")] = False,
+) -> None:
+    """Judge a registered model and the manual processes on the leads it never trained on; write the HTML report."""
+    from models.settings import get_mlflow_settings
+    from training.evaluate import evaluate as run_evaluate
+
+    began = time.perf_counter()
+    summary = run_evaluate(
+        get_mlflow_settings(), model_uri, data, config, out, leads_per_rep_week=leads_per_rep_week, reps=reps, rules=rules,
+    )
+    if as_json:
+        _echo_json(summary)
+        return
+    holdout = summary["holdout"]
+    typer.echo(f"{summary['model']}: {summary['split_rule']}")
+    typer.echo(f"{holdout['n']:,} holdout leads, {holdout['conversions']:,} conversions; report in {time.perf_counter() - began:.1f}s")
+    for name, values in summary["metrics"].items():
+        auc = values["roc_auc"]
+        typer.echo(f"  {name:<44} ROC AUC {auc if auc is None else f'{auc:.3f}'}")
+    for name, v in summary["equal_volume"].items():
+        if v["volume"]:
+            typer.echo(f"  same volume as {name} ({v['volume']:,} leads): manual {v['manual_wins']:,} wins, model {v['model_wins']:,} wins")
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+@app.command()
+@_fails_cleanly
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads the model and follows the alias).")] = 1,
+) -> None:
+    """Serve the scoring API: models:/<LEADSCORE_MODEL_NAME>@<LEADSCORE_ALIAS>, reloaded when the alias moves."""
+    from serving.run import run
+
+    run(host=host, port=port, workers=workers)
+
+
 def _serve_once() -> None:
     try:
         from serving.demo import score_one_over_http

@@ -43,7 +43,8 @@ def logistic_baseline(encoder: FeatureEncoder, C: float = 1.0) -> Pipeline:
                 SimpleImputer(strategy="most_frequent", add_indicator=True, keep_empty_features=True),
                 list(range(n_cat + n_num, n_all)),
             ),
-        ]
+        ],
+        sparse_threshold=1.0,
     )
     return Pipeline(
         [("encode", clone(encoder)), ("prepare", prepare), ("classify", LogisticRegression(C=C, max_iter=3000))]

@@ -6,7 +6,6 @@ input runs before anything is logged, so bad input leaves no run and no model ve
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -178,7 +177,7 @@ def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: d
         "n_holdout": len(split.holdout),
         "excluded": tf.excluded,
         "data_source": tf.source,
-        "data_digest": data_digest(options.data),
+        "data_digest": tf.digest,
         "feature_columns": tf.feature_columns,
         "manual_processes": [m.model_dump() for m in tf.mapping.manual],
         "segments": tf.mapping.segments,
@@ -186,19 +185,6 @@ def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: d
         "leadscore_version": package_version("leadscore"),
         "git_commit": git_commit(),
     }
-
-
-def data_digest(path: Path) -> str:
-    """sha256 over the bytes of the data file, or of every file in a data folder (sorted by name)."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:
