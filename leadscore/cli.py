@@ -204,16 +204,19 @@ def score(
 @_fails_cleanly
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the generated data and scores.")] = Path("demo"),
-    leads: Annotated[int, typer.Option(min=2000, help="Synthetic leads to generate.")] = 20_000,
+    leads: Annotated[int, typer.Option(min=2000, help="Synthetic leads to generate.")] = 50_000,
     serve_check: Annotated[bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")] = True,
 ) -> None:
     """End to end on the embedded store: generate -> train -> promote -> score a sample -> serve one score."""
     data = workdir / "crm"
-    typer.echo("== generate"); generate(out=data, leads=leads, seed=0, start="2024-10-01", end="2026-09-30", csv=False)  # noqa: E702
-    typer.echo("== train"); train(data=data, config=None, target="opportunity", horizon_days=90, observation_days=7, as_of=None,  # noqa: E702
-                                  holdout_fraction=0.2, seed=0, min_conversions=120, routing=None, report=True, as_json=False)
-    typer.echo("== promote"); promote(version=None, tolerance=0.005, max_ece=0.05, as_json=False)  # noqa: E702
-    typer.echo("== score"); score(input=data, output=workdir / "scores.csv", model_uri="models:/lead-scoring@champion", as_of=None)  # noqa: E702
+    typer.echo("== generate")
+    generate(out=data, leads=leads)
+    typer.echo("== train")
+    train(data=data)
+    typer.echo("== promote")
+    promote()
+    typer.echo("== score")
+    score(input=data, output=workdir / "scores.csv")
     if serve_check:
         typer.echo("== serve")
         _serve_once()
