@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,11 @@ class ScoringArtifact:
     score_reference: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def input_columns(self) -> list[str]:
         return list(self.model.encoder_.feature_names_out_)
 
-    @property
+    @cached_property
     def feature_labels(self) -> dict[str, str]:
         return self.model.encoder_.feature_labels()
 

@@ -1,0 +1,284 @@
+"""Benchmark the scoring API against a constant FastAPI app and `mlflow models serve`, one lead per request.
+
+Run: ``.venv/bin/python bench/bench_serving.py [--home DIR] [--seconds 10]``. Trains a model on synthetic data
+into a temporary embedded store (or uses the champion in ``--home``), starts each server on 127.0.0.1, drives
+it with the same single-lead load at 1 and 8 connections (``wrk`` when installed, else a Python load
+generator) and prints requests/s, p50, p99 and the serving process's resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+CONST_APP = textwrap.dedent(
+    """
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    ANSWER = {"lead_id": "x", "probability": 0.1, "score": 50, "tier": "C", "queue": "sdr"}
+
+    @app.post("/v1/score")
+    async def score() -> dict:
+        return ANSWER
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(url)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (mlflow serve runs uvicorn as a child)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                children = (task / "children").read_text().split()
+                stack.extend(int(c) for c in children)
+        except OSError:
+            continue
+    return total / 1024
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def to_ms(value: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+        return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", text).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", text).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    errors = re.search(r"Socket errors:.*", text)
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(non2xx.group(1)) if non2xx else 0.0, "socket_errors": errors.group(0) if errors else ""}
+
+
+def load_wrk(url: str, body: bytes, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+    )
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_wrk(out)
+
+
+def load_python(url: str, body: bytes, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
+    import httpx
+
+    async def main() -> tuple[list[float], int]:
+        latencies: list[float] = []
+        failed = 0
+        deadline = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            async def worker() -> None:
+                nonlocal failed
+                while time.perf_counter() < deadline:
+                    began = time.perf_counter()
+                    response = await client.post(url, content=body, headers={"content-type": "application/json"})
+                    latencies.append((time.perf_counter() - began) * 1e3)
+                    failed += response.status_code != 200
+
+            await asyncio.gather(*(worker() for _ in range(connections)))
+        return latencies, failed
+
+    latencies, failed = asyncio.run(main())
+    qs = statistics.quantiles(latencies, n=100)
+    return {"rps": len(latencies) / seconds, "p50": qs[49], "p99": qs[98], "non2xx": float(failed), "socket_errors": ""}
+
+
+def train_model(home: Path) -> tuple[str, str]:
+    from models import registry
+    from models.settings import MlflowSettings
+    from training.promote import promote
+    from training.synthetic import generate_crm, write_crm
+    from training.train import TrainOptions, train
+
+    settings = MlflowSettings(home=home)
+    client = registry.configure(settings)
+    version = registry.alias_version(client, settings.model_name, "champion")
+    if version is None:
+        print("training a model on 20,000 synthetic leads (400 trees) ...", flush=True)
+        data = home / "crm"
+        write_crm(generate_crm(20_000, seed=0), data)
+        train(TrainOptions(data=data), settings)
+        promote(settings)
+        version = registry.alias_version(client, settings.model_name, "champion")
+    return settings.model_name, version
+
+
+def pyfunc_body(name: str, version: str, home: Path) -> bytes:
+    """The same lead as MLflow's scoring server wants it: the model's input columns, one record."""
+    import mlflow
+
+    from features.online import lead_feature_record
+    from features.schema import LeadRecord
+    from serving.schemas import EXAMPLE_LEAD
+
+    mlflow.set_tracking_uri(f"sqlite:///{(home / 'mlflow.db').resolve()}")
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    columns = info.signature.inputs.input_names()
+    record = lead_feature_record(LeadRecord.model_validate(EXAMPLE_LEAD), datetime.now(UTC))
+    row = {}
+    for column in columns:
+        value = record.get(column)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        row[column] = value
+    return json.dumps({"dataframe_records": [row]}).encode()
+
+
+def start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def in_process_costs(name: str, version: str, home: Path) -> None:
+    """Per-lead cost of the scoring path in-process, with and without reasons (pred_contrib)."""
+    from features.online import lead_feature_record
+    from features.schema import LeadRecord
+    from models import registry
+    from models.settings import MlflowSettings
+    from serving.schemas import EXAMPLE_LEAD
+
+    settings = MlflowSettings(home=home)
+    artifact, _, _ = registry.fetch_artifact(registry.configure(settings), f"models:/{name}/{version}", home / "cache")
+    lead = LeadRecord.model_validate(EXAMPLE_LEAD)
+    now = datetime.now(UTC)
+    record = lead_feature_record(lead, now)
+    for explain in (True, False):
+        artifact.score_records([record], explain=explain)
+        began = time.perf_counter()
+        for _ in range(1000):
+            artifact.score_records([lead_feature_record(lead, now)], explain=explain)
+        print(f"in-process score one lead, explain={explain!s:<5}: {(time.perf_counter() - began):.3f} ms/lead")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None, help="Embedded store with a champion (default: a new temp one).")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Load duration per server and concurrency.")
+    parser.add_argument("--python-load", action="store_true", help="Use the Python load generator even if wrk exists.")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="leadscore-bench-"))
+    home = (args.home or workdir / "home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    name, version = train_model(home)
+    print(f"model {name} v{version} in {home}")
+    in_process_costs(name, version, home)
+
+    from serving.schemas import EXAMPLE_LEAD
+
+    lead_body = json.dumps(EXAMPLE_LEAD).encode()
+    load = load_python if args.python_load or shutil.which("wrk") is None else load_wrk
+    print(f"load generator: {'wrk' if load is load_wrk else 'python (httpx)'}; {args.seconds:.0f}s per run")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "LEADSCORE_HOME": str(home),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env.pop("LEADSCORE_TRACKING_URI", None)
+    (workdir / "const_app.py").write_text(CONST_APP)
+    uvicorn_fast = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+
+    servers = {
+        "a) constant FastAPI": (lambda p: [str(BIN / "uvicorn"), "const_app:app", "--port", str(p), *uvicorn_fast], "/v1/score", lead_body),
+        "b) leadscore serve": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/v1/score", lead_body),
+        "b') leadscore ?explain=false": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/v1/score?explain=false", lead_body),
+        "c) mlflow models serve": (
+            lambda p: [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{version}", "--env-manager", "local",
+                       "-h", "127.0.0.1", "-p", str(p)],
+            "/invocations", pyfunc_body(name, version, home),
+        ),
+    }
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    memory: dict[str, float] = {}
+    for label, (command, path, body) in servers.items():
+        port = free_port()
+        process = start(command(port), env, workdir, workdir / f"{label.split(')')[0]}.log")
+        try:
+            probe = f"http://127.0.0.1:{port}" + ("/ping" if "mlflow" in label else "/readyz" if "leadscore" in label else "/docs")
+            wait_ready(probe, process)
+            url = f"http://127.0.0.1:{port}{path}"
+            check = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(check, timeout=30) as response:
+                assert response.status == 200, label
+            load(url, body, 1, 2, workdir)  # warm-up
+            for connections in (1, 8):
+                results[label, connections] = r = load(url, body, connections, args.seconds, workdir)
+                print(f"{label:<30} c={connections}: {r['rps']:>8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+                      f"  non-2xx {int(r['non2xx'])} {r['socket_errors']}", flush=True)
+            memory[label] = rss_mib(process.pid)
+            print(f"{label:<30} RSS {memory[label]:.0f} MiB", flush=True)
+        finally:
+            stop(process)
+
+    print("\nsummary")
+    print(f"{'server':<30}{'c':>3}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}")
+    for (label, connections), r in results.items():
+        print(f"{label:<30}{connections:>3}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{memory.get(label, 0):>9.0f}")
+    for connections in (1, 8):
+        b, a, c = (results.get((k, connections)) for k in ("b) leadscore serve", "a) constant FastAPI", "c) mlflow models serve"))
+        if a and b and c:
+            print(f"c={connections}: (b)/(c) = {b['rps'] / c['rps']:.1f}x   (b)/(a) = {100 * b['rps'] / a['rps']:.0f}%")
+    shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None
+
+
+if __name__ == "__main__":
+    main()

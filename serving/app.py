@@ -1,0 +1,145 @@
+"""The scoring API: app factory, lifespan (load, warm, poll for new versions, flush the score log), error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving import routes_health, routes_model, routes_scoring
+from serving.limits import BodySizeLimit
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.score_log import ScoreLog, lead_hasher
+from serving.settings import ServingSettings, get_serving_settings
+from serving.state import AppState, ModelLoader, RegistryLoader
+
+log = logging.getLogger("leadscore.serving")
+
+INTERNAL_ERROR = "internal server error"
+INITIAL_RETRY_SECONDS = 5.0
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Field path, message and type of each error; the caller's input is not echoed back."""
+    return [
+        {"loc": [p if isinstance(p, (str, int)) else str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for err in exc.errors()
+    ]
+
+
+def _add_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_lead(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_errors(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+class FaultBarrier:
+    """Outer guard: an unhandled exception becomes one stable 500 and one log line.
+
+    The log names the route and the stack, never the request's data (the exception's message may
+    quote it, so it is left out), and the exception is not re-raised to the server (which would log it whole).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001
+            route = getattr(scope.get("route"), "path", "unmatched")
+            stack = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("unhandled %s on %s %s\n%s", type(exc).__name__, scope.get("method"), route, stack)
+            if not started:
+                body = b'{"detail":"%s"}' % INTERNAL_ERROR.encode()
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+
+async def _poll(state: AppState) -> None:
+    """Follow the alias: check every poll_seconds (retry sooner while nothing serves yet)."""
+    while True:
+        wait = state.settings.poll_seconds if state.model is not None else min(INITIAL_RETRY_SECONDS, state.settings.poll_seconds or INITIAL_RETRY_SECONDS)
+        if state.model is not None and state.settings.poll_seconds <= 0:
+            return
+        await asyncio.sleep(wait)
+        try:
+            await asyncio.to_thread(state.check_for_new_version)
+        except Exception as exc:  # noqa: BLE001 - keep polling whatever happens
+            state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.error("model load failed: %s", state.last_reload_error)
+
+
+def create_app(settings: ServingSettings | None = None, loader: ModelLoader | None = None) -> FastAPI:
+    """Build the app; nothing is loaded until its lifespan starts."""
+    settings = settings or get_serving_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.getLogger("leadscore").setLevel(settings.log_level)
+        metrics: Metrics = app.state.metrics
+        score_log = ScoreLog(
+            settings.resolved_score_log_url,
+            flush_seconds=settings.score_log_flush_seconds,
+            batch_rows=settings.score_log_batch_rows,
+            max_queued=settings.score_log_queue_rows,
+            on_drop=lambda n: metrics.score_log_dropped.inc(n),
+        )
+        await asyncio.to_thread(score_log.start)
+        key = settings.lead_hash_key.get_secret_value().encode("utf-8") if settings.lead_hash_key else None
+        source = loader if loader is not None else await asyncio.to_thread(RegistryLoader, settings)
+        state = AppState(settings=settings, loader=source, score_log=score_log, metrics=metrics, hash_lead=lead_hasher(key))
+        app.state.leadscore = state
+        try:
+            await asyncio.to_thread(state.load_initial)
+        except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
+            state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.error("no model to serve yet (%s); /readyz answers 503 until one loads", state.last_reload_error)
+        poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await poller
+            await asyncio.to_thread(score_log.close)
+
+    app = FastAPI(
+        title="leadscore",
+        summary="Lead scoring API: calibrated conversion probability, tier, queue and reasons for each lead.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.metrics = Metrics()
+    app.include_router(routes_scoring.router)
+    app.include_router(routes_model.router)
+    app.include_router(routes_health.router)
+    _add_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(FaultBarrier)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

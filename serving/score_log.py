@@ -1,0 +1,132 @@
+"""The score log: every score appended to a SQL table, written in batches by a background thread.
+
+Rows hold a hash of the lead id (never the id, an email or a name), the model version, the answer and
+the time. ``append`` never blocks the request path; ``close`` flushes what is queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("leadscore.serving.score_log")
+
+metadata = MetaData()
+score_log_table = Table(
+    "score_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("lead_hash", String(64), nullable=False, index=True),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+
+_STOP = object()
+
+
+def lead_hasher(key: bytes | None) -> Callable[[str], str]:
+    """sha256 of the lead id (HMAC-sha256 when a key is configured)."""
+    if key:
+        return lambda lead_id: hmac.new(key, lead_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return lambda lead_id: hashlib.sha256(lead_id.encode("utf-8")).hexdigest()
+
+
+class ScoreLog:
+    def __init__(
+        self,
+        url: str,
+        flush_seconds: float = 0.5,
+        batch_rows: int = 500,
+        max_queued: int = 200_000,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.url, self.flush_seconds, self.batch_rows = url, flush_seconds, batch_rows
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
+        self._on_drop = on_drop or (lambda n: None)
+        self._thread: threading.Thread | None = None
+        self._engine: Any = None
+        self.written = 0
+
+    def start(self) -> None:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_engine(self.url, pool_pre_ping=True)
+        metadata.create_all(self._engine)
+        self._thread = threading.Thread(target=self._run, name="score-log-writer", daemon=True)
+        self._thread.start()
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Queue rows for writing; never blocks (when the queue is full, rows are dropped and counted)."""
+        dropped = 0
+        for row in rows:
+            try:
+                self._queue.put_nowait(row)
+            except queue.Full:
+                dropped += 1
+        if dropped:
+            self._on_drop(dropped)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("score log writer did not finish within %.0fs", timeout)
+        self._thread = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[dict[str, Any]] = []
+            deadline = time.monotonic() + self.flush_seconds
+            while len(batch) < self.batch_rows:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            if stopping:  # drain what is left behind the stop mark
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        batch.append(item)
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        for attempt in (1, 2):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(score_log_table.insert(), batch)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # noqa: BLE001 - the log must never take serving down
+                log.error("score log write of %d rows failed (attempt %d): %s", len(batch), attempt, type(exc).__name__)
+                time.sleep(0.2)
+        self._on_drop(len(batch))

@@ -1,0 +1,61 @@
+"""Serving settings: typed, read from ``LEADSCORE_*`` environment variables; nothing happens at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from models.settings import MlflowSettings
+
+
+class ServingSettings(MlflowSettings):
+    """What the scoring API serves and how (``LEADSCORE_ALIAS``, ``LEADSCORE_API_KEYS``, ...)."""
+
+    alias: str = Field(default="champion", min_length=1, description="Registry alias to serve and follow.")
+    cache_dir: Path | None = Field(default=None, description="Local model cache (default: <home>/cache).")
+    poll_seconds: float = Field(default=30.0, ge=0, description="How often to check the alias for a new version; 0 = never.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Accepted API keys, comma-separated; empty = no authentication."
+    )
+    max_batch: int = Field(default=1000, ge=1, le=100_000, description="Most leads in one batch request.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    score_log_url: str | None = Field(default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db).")
+    score_log_flush_seconds: float = Field(default=0.5, gt=0, le=60, description="Most time a score waits before it is written.")
+    score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
+    score_log_queue_rows: int = Field(default=200_000, ge=1, description="Scores held in memory before new ones are dropped.")
+    lead_hash_key: SecretStr | None = Field(default=None, description="Optional HMAC key for hashing lead ids in the score log.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.home / "cache"
+
+    @property
+    def resolved_score_log_url(self) -> str:
+        return self.score_log_url or f"sqlite:///{(self.home / 'scores.db').resolve()}"
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}@{self.alias}"
+
+
+@lru_cache
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()

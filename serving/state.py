@@ -1,0 +1,223 @@
+"""Typed application state: the model that serves (swapped as one reference), how it is loaded, and reloads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from features.online import lead_feature_record
+from features.schema import LeadRecord
+from models.artifact import ARTIFACT_FILE, ScoringArtifact
+from serving.schemas import EXAMPLE_LEAD
+from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from serving.metrics import Metrics
+    from serving.score_log import ScoreLog
+
+log = logging.getLogger("leadscore.serving")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One warmed model version; immutable, so a request holding it sees one consistent model."""
+
+    artifact: ScoringArtifact
+    name: str
+    version: str
+    source: str
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class ModelLoader(Protocol):
+    """Where models come from: the registry in production, an in-memory artifact in tests."""
+
+    def load_initial(self) -> LoadedModel:
+        """The model to start with (raise when none is available)."""
+
+    def target_version(self) -> str | None:
+        """The version the alias points at now; None when unknown (e.g. registry unreachable)."""
+
+    def load_version(self, version: str) -> LoadedModel:
+        """Fetch and load one version."""
+
+
+class StaticLoader:
+    """Serve one in-memory artifact (tests, notebooks); never reloads."""
+
+    def __init__(self, artifact: ScoringArtifact, name: str = "in-memory", version: str = "1") -> None:
+        self.artifact, self.name, self.version = artifact, name, version
+
+    def load_initial(self) -> LoadedModel:
+        return LoadedModel(self.artifact, self.name, self.version, "static")
+
+    def target_version(self) -> str | None:
+        return self.version
+
+    def load_version(self, version: str) -> LoadedModel:
+        return self.load_initial()
+
+
+class RegistryLoader:
+    """Resolve ``models:/<name>@<alias>`` in MLflow, cache it locally, fall back to the cache when unreachable."""
+
+    def __init__(self, settings: ServingSettings) -> None:
+        # A serving process must not hang on an unreachable registry: fail fast, keep serving, retry at the next poll.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from models import registry
+
+        self._registry = registry
+        self.settings = settings
+        self.cache_dir = settings.resolved_cache_dir
+        self.client = registry.configure(settings)
+
+    @property
+    def _pointer(self) -> Path:
+        return self.cache_dir / self.settings.model_name / f"alias-{self.settings.alias}.json"
+
+    def _remember(self, version: str) -> None:
+        """Record the alias target last served, so a cold start without the registry serves the same version."""
+        self._pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._pointer.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": version, "at": datetime.now(UTC).isoformat()}), encoding="utf-8")
+        os.replace(tmp, self._pointer)
+
+    def load_initial(self) -> LoadedModel:
+        try:
+            artifact, name, version = self._registry.fetch_artifact(self.client, self.settings.model_uri, self.cache_dir)
+        except Exception as exc:  # noqa: BLE001 - any registry failure: fall back to the cache
+            cached = self._cached_version()
+            if cached is None:
+                raise RuntimeError(f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version") from exc
+            log.warning("registry unavailable (%s: %s): serving cached %s version %s", type(exc).__name__, _short(exc), self.settings.model_name, cached)
+            path = self.cache_dir / self.settings.model_name / cached / ARTIFACT_FILE
+            return LoadedModel(ScoringArtifact.load(path), self.settings.model_name, cached, "cache")
+        self._remember(version)
+        return LoadedModel(artifact, name, version, "registry")
+
+    def _cached_version(self) -> str | None:
+        folder = self.cache_dir / self.settings.model_name
+        try:
+            remembered = json.loads(self._pointer.read_text(encoding="utf-8"))["version"]
+            if (folder / remembered / ARTIFACT_FILE).exists():
+                return remembered
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        versions = [p.parent.name for p in folder.glob(f"*/{ARTIFACT_FILE}") if p.parent.name.isdigit()]
+        return max(versions, key=int) if versions else None
+
+    def target_version(self) -> str | None:
+        return self._registry.alias_version(self.client, self.settings.model_name, self.settings.alias)
+
+    def load_version(self, version: str) -> LoadedModel:
+        uri = f"models:/{self.settings.model_name}/{version}"
+        artifact, name, got = self._registry.fetch_artifact(self.client, uri, self.cache_dir)
+        self._remember(got)
+        return LoadedModel(artifact, name, got, "registry")
+
+
+def warm(model: LoadedModel) -> None:
+    """Score the example lead once (with reasons): a model that cannot do that is never served."""
+    record = lead_feature_record(LeadRecord.model_validate(EXAMPLE_LEAD), datetime.now(UTC))
+    (out,) = model.artifact.score_records([record], explain=True)
+    if not 0.0 <= out["probability"] <= 1.0:
+        raise ValueError(f"warm-up probability {out['probability']!r} is not in [0, 1]")
+
+
+@dataclass
+class AppState:
+    """Everything the routes need; ``model`` is replaced as one reference, never mutated."""
+
+    settings: ServingSettings
+    loader: ModelLoader
+    score_log: ScoreLog
+    metrics: Metrics
+    hash_lead: Callable[[str], str]
+    model: LoadedModel | None = None
+    last_checked_at: datetime | None = None
+    last_reload_at: datetime | None = None
+    last_reload_error: str | None = None
+    refused_version: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def install(self, model: LoadedModel) -> None:
+        """Warm ``model`` (already loaded beside the serving one), then swap it in."""
+        warm(model)
+        previous = self.model
+        self.model = model  # one reference assignment: requests see the old or the new model, never a mix
+        self.last_reload_at = datetime.now(UTC)
+        self.last_reload_error = None
+        self.refused_version = None
+        self.metrics.set_model(model.name, model.version, model.source, previous)
+        log.info("serving %s version %s (source: %s)", model.name, model.version, model.source)
+
+    def load_initial(self) -> None:
+        with self._lock:
+            self.install(self.loader.load_initial())
+
+    def check_for_new_version(self) -> bool:
+        """One poll: when the alias moved, load + warm the new version and swap; a failure keeps the old one."""
+        with self._lock:
+            if self.model is None:
+                self.install(self.loader.load_initial())
+                return True
+            try:
+                target = self.loader.target_version()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("alias check failed: %s", type(exc).__name__)
+                return False
+            self.last_checked_at = datetime.now(UTC)
+            if target is None or (target == self.model.version and self.model.source != "cache"):
+                return False
+            if target == self.refused_version:
+                return False
+            try:
+                self.install(self.loader.load_version(target))
+            except Exception as exc:  # noqa: BLE001 - a bad version is refused, the old one keeps serving
+                self.refused_version = target
+                self.last_reload_error = f"version {target} refused: {type(exc).__name__}: {_short(exc)}"
+                self.metrics.reload_failed()
+                log.error("reload refused, still serving version %s: %s", self.model.version, self.last_reload_error)
+                return False
+            return True
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:300]
+
+
+def model_info(state: AppState, model: LoadedModel) -> dict[str, Any]:
+    meta = model.artifact.metadata
+    metrics = dict(meta.get("metrics") or {})
+    main = metrics.pop("model", {})
+    return {
+        "name": model.name,
+        "version": model.version,
+        "alias": state.settings.alias,
+        "source": model.source,
+        "loaded_at": model.loaded_at,
+        "trained_at": meta.get("trained_at"),
+        "target": meta.get("target"),
+        "horizon_days": meta.get("horizon_days"),
+        "training_window": meta.get("training_window"),
+        "holdout_window": meta.get("holdout_window"),
+        "metrics": main,
+        "baseline_metrics": metrics,
+        "tiers": [t.model_dump() for t in model.artifact.routing.tiers],
+        "leads_per_week": model.artifact.routing.leads_per_week,
+        "feature_columns": list(meta.get("feature_columns") or model.artifact.input_columns),
+        "poll_seconds": state.settings.poll_seconds,
+        "last_checked_at": state.last_checked_at,
+        "last_reload_at": state.last_reload_at,
+        "last_reload_error": state.last_reload_error,
+    }

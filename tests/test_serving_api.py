@@ -1,0 +1,301 @@
+"""The scoring API through the app, with an in-memory fitted artifact (no network, no registry)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from features.schema import LeadRecord
+from serving.app import create_app
+from serving.deps import BAD_KEY, NOT_READY
+from serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
+from serving.settings import ServingSettings
+from serving.state import LoadedModel, StaticLoader
+from training.train import FitResult
+
+
+def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
+    values: dict[str, Any] = {"home": tmp_path / "home", "poll_seconds": 0, "score_log_flush_seconds": 0.05, **kw}
+    return ServingSettings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServingSettings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: ServingSettings, fitted: FitResult) -> TestClient:
+    with TestClient(create_app(settings, StaticLoader(fitted.artifact, "lead-scoring", "7"))) as c:
+        yield c
+
+
+def lead(**kw: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(EXAMPLE_LEAD), **kw}
+
+
+def score_log_rows(settings: ServingSettings) -> list[tuple]:
+    db = settings.home / "scores.db"
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select request_id, lead_hash, model_name, model_version, probability, score, tier, scored_at from score_log").fetchall()
+
+
+def test_score_answers_the_contract(client: TestClient) -> None:
+    response = client.post("/v1/score", json=lead())
+    assert response.status_code == 200, response.text
+    body = ScoreResponse.model_validate(response.json())
+    assert body.lead_id == EXAMPLE_LEAD["lead_id"]
+    assert 0 <= body.probability <= 1 and 0 <= body.score <= 100
+    assert body.tier in {"A", "B", "C", "D"} and body.queue
+    assert body.model.name == "lead-scoring" and body.model.version == "7"
+    assert body.request_id and body.scored_at.tzinfo is not None
+    assert body.reasons is not None
+    assert 1 <= len(body.reasons.positive) + len(body.reasons.negative) and len(body.reasons.positive) <= 3 and len(body.reasons.negative) <= 3
+    for reason in body.reasons.positive:
+        assert reason.contribution > 0 and reason.label
+    for reason in body.reasons.negative:
+        assert reason.contribution < 0 and reason.label
+    assert "email" not in response.text and "Jane" not in response.text
+
+
+def test_sla_and_queue_follow_the_models_routing_policy(client: TestClient, fitted: FitResult) -> None:
+    body = client.post("/v1/score", json=lead()).json()
+    tier = {t.name: t for t in fitted.artifact.routing.tiers}[body["tier"]]
+    assert (body["queue"], body["sla_hours"]) == (tier.queue, tier.sla_hours)
+
+
+def test_the_same_lead_gets_the_same_answer_as_batch_scoring_code(client: TestClient, fitted: FitResult) -> None:
+    from datetime import UTC, datetime
+
+    from features.online import lead_feature_record
+
+    body = client.post("/v1/score", json=lead()).json()
+    expected = fitted.artifact.score_records([lead_feature_record(LeadRecord.model_validate(lead()), datetime.now(UTC))])[0]
+    assert body["probability"] == pytest.approx(expected["probability"], abs=1e-3)  # engagement ages by seconds only
+
+
+def test_explain_false_leaves_reasons_out(client: TestClient) -> None:
+    body = client.post("/v1/score?explain=false", json=lead()).json()
+    assert body["reasons"] is None and body["tier"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"lead_id": "only-an-id"}, id="only-lead-id"),
+        pytest.param({"lead_id": "x", "source": "carrier-pigeon", "industry": "space-mining", "country": "ZZ"}, id="unknown-categories"),
+        pytest.param({"lead_id": "x", "activities": [{"type": "telepathy", "occurred_at": "2026-09-01T00:00:00"}]}, id="unknown-activity"),
+        pytest.param({"lead_id": "x", "engagement": {"pricing_page_view_7d": 3, "not_a_feature": 1}}, id="engagement-dict"),
+        pytest.param({"lead_id": "x", "attributes": {"anything": "goes", "n": 3}}, id="attributes"),
+    ],
+)
+def test_missing_fields_and_unknown_categories_are_scored_not_rejected(client: TestClient, payload: dict[str, Any]) -> None:
+    response = client.post("/v1/score", json=payload)
+    assert response.status_code == 200, response.text
+    assert response.json()["lead_id"] == payload["lead_id"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "loc"),
+    [
+        pytest.param({"source": "inbound"}, ["body", "lead_id"], id="no-lead-id"),
+        pytest.param({"lead_id": "x", "employees": -5}, ["body", "employees"], id="negative-employees"),
+        pytest.param({"lead_id": "x", "employees": "many"}, ["body", "employees"], id="text-number"),
+        pytest.param({"lead_id": "x", "favourite_colour": "red"}, ["body", "favourite_colour"], id="unknown-field"),
+        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "soon"}]}, ["body", "activities", 0, "occurred_at"], id="bad-date"),
+        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "0001-01-01T00:00:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-out-of-range"),
+    ],
+)
+def test_invalid_leads_get_422_with_the_field_path(client: TestClient, payload: dict[str, Any], loc: list[Any]) -> None:
+    response = client.post("/v1/score", json=payload)
+    assert response.status_code == 422
+    assert loc in [e["loc"] for e in response.json()["detail"]]
+    assert all("input" not in e for e in response.json()["detail"])  # the caller's data is not echoed
+
+
+def test_malformed_json_is_422_not_500(client: TestClient) -> None:
+    response = client.post("/v1/score", content=b'{"lead_id": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_batch_answers_in_order_with_one_version(client: TestClient) -> None:
+    leads = [lead(lead_id=f"L-{i}", employees=10 * (i + 1)) for i in range(40)]
+    response = client.post("/v1/score/batch", json={"leads": leads})
+    assert response.status_code == 200, response.text
+    body = BatchResponse.model_validate(response.json())
+    assert [r.lead_id for r in body.results] == [f"L-{i}" for i in range(40)]
+    assert {r.model.version for r in body.results} == {body.model.version}
+    single = client.post("/v1/score", json=leads[5]).json()
+    assert body.results[5].probability == pytest.approx(single["probability"], abs=1e-3)
+
+
+def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> None:
+    response = client.post("/v1/score/batch", json={"leads": [lead(), {"lead_id": ""}]})
+    assert response.status_code == 422
+    assert ["body", "leads", 1, "lead_id"] in [e["loc"] for e in response.json()["detail"]]
+
+
+def test_batch_over_the_limit_is_413(tmp_path: Path, fitted: FitResult) -> None:
+    with TestClient(create_app(make_settings(tmp_path, max_batch=5), StaticLoader(fitted.artifact))) as c:
+        assert c.post("/v1/score/batch", json={"leads": [{"lead_id": str(i)} for i in range(5)]}).status_code == 200
+        response = c.post("/v1/score/batch", json={"leads": [{"lead_id": str(i)} for i in range(6)]})
+    assert response.status_code == 413
+    assert response.json()["detail"] == "batch of 6 leads exceeds the limit of 5"
+
+
+def test_oversized_body_is_413_by_content_length_and_by_stream(tmp_path: Path, fitted: FitResult) -> None:
+    big = json.dumps({"lead_id": "x", "campaign": "y" * 150, "attributes": {f"k{i}": "v" * 50 for i in range(100)}}).encode()
+    assert len(big) > 4096
+    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=4096), StaticLoader(fitted.artifact))) as c:
+        declared = c.post("/v1/score", content=big, headers={"content-type": "application/json"})
+
+        def chunks():  # no Content-Length: the streamed size is what counts
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000]
+
+        streamed = c.post("/v1/score", content=chunks(), headers={"content-type": "application/json"})
+        small = c.post("/v1/score", json={"lead_id": "x"})
+    assert declared.status_code == 413 and streamed.status_code == 413
+    assert declared.json()["detail"].startswith("request body too large")
+    assert streamed.json()["detail"].startswith("request body too large")
+    assert small.status_code == 200
+
+
+def test_api_keys_are_required_when_configured(tmp_path: Path, fitted: FitResult) -> None:
+    with TestClient(create_app(make_settings(tmp_path, api_keys="k1,k2"), StaticLoader(fitted.artifact))) as c:
+        missing = c.post("/v1/score", json={"lead_id": "x"})
+        wrong = c.post("/v1/score", json={"lead_id": "x"}, headers={"X-API-Key": "nope"})
+        header = c.post("/v1/score", json={"lead_id": "x"}, headers={"X-API-Key": "k2"})
+        bearer = c.post("/v1/score", json={"lead_id": "x"}, headers={"Authorization": "Bearer k1"})
+        model = c.get("/v1/model")
+        health = c.get("/healthz")
+    assert missing.status_code == wrong.status_code == model.status_code == 401
+    assert missing.json() == {"detail": BAD_KEY}
+    assert header.status_code == bearer.status_code == 200
+    assert health.status_code == 200
+
+
+class SlowLoader(StaticLoader):
+    """Fails the first load (no model yet), then succeeds on the next attempt."""
+
+    def __init__(self, artifact: Any) -> None:
+        super().__init__(artifact, "lead-scoring", "3")
+        self.calls = 0
+
+    def load_initial(self) -> LoadedModel:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("registry down")
+        return super().load_initial()
+
+
+def test_503_until_a_model_is_ready(tmp_path: Path, fitted: FitResult) -> None:
+    loader = SlowLoader(fitted.artifact)
+    with TestClient(create_app(make_settings(tmp_path), loader)) as c:
+        assert c.get("/healthz").status_code == 200
+        ready = c.get("/readyz")
+        scored = c.post("/v1/score", json={"lead_id": "x"})
+        assert ready.status_code == 503 and ready.json()["status"] == NOT_READY
+        assert scored.status_code == 503 and scored.json() == {"detail": NOT_READY}
+        c.app.state.leadscore.check_for_new_version()  # what the poller does
+        assert c.get("/readyz").json()["status"] == "ready"
+        assert c.post("/v1/score", json={"lead_id": "x"}).status_code == 200
+
+
+def test_model_endpoint_describes_the_serving_version(client: TestClient, fitted: FitResult) -> None:
+    body = ModelInfo.model_validate(client.get("/v1/model").json())
+    assert (body.name, body.version, body.alias, body.source) == ("lead-scoring", "7", "champion", "static")
+    assert body.trained_at == fitted.artifact.metadata["trained_at"]
+    assert body.training_window and body.holdout_window
+    assert 0.5 < body.metrics["roc_auc"] <= 1
+    assert [t.name for t in body.tiers] == ["A", "B", "C", "D"]
+    assert body.tiers[0].min_probability >= body.tiers[1].min_probability
+    assert body.feature_columns == fitted.artifact.metadata["feature_columns"]
+    assert body.last_reload_error is None
+
+
+def test_metrics_count_requests_tiers_and_model(client: TestClient) -> None:
+    tier = client.post("/v1/score", json=lead()).json()["tier"]
+    client.post("/v1/score", json={})
+    text = client.get("/metrics").text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="200"} 1.0' in text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="422"} 1.0' in text
+    assert 'leadscore_http_request_duration_seconds_count{route="/v1/score",status="200"} 1.0' in text
+    assert f'leadscore_scores_total{{tier="{tier}"}} 1.0' in text
+    assert 'leadscore_model_info{name="lead-scoring",source="static",version="7"} 1.0' in text
+
+
+def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: TestClient) -> None:
+    secret_id = "lead-42@acme.example"
+    first = client.post("/v1/score", json=lead(lead_id=secret_id), headers={"X-Request-ID": "req-1"}).json()
+    client.post("/v1/score/batch", json={"leads": [lead(lead_id=f"b{i}") for i in range(3)]})
+    deadline = time.monotonic() + 5
+    while len(rows := score_log_rows(settings)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(rows) == 4
+    request_id, lead_hash, name, version, probability, score, tier, scored_at = rows[0]
+    assert request_id == "req-1" == first["request_id"]
+    assert lead_hash == hashlib.sha256(secret_id.encode()).hexdigest()
+    assert (name, version, tier, score) == ("lead-scoring", "7", first["tier"], first["score"])
+    assert probability == pytest.approx(first["probability"])
+    raw = (settings.home / "scores.db").read_bytes()
+    for secret in (secret_id.encode(), b"jane.doe@example.com", b"Jane Doe", b"L-2026-000123"):
+        assert secret not in raw
+
+
+def test_score_log_is_flushed_on_shutdown(tmp_path: Path, fitted: FitResult) -> None:
+    settings = make_settings(tmp_path, score_log_flush_seconds=60, score_log_batch_rows=100_000)  # nothing flushes on its own
+    with TestClient(create_app(settings, StaticLoader(fitted.artifact))) as c:
+        for i in range(5):
+            c.post("/v1/score", json={"lead_id": f"x{i}"})
+        c.post("/v1/score/batch", json={"leads": [{"lead_id": f"y{i}"} for i in range(50)]})
+        assert not (settings.home / "scores.db").exists() or len(score_log_rows(settings)) == 0
+    assert len(score_log_rows(settings)) == 55
+
+
+def test_no_lead_data_in_server_logs(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    client.post("/v1/score", json=lead(lead_id="secret-lead-id"))
+    client.post("/v1/score", json={"lead_id": "secret-lead-id", "employees": -1})
+    assert "secret-lead-id" not in caplog.text and "jane" not in caplog.text.lower()
+
+
+def test_a_server_fault_is_a_stable_500_without_the_leads_data(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import serving.routes_scoring as routes
+
+    def broken(model: Any, leads: list[LeadRecord], *args: Any) -> Any:
+        raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
+
+    monkeypatch.setattr(routes, "score_leads", broken)
+    response = client.post("/v1/score", json={"lead_id": "secret-lead-id"})
+    assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+    assert "RuntimeError" in caplog.text and "secret-lead-id" not in caplog.text
+
+
+def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClient, fitted: FitResult) -> None:
+    state = client.app.state.leadscore
+    seen: list[str] = []
+
+    def hammer() -> None:
+        for _ in range(30):
+            r = client.post("/v1/score", json={"lead_id": "x"})
+            assert r.status_code == 200
+            seen.append(r.json()["model"]["version"])
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    state.install(LoadedModel(fitted.artifact, "lead-scoring", "8", "registry"))
+    thread.join()
+    assert set(seen) <= {"7", "8"}
+    assert client.post("/v1/score", json={"lead_id": "x"}).json()["model"]["version"] == "8"

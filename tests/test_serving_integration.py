@@ -1,0 +1,124 @@
+"""Real `leadscore serve` processes against a real `mlflow server`: serve, follow a promotion, survive the registry's absence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.settings import MlflowSettings
+from serving.schemas import EXAMPLE_LEAD
+from tests.factories import free_port, wait_http
+from training.promote import promote
+from training.train import TrainOptions, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LEADSCORE = str(Path(sys.executable).parent / "leadscore")
+
+
+@contextmanager
+def leadscore_serve(settings: MlflowSettings, tracking_uri: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LEADSCORE_TRACKING_URI": tracking_uri,
+        "LEADSCORE_HOME": str(settings.home),
+        "LEADSCORE_MODEL_NAME": settings.model_name,
+        "LEADSCORE_POLL_SECONDS": "1",
+        "LEADSCORE_SCORE_LOG_FLUSH_SECONDS": "0.2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (settings.home / f"serve-{port}.log").open("w")
+    process = subprocess.Popen([LEADSCORE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/readyz", timeout=90, process=process)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            # uvicorn re-raises SIGTERM after a graceful shutdown, so -15 is a clean stop too
+            assert process.wait(timeout=30) in (0, -signal.SIGTERM), (settings.home / f"serve-{port}.log").read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+
+
+def options(folder: Path, **kw: object) -> TrainOptions:
+    return TrainOptions(data=folder, n_estimators=60, min_conversions=40, **kw)
+
+
+def test_serve_follows_a_promotion_without_failing_a_request(server_settings: MlflowSettings, crm_folder: Path) -> None:
+    server_settings.home.mkdir(parents=True, exist_ok=True)
+    first = train(options(crm_folder), server_settings)
+    promote(server_settings)
+    with leadscore_serve(server_settings, server_settings.tracking_uri) as base:
+        with httpx.Client(base_url=base, timeout=5) as http:
+            body = http.post("/v1/score", json=EXAMPLE_LEAD).json()
+            assert body["model"] == {"name": server_settings.model_name, "version": first.version}
+            assert body["reasons"]["positive"] or body["reasons"]["negative"]
+            assert http.get("/v1/model").json()["source"] == "registry"
+
+        seen: list[str] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load_loop() -> None:  # bounded: at most 4000 requests or 20 s
+            deadline = time.monotonic() + 20
+            with httpx.Client(base_url=base, timeout=5) as http:
+                for i in range(4000):
+                    if stop.is_set() or time.monotonic() > deadline:
+                        return
+                    try:
+                        response = http.post("/v1/score", json={**EXAMPLE_LEAD, "lead_id": f"L-{i}"})
+                        if response.status_code != 200:
+                            failures.append(f"{response.status_code}: {response.text[:200]}")
+                        else:
+                            seen.append(response.json()["model"]["version"])
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                    time.sleep(0.002)
+
+        loop = threading.Thread(target=load_loop)
+        loop.start()
+        try:
+            second = train(options(crm_folder, seed=1), server_settings)
+            assert promote(server_settings, tolerance=0.05).promoted
+            deadline = time.monotonic() + 15
+            while (not seen or seen[-1] != second.version) and time.monotonic() < deadline and loop.is_alive():
+                time.sleep(0.1)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            loop.join(30)
+        assert failures == []
+        assert seen[0] == first.version and seen[-1] == second.version
+        switch = seen.index(second.version)
+        assert set(seen[switch:]) == {second.version}  # once swapped, never back
+        with httpx.Client(base_url=base, timeout=5) as http:
+            info = http.get("/v1/model").json()
+            assert info["version"] == second.version and info["last_reload_error"] is None
+            assert f'version="{second.version}"' in http.get("/metrics").text
+    # a clean stop flushed every score: none lost
+    with sqlite3.connect(server_settings.home / "scores.db") as conn:
+        logged = conn.execute("select count(*), count(distinct model_version) from score_log").fetchone()
+    assert logged == (len(seen) + 1, 2)
+
+    # The registry is gone: a fresh process serves the cached champion and says so.
+    dead = f"http://127.0.0.1:{free_port()}"
+    with leadscore_serve(server_settings, dead) as base, httpx.Client(base_url=base, timeout=5) as http:
+        info = http.get("/v1/model").json()
+        assert (info["source"], info["version"]) == ("cache", second.version)
+        assert http.post("/v1/score", json=EXAMPLE_LEAD).json()["model"]["version"] == second.version
