@@ -7,13 +7,16 @@ Two forms: ``crm`` (three tables: leads, activities, outcomes, as in ``features.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features import schema
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class DataError(ValueError):
@@ -136,25 +139,33 @@ def default_crm_mapping() -> Mapping:
     )
 
 
-def load_mapping(path: Path | None) -> Mapping:
-    """Read and validate a mapping file; ``None`` gives the default CRM mapping."""
-    if path is None:
-        return default_crm_mapping()
+def load_yaml_model(path: Path, model: type[M], what: str) -> M:
+    """Read a YAML file into a pydantic model; a bad file raises :class:`DataError` naming the file and the field."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path}: mapping file not found") from None
+        raise DataError(f"{path}: {what} file not found") from None
     except yaml.YAMLError as exc:
         raise DataError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise DataError(f"{path}: a mapping file must be a YAML mapping (key: value), got {type(raw).__name__}")
+        raise DataError(f"{path}: a {what} file must be a YAML mapping (key: value), got {type(raw).__name__}")
     try:
-        return Mapping.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise DataError(f"{path}: field {where!r}: {first['msg']}") from None
+        raise DataError(validation_error_text(str(path), exc)) from None
+
+
+def validation_error_text(source: str, exc: ValidationError) -> str:
+    """``<source>: field 'a.b': <what is wrong>`` for the first error of a pydantic validation."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{source}: field {where!r}: {first['msg']}"
+
+
+def load_mapping(path: Path | None) -> Mapping:
+    """Read and validate a mapping file; ``None`` gives the default CRM mapping."""
+    return default_crm_mapping() if path is None else load_yaml_model(path, Mapping, "mapping")
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -37,14 +37,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from features.encoder import encode_numeric
-from features.mapping import DataError
+from features.mapping import DataError, load_yaml_model, validation_error_text
 
 Scalar = str | float | bool
 TEXT_OPS = ("in", "not_in", "eq", "ne", "contains")
@@ -125,27 +124,9 @@ class PointRules(BaseModel):
         return list(dict.fromkeys(cols))
 
 
-def _error_text(source: str, exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return f"{source}: field {where!r}: {first['msg']}"
-
-
 def load_point_rules(path: Path) -> PointRules:
     """Read and validate a rules file; a bad file raises :class:`DataError` naming the file and the field."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: rules file not found") from None
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: a rules file must be a YAML mapping (name, threshold, rules), got {type(raw).__name__}")
-    try:
-        return PointRules.model_validate(raw)
-    except ValidationError as exc:
-        raise DataError(_error_text(str(path), exc)) from None
+    return load_yaml_model(path, PointRules, "rules")
 
 
 def _text(value: Any) -> str:
@@ -234,7 +215,7 @@ class PointRulesClassifier(ClassifierMixin, BaseEstimator):
         try:
             return PointRules.model_validate(self.rules)
         except ValidationError as exc:
-            raise DataError(_error_text(self._where, exc)) from None
+            raise DataError(validation_error_text(self._where, exc)) from None
 
     @property
     def name(self) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.mapping import load_yaml_model
 
 
 class TierSpec(BaseModel):
@@ -51,9 +52,8 @@ def default_routing() -> RoutingSpec:
 
 
 def load_routing(path: Path | None) -> RoutingSpec:
-    if path is None:
-        return default_routing()
-    return RoutingSpec.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    """Read a routing YAML file (a bad one names the file and field); ``None`` gives the default policy."""
+    return default_routing() if path is None else load_yaml_model(path, RoutingSpec, "routing")
 
 
 class Tier(BaseModel):

@@ -130,3 +130,10 @@ def test_score_output_is_never_left_half_written(home: Path, tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "nothing" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".scores.csv*"))
+
+
+def test_bad_routing_file_names_the_file_and_field(home: Path, tmp_path: Path) -> None:
+    data, mapping = flat(tmp_path)
+    routing = tmp_path / "routing.yaml"
+    routing.write_text("tiers:\n  - {name: A, queue: ae, share: 0.1}\n  - {name: D, queue: nurture, share: 0.5}\n")
+    assert_refused(home, *run_train("--data", str(data), "--config", str(mapping), "--routing", str(routing)), "routing.yaml", "last tier")
