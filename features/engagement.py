@@ -7,6 +7,7 @@ handful alike; only activities at or before each lead's scoring moment are count
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,14 +21,19 @@ _DAY_NS = 86_400 * 10**9
 
 def engagement_feature_names(types: Sequence[str] = ACTIVITY_TYPES) -> list[str]:
     """Output columns of :func:`aggregate_engagement`, in order."""
-    return [
+    return list(_feature_names(tuple(types)))
+
+
+@lru_cache(maxsize=8)
+def _feature_names(types: tuple[str, ...]) -> tuple[str, ...]:
+    return (
         *(f"{t}_{WINDOW_DAYS}d" for t in types),
         *(f"{t}_total" for t in types),
         f"activities_{WINDOW_DAYS}d",
         "activities_total",
         "distinct_activity_types",
         "days_since_last_activity",
-    ]
+    )
 
 
 def monotone_engagement() -> dict[str, int]:
@@ -75,6 +81,6 @@ def aggregate_engagement(
     np.minimum.at(last_age, lead_index, age_ns)
     days_since = np.where(last_age == np.iinfo(np.int64).max, np.nan, last_age / _DAY_NS)
 
-    names = engagement_feature_names(types)
+    names = _feature_names(tuple(types))
     columns = [*window.T, *total.T, window.sum(axis=1), total.sum(axis=1), (total > 0).sum(axis=1).astype(np.float64)]
     return {**dict(zip(names, columns, strict=False)), "days_since_last_activity": days_since}

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from features.build import SIZE_BAND, size_band
 from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
 from features.schema import LeadRecord
 
@@ -44,5 +43,4 @@ def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any
             record.update(lead.engagement)
     if lead.attributes:
         record.update(lead.attributes)
-    record[SIZE_BAND] = size_band([np.nan if lead.employees is None else lead.employees])[0]
     return record

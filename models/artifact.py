@@ -44,9 +44,11 @@ class ScoringArtifact:
     def _score(self, probability: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.score_reference, probability, side="right").clip(1, 101) - 1
 
-    def score_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        """Probability, score, tier and queue for an encoded matrix."""
-        probability = self.model.proba_matrix(matrix)
+    def score_matrix(self, matrix: np.ndarray, margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Probability, score, tier and queue for an encoded matrix (or its already computed raw margin)."""
+        if margin is None:
+            margin = self.model.margin_matrix(matrix)
+        probability = self.model.calibrator_.predict(margin)
         tier = self.routing.tier_index(probability)
         names = np.array([t.name for t in self.routing.tiers], dtype=object)
         queues = np.array([t.queue for t in self.routing.tiers], dtype=object)
@@ -59,8 +61,8 @@ class ScoringArtifact:
     def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
         """Score feature records (request path): no DataFrame is built."""
         matrix = self.model.encoder_.transform_records(records)
-        scored = self.score_matrix(matrix)
-        contributions = self.model.contributions(matrix) if explain else None
+        margin, contributions = self.model.explain_matrix(matrix) if explain else (None, None)
+        scored = self.score_matrix(matrix, margin)
         names, labels = self.input_columns, self.feature_labels
         tiers = {t.name: t for t in self.routing.tiers}
         out = []

@@ -49,8 +49,8 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         encoder: FeatureEncoder | None = None,
-        n_estimators: int = 400,
-        learning_rate: float = 0.02,
+        n_estimators: int = 150,
+        learning_rate: float = 0.05,
         num_leaves: int = 15,
         min_child_samples: int = 20,
         reg_lambda: float = 10.0,
@@ -156,11 +156,14 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the calibrated log-odds (TreeSHAP), without the bias column."""
+    def explain_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw margin and per-feature contributions to the calibrated log-odds (TreeSHAP), in one pass.
+
+        TreeSHAP values plus the bias sum to the raw margin, so no separate prediction is needed.
+        """
         check_is_fitted(self, "booster_")
         raw = self.booster_.predict(matrix, pred_contrib=True, num_threads=_threads(len(matrix), self.n_jobs))
-        return raw[:, :-1] * self.calibrator_.slope_
+        return raw.sum(axis=1), raw[:, :-1] * self.calibrator_.slope_
 
 
 def _safe_name(name: str) -> str:

@@ -1,7 +1,8 @@
 """The score log: every score appended to a SQL table, written in batches by a background thread.
 
 Rows hold a hash of the lead id (never the id, an email or a name), the model version, the answer and
-the time. ``append`` never blocks the request path; ``close`` flushes what is queued.
+the time. ``append`` never blocks the request path and wakes no thread (a deque append): the writer
+wakes every ``flush_seconds`` and writes what has gathered; ``close`` flushes what is queued.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,6 @@ score_log_table = Table(
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )
 
-_STOP = object()
-
 
 def lead_hasher(key: bytes | None) -> Callable[[str], str]:
     """sha256 of the lead id (HMAC-sha256 when a key is configured)."""
@@ -55,8 +54,9 @@ class ScoreLog:
         max_queued: int = 200_000,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
-        self.url, self.flush_seconds, self.batch_rows = url, flush_seconds, batch_rows
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
+        self.url, self.flush_seconds, self.batch_rows, self.max_queued = url, flush_seconds, batch_rows, max_queued
+        self._queue: deque[dict[str, Any]] = deque()
+        self._stop = threading.Event()
         self._on_drop = on_drop or (lambda n: None)
         self._thread: threading.Thread | None = None
         self._engine: Any = None
@@ -72,21 +72,19 @@ class ScoreLog:
         self._thread.start()
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        """Queue rows for writing; never blocks (when the queue is full, rows are dropped and counted)."""
-        dropped = 0
-        for row in rows:
-            try:
-                self._queue.put_nowait(row)
-            except queue.Full:
-                dropped += 1
-        if dropped:
-            self._on_drop(dropped)
+        """Queue rows for writing; never blocks (past ``max_queued`` rows, rows are dropped and counted)."""
+        room = self.max_queued - len(self._queue)
+        if room >= len(rows):
+            self._queue.extend(rows)
+            return
+        self._queue.extend(rows[: max(room, 0)])
+        self._on_drop(len(rows) - max(room, 0))
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued, then stop the writer."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stop.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("score log writer did not finish within %.0fs", timeout)
@@ -95,29 +93,13 @@ class ScoreLog:
             self._engine.dispose()
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[dict[str, Any]] = []
-            deadline = time.monotonic() + self.flush_seconds
-            while len(batch) < self.batch_rows:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            if stopping:  # drain what is left behind the stop mark
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not _STOP:
-                        batch.append(item)
-            if batch:
+        while True:
+            stopping = self._stop.wait(self.flush_seconds)
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(self.batch_rows, len(self._queue)))]
                 self._write(batch)
+            if stopping:
+                return
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         for attempt in (1, 2):

@@ -93,8 +93,11 @@ def test_reasons_name_readable_factors_whose_sum_explains_the_score(fitted: FitR
     assert all(r["contribution"] > 0 for r in reasons["positive"]) and all(r["contribution"] < 0 for r in reasons["negative"])
     assert all(r["label"] and r["label"] != r["feature"] for r in reasons["positive"] + reasons["negative"])
     matrix = fitted.artifact.model.encoder_.transform_records([record])
-    contrib = fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0]
-    assert contrib.sum() == pytest.approx(fitted.artifact.model.margin_matrix(matrix)[0])
+    margin, contributions = fitted.artifact.model.explain_matrix(matrix)
+    assert margin[0] == pytest.approx(fitted.artifact.model.margin_matrix(matrix)[0], abs=1e-9)
+    bias = margin[0] - contributions[0].sum() / fitted.artifact.model.calibrator_.slope_
+    assert bias == pytest.approx(fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, -1], abs=1e-9)
+    assert scored["probability"] == pytest.approx(fitted.artifact.score_records([record], explain=False)[0]["probability"], abs=1e-12)
 
 
 def test_score_is_the_percentile_among_recent_leads_and_tiers_follow_the_policy(fitted: FitResult) -> None:
