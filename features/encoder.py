@@ -40,23 +40,77 @@ def _category_text(value: Any) -> str:
     return str(value).strip()
 
 
+_NA_TYPES = frozenset({type(None), type(pd.NA), type(pd.NaT)})
+_NUMBER_TYPES = frozenset({int, float, np.int64, np.float64})
+_BOOL_TYPES = frozenset({bool, np.bool_})
+_TEXT_TYPES = frozenset({str, np.str_})
+
+
+def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(distinct values, index of each value)`` when encoding once per distinct value is provably exact, else None.
+
+    Hash-based de-duplication (``pd.factorize``) treats equal values as one, so calling an encoding function once per
+    distinct value is identical to calling it per value exactly when it gives one answer for all
+    members of each group. That holds for the types allowed here: equal strings are the same text; equal
+    ints and floats (``1`` and ``1.0``) have the same text and the same number; the missing group (None,
+    NaN, NA, NaT) is missing for every function here. ``True == 1`` but their category texts differ
+    ("true" vs "1"), so bools may mix with numbers only when ``bools_equal_numbers`` (true for yes/no
+    parsing, where True and 1 both mean 1.0). Any other type (Decimal, float32, ...) -> None, per value.
+    """
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+        arr = values  # a text column: every value is a str or missing, so the type check below holds
+    else:
+        arr = _objects(values)
+        types = set(map(type, arr))
+        if not types <= _NA_TYPES | _NUMBER_TYPES | _BOOL_TYPES | _TEXT_TYPES:
+            return None
+        if not bools_equal_numbers and types & _BOOL_TYPES and types & _NUMBER_TYPES:
+            return None
+    index, distinct = pd.factorize(arr, use_na_sentinel=True)
+    distinct = np.asarray(distinct, dtype=object)
+    if (index < 0).any():  # the missing group (None/NaN/NA/NaT) as one more distinct value: None
+        distinct = np.append(distinct, None)
+        index = np.where(index < 0, len(distinct) - 1, index)
+    return distinct, index
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """Values as a 1-D object array (a DataFrame column as ``Series.to_numpy(dtype=object)``)."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=object)
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = list(values)
+    return arr
+
+
+def _category_code(value: Any, codes: Mapping[str, int], other: float, missing: frozenset[str]) -> float:
+    return math.nan if _is_missing(value, missing) else float(codes.get(_category_text(value), other))
+
+
 def encode_categorical(values: Sequence[Any], codes: Mapping[str, int], missing: frozenset[str]) -> np.ndarray:
-    """Map values to category codes; missing -> NaN, unseen or rare -> the ``OTHER`` code."""
+    """Map values to category codes; missing -> NaN, unseen or rare -> the ``OTHER`` code.
+
+    Each distinct value is normalised once (:func:`_per_distinct`); the per-value loop is the fallback
+    for types where that could differ, and both call the same :func:`_category_code`.
+    """
     other = float(codes[OTHER])
-    cache: dict[str, float] = {}
-    out = np.empty(len(values), dtype=np.float64)
-    for i, value in enumerate(values):
-        code = cache.get(value) if isinstance(value, str) else None
-        if code is None:
-            code = math.nan if _is_missing(value, missing) else float(codes.get(_category_text(value), other))
-            if isinstance(value, str):
-                cache[value] = code
-        out[i] = code
-    return out
+    grouped = _per_distinct(values, bools_equal_numbers=False) if len(values) > 1 else None
+    if grouped is not None:
+        distinct, index = grouped
+        per = np.fromiter((_category_code(v, codes, other, missing) for v in distinct), dtype=np.float64, count=len(distinct))
+        return per[index]
+    values = _objects(values) if isinstance(values, pd.Series) else values
+    return np.fromiter((_category_code(v, codes, other, missing) for v in values), dtype=np.float64, count=len(values))
 
 
 def encode_numeric(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray:
     """Numbers as float64; missing or unparseable -> NaN."""
+    if isinstance(values, pd.Series):
+        if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+            return values.to_numpy(dtype=np.float64)  # what float64 conversion of its Python objects gives
+        values = values.to_numpy(dtype=object)
     try:
         return np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
@@ -72,8 +126,22 @@ def _to_float(value: Any, missing: frozenset[str]) -> float:
         return math.nan
 
 
+def _refuse_non_numeric(name: str, values: Sequence[Any], missing: frozenset[str]) -> None:
+    """Raise naming the first value (in row order) that is neither missing nor a number."""
+    grouped = _per_distinct(values, bools_equal_numbers=True)
+    candidates = grouped[0] if grouped is not None else _objects(values)  # distinct values keep first-seen order
+    bad = next((v for v in candidates if not _is_missing(v, missing) and math.isnan(_to_float(v, missing))), None)
+    if bad is not None:
+        raise ValueError(f"Column {name!r} is declared numeric but holds non-numeric values, e.g. {bad!r}.")
+
+
 def encode_boolean(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray:
     """Yes/no values as 1.0/0.0 (true/false, yes/no, y/n, 1/0, any case); anything else -> NaN."""
+    grouped = _per_distinct(values, bools_equal_numbers=True) if len(values) > 1 else None
+    if grouped is not None:
+        distinct, index = grouped
+        return np.fromiter((_to_bool(v, missing) for v in distinct), dtype=np.float64, count=len(distinct))[index]
+    values = _objects(values) if isinstance(values, pd.Series) else values
     return np.fromiter((_to_bool(v, missing) for v in values), dtype=np.float64, count=len(values))
 
 
@@ -92,7 +160,7 @@ def _to_bool(value: Any, missing: frozenset[str]) -> float:
 
 def _column(X: Any, name: str, n: int) -> Sequence[Any]:
     if isinstance(X, pd.DataFrame):
-        return X[name].to_numpy(dtype=object) if name in X.columns else [None] * n
+        return X[name] if name in X.columns else [None] * n
     return X.get(name, [None] * n)
 
 
@@ -166,7 +234,10 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         missing = frozenset(self.missing_values)
         self.categories_ = {}
         for name in self.categorical:
-            raw = pd.Series(_column(X, name, n), dtype=object).value_counts(dropna=True)
+            column = _column(X, name, n)
+            if not (isinstance(column, pd.Series) and isinstance(column.dtype, pd.StringDtype)):
+                column = pd.Series(_objects(column), dtype=object)  # text columns count as they are: str keys either way
+            raw = column.value_counts(dropna=True)
             counts: dict[str, int] = {}
             for value, count in raw.items():  # normalise each distinct value once
                 if not _is_missing(value, missing):
@@ -175,23 +246,23 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             kept = [text for text, count in kept if count >= self.min_frequency][: self.max_categories]
             self.categories_[name] = tuple(sorted(kept))
-        for name in self.numeric:
+        for name in self.numeric:  # columns numpy cannot read as numbers first, then any column
             values = _column(X, name, n)
+            if isinstance(values, pd.Series) and not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf"):
+                values = _objects(values)
             try:
                 np.asarray(values, dtype=np.float64)
                 continue
             except (TypeError, ValueError):
                 pass
-            bad = [v for v in values if not _is_missing(v, missing) and math.isnan(_to_float(v, missing))]
-            if bad:
-                raise ValueError(f"Column {name!r} is declared numeric but holds non-numeric values, e.g. {bad[0]!r}.")
+            _refuse_non_numeric(name, values, missing)
         self.codes_ = {
             name: {**{c: i for i, c in enumerate(cats)}, OTHER: len(cats)} for name, cats in self.categories_.items()
         }
         for name in self.numeric:
-            bad = [v for v in _column(X, name, n) if not _is_missing(v, missing) and math.isnan(_to_float(v, missing))]
-            if bad:
-                raise ValueError(f"Column {name!r} is declared numeric but holds non-numeric values, e.g. {bad[0]!r}.")
+            if isinstance(X, pd.DataFrame) and X[name].dtype.kind in "biuf":
+                continue  # bools, ints and floats: float() of each is a number, or NaN only for a missing NaN
+            _refuse_non_numeric(name, _column(X, name, n), missing)
         self.feature_names_out_ = np.asarray(names, dtype=object)
         self.categorical_indices_ = list(range(len(self.categorical)))
         self.n_features_in_ = len(names)

@@ -99,3 +99,21 @@ def test_request_path_equals_batch_path(records: list[dict[str, object]]) -> Non
     batch = enc.transform(pd.DataFrame(records, dtype=object))
     single = np.vstack([enc.transform_records([r]) for r in records])
     np.testing.assert_array_equal(batch, single)
+
+
+many = st.one_of(values, st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "No", " outbound ", "1", "true", math.nan, pd.NA, pd.NaT]))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(st.lists(many, min_size=2, max_size=60))
+def test_once_per_distinct_value_equals_once_per_value(column: list[object]) -> None:
+    """The encoders normalise each distinct value once; that is exactly the per-value result, whatever the mix of types."""
+    from features.encoder import _category_code, _to_bool, encode_boolean, encode_categorical
+
+    enc = make().fit(FRAME)
+    codes, missing = enc.codes_["source"], frozenset(enc.missing_values)
+    other = float(codes[OTHER])
+    for values in (column, np.asarray(column + [None], dtype=object)[:-1]):
+        per_value = np.array([_category_code(v, codes, other, missing) for v in values])
+        np.testing.assert_array_equal(encode_categorical(values, codes, missing), per_value)
+        np.testing.assert_array_equal(encode_boolean(values, missing), np.array([_to_bool(v, missing) for v in values]))

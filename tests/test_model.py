@@ -136,3 +136,21 @@ def test_metrics_by_hand() -> None:
     m = binary_metrics(y, p)
     assert m["base_rate"] == pytest.approx(0.3) and m["conversions"] == 3 and m["n"] == 10
     assert m["roc_auc"] == pytest.approx((6 + 7 + 0.5 * 6 + 0) / 21)
+
+
+def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
+    from models.baselines import RowSample, logistic_baseline
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(["a", "b"], size=500)})
+    y = (frame["x"] + rng.normal(size=500) > 0).astype(int).to_numpy()
+    encoder = FeatureEncoder(categorical=["c"], numeric=["x"])
+    assert RowSample(max_rows=500).rows(500) is None
+    rows = RowSample(max_rows=100, random_state=3).rows(500)
+    assert len(rows) == 100 and len(set(rows)) == 100 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, RowSample(max_rows=100, random_state=3).rows(500))
+    sampled = logistic_baseline(encoder, max_rows=100, random_state=3).fit(frame, y)
+    direct = clone(sampled.estimator).fit(frame.iloc[rows], y[rows])
+    np.testing.assert_array_equal(sampled.predict_proba(frame), direct.predict_proba(frame))
+    everything = logistic_baseline(encoder, max_rows=None).fit(frame, y)
+    np.testing.assert_array_equal(everything.predict_proba(frame), clone(everything.estimator).fit(frame, y).predict_proba(frame))

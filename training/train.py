@@ -6,8 +6,10 @@ input runs before anything is logged, so bad input leaves no run and no model ve
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -25,7 +27,7 @@ from features.mapping import DataError, load_mapping
 from models import registry
 from models.artifact import ScoringArtifact
 from models.baselines import ManualProcessClassifier, logistic_baseline
-from models.lead_model import LeadScoringModel
+from models.lead_model import LeadScoringModel, _threads
 from models.routing import fit_routing, load_routing
 from models.settings import MlflowSettings
 from training.metrics import binary_metrics
@@ -50,8 +52,8 @@ class TrainOptions(BaseModel):
     seed: int = 0
     min_conversions: int = Field(default=120, ge=1)
     routing: Path | None = None
-    n_estimators: int = Field(default=400, gt=0)
-    learning_rate: float = Field(default=0.02, gt=0)
+    n_estimators: int = Field(default=150, gt=0)
+    learning_rate: float = Field(default=0.05, gt=0)
     num_leaves: int = Field(default=15, gt=1)
     n_jobs: int | None = None
 
@@ -112,6 +114,19 @@ def leads_per_week(tf: TrainingFrame, split: Split) -> float | None:
     return float(len(moments) / weeks) if weeks > 0 else None
 
 
+def fit_baselines(
+    tf: TrainingFrame, encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame
+) -> tuple[dict[str, np.ndarray], dict[str, ManualProcessClassifier]]:
+    """Holdout probabilities of the logistic baseline and of each manual process, fitted on ``train``."""
+    probability = {"logistic_regression": logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]}
+    manual = {}
+    for process in tf.mapping.manual:
+        clf = ManualProcessClassifier(process, tuple(tf.mapping.missing_values)).fit(train, y_train)
+        manual[process.name] = clf
+        probability[f"manual:{process.name}"] = clf.predict_proba(holdout)[:, 1]
+    return probability, manual
+
+
 def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     """Fit model and baselines on the training period; measure all on the holdout."""
     split = split_frame(tf, options.holdout_fraction, options.seed)
@@ -130,17 +145,18 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    try:
-        model.fit(train, y_train)
-    except ValueError as exc:
-        raise DataError(f"{tf.source or 'the data'}: {exc}") from None
-    probability = {"model": model.predict_proba(holdout)[:, 1]}
-    probability["logistic_regression"] = logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]
-    manual = {}
-    for process in tf.mapping.manual:
-        clf = ManualProcessClassifier(process, tuple(tf.mapping.missing_values)).fit(train, y_train)
-        manual[process.name] = clf
-        probability[f"manual:{process.name}"] = clf.predict_proba(holdout)[:, 1]
+    # Below PARALLEL_ROWS LightGBM trains on one thread; the baselines (independent of the model) then
+    # learn on another core meanwhile. Above it LightGBM uses every core and they run after it.
+    concurrent = _threads(len(train), options.n_jobs) == 1 and (os.cpu_count() or 1) > 1
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fit_baselines, tf, encoder, train, y_train, holdout) if concurrent else None
+        try:
+            model.fit(train, y_train)
+        except ValueError as exc:
+            raise DataError(f"{tf.source or 'the data'}: {exc}") from None
+        probability = {"model": model.predict_proba(holdout)[:, 1]}
+        baselines, manual = pending.result() if pending is not None else fit_baselines(tf, encoder, train, y_train, holdout)
+    probability.update(baselines)
     metrics = {name: binary_metrics(y_holdout, p) for name, p in probability.items()}
 
     rate = leads_per_week(tf, split)
