@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from features import schema
-from features.engagement import aggregate_engagement, engagement_feature_names, monotone_engagement, type_codes
+from features.engagement import (
+    aggregate_engagement,
+    engagement_feature_names,
+    monotone_engagement,
+    positions,
+    type_codes,
+)
 from features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
 
 LABEL = "label"
@@ -172,10 +178,9 @@ def scoring_frame(tables: CrmTables, mapping: Mapping, as_of: pd.Timestamp | str
 
 
 def _engagement(tables: CrmTables, mapping: Mapping, ids: pd.Series, scoring_at: np.ndarray) -> dict[str, np.ndarray]:
-    lead_index = pd.Index(ids).get_indexer(tables.activities[mapping.id])
     return aggregate_engagement(
-        lead_index,
-        type_codes(tables.activities["type"].to_numpy(dtype=object)),
+        positions(tables.activities[mapping.id], ids),
+        type_codes(tables.activities["type"]),
         tables.activities["occurred_at"].to_numpy("datetime64[ns]"),
         scoring_at,
     )

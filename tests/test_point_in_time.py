@@ -122,3 +122,19 @@ def test_aggregation_of_one_request_equals_the_training_aggregation(crm_tables: 
     )
     for name in engagement_feature_names():
         assert single[name][0] == pytest.approx(row[name], nan_ok=True), name
+
+
+@pytest.mark.parametrize(
+    ("values", "keys", "expected"),
+    [
+        (["b", "x", None, "a"], ["a", "b"], [1, -1, -1, 0]),
+        (pd.Series(["L2", "L1", "L9"], dtype="string"), pd.Series(["L1", "L2"]), [1, 0, -1]),
+        (np.array([3, 1, 7]), [1, 3], [1, 0, -1]),
+        ([], ["a"], []),
+    ],
+    ids=["text-with-missing", "pandas-strings", "integer-ids", "empty"],
+)
+def test_positions_match_exactly_and_mark_absent(values: object, keys: object, expected: list[int]) -> None:
+    from features.engagement import positions
+
+    assert positions(values, list(keys)).tolist() == expected
