@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from features.build import CrmTables
-from models.settings import MlflowSettings
+from models.settings import MlflowSettings, get_mlflow_settings
 from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
 from training.train import FitResult
 
@@ -43,6 +43,17 @@ def server_settings(mlflow_uri: str, tmp_path: Path, request: pytest.FixtureRequ
     """Settings pointing at the session's server, with a registered-model name of this test's own."""
     name = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
     return MlflowSettings(tracking_uri=mlflow_uri, home=tmp_path / "home", model_name=name, experiment=name)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An embedded store of this test's own (LEADSCORE_HOME in a temporary folder, no tracking server)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LEADSCORE_HOME", str(home))
+    monkeypatch.delenv("LEADSCORE_TRACKING_URI", raising=False)
+    get_mlflow_settings.cache_clear()
+    yield home
+    get_mlflow_settings.cache_clear()
 
 
 @pytest.fixture

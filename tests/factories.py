@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import pandas as pd
-
 from features.build import CrmTables, build_crm_frame
 from features.mapping import default_crm_mapping
 from training.synthetic import generate_crm, write_crm
@@ -84,7 +82,3 @@ def mlflow_server(root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-
-
-def leads_frame(tables: CrmTables) -> pd.DataFrame:
-    return tables.leads

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
-from models.settings import get_mlflow_settings
 
 FLAT_MAPPING = """
 form: flat
@@ -19,16 +18,6 @@ label: {column: converted}
 categorical: [source]
 numeric: [visits]
 """
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LEADSCORE_HOME", str(home))
-    monkeypatch.delenv("LEADSCORE_TRACKING_URI", raising=False)
-    get_mlflow_settings.cache_clear()
-    yield home
-    get_mlflow_settings.cache_clear()
 
 
 def flat(tmp_path: Path, n: int = 400, positives: int = 150, **columns: object) -> tuple[Path, Path]:

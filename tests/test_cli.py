@@ -10,19 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
-from models.settings import get_mlflow_settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LEADSCORE_HOME", str(home))
-    monkeypatch.delenv("LEADSCORE_TRACKING_URI", raising=False)
-    get_mlflow_settings.cache_clear()
-    yield home
-    get_mlflow_settings.cache_clear()
 
 
 def invoke(*args: str) -> str:
