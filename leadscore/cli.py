@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 
@@ -281,9 +281,5 @@ def _serve_once() -> None:
     typer.echo(json.dumps(score_one_over_http(), indent=2, default=str))
 
 
-def main() -> None:  # pragma: no cover - console entry
+if __name__ == "__main__":  # python -m leadscore.cli
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

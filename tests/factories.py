@@ -10,7 +10,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from features.build import CrmTables, build_crm_frame
 from features.mapping import default_crm_mapping

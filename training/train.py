@@ -228,7 +228,9 @@ class TrainResult:
 
 def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """``{"model": {"roc_auc": ...}}`` -> ``{"model.roc_auc": ...}`` with MLflow-safe names."""
-    safe = lambda s: "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in s)  # noqa: E731
+    def safe(text: str) -> str:
+        return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
+
     return {f"{safe(name)}.{key}": value for name, values in metrics.items() for key, value in values.items()}
 
 
@@ -245,7 +247,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
     result = fit(tf, options)
     client = registry.configure(settings)
     experiment = registry.experiment_id(client, settings.experiment, settings)
-    columns = [c for c in tf.feature_columns]
+    columns = tf.feature_columns
     with mlflow.start_run(experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}") as run:
         mlflow.log_params(
             {
