@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable
