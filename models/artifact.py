@@ -41,7 +41,8 @@ class ScoringArtifact:
     def feature_labels(self) -> dict[str, str]:
         return self.model.encoder_.feature_labels()
 
-    def _score(self, probability: np.ndarray) -> np.ndarray:
+    def score_of(self, probability: np.ndarray) -> np.ndarray:
+        """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
         return np.searchsorted(self.score_reference, probability, side="right").clip(1, 101) - 1
 
     def score_matrix(self, matrix: np.ndarray, margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -52,7 +53,7 @@ class ScoringArtifact:
         tier = self.routing.tier_index(probability)
         names = np.array([t.name for t in self.routing.tiers], dtype=object)
         queues = np.array([t.queue for t in self.routing.tiers], dtype=object)
-        return {"probability": probability, "score": self._score(probability), "tier": names[tier], "queue": queues[tier]}
+        return {"probability": probability, "score": self.score_of(probability), "tier": names[tier], "queue": queues[tier]}
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a batch of lead rows (the same columns training used)."""

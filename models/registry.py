@@ -144,6 +144,17 @@ def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, str]:
     return name, version
 
 
+def cached_path(cache_dir: Path, name: str, version: str) -> Path:
+    """Where a downloaded version of a registered model is cached: ``<cache_dir>/<name>/<version>/``."""
+    return Path(cache_dir) / name / str(version) / ARTIFACT_FILE
+
+
+def cached_versions(cache_dir: Path, name: str) -> list[str]:
+    """Versions of ``name`` complete in the cache, oldest first."""
+    found = [p.parent.name for p in (Path(cache_dir) / name).glob(f"*/{ARTIFACT_FILE}") if p.parent.name.isdigit()]
+    return sorted(found, key=int)
+
+
 def fetch_artifact(client: MlflowClient, model_uri: str, cache_dir: Path) -> tuple[ScoringArtifact, str, str]:
     """Download (once) and load a registered model's artifact; returns (artifact, name, version).
 
@@ -151,7 +162,7 @@ def fetch_artifact(client: MlflowClient, model_uri: str, cache_dir: Path) -> tup
     first and is renamed into place, so a cached version is always complete.
     """
     name, version = resolve_version(client, model_uri)
-    target = Path(cache_dir) / name / version / ARTIFACT_FILE
+    target = cached_path(cache_dir, name, version)
     if not target.exists():
         target.parent.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".{version}-"))

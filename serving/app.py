@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import routes_health, routes_model, routes_scoring
+from serving.asgi import StartTracker, send_json
 from serving.limits import BodySizeLimit
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.score_log import ScoreLog, lead_hasher
@@ -59,25 +60,15 @@ class FaultBarrier:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = StartTracker(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:  # noqa: BLE001
             route = getattr(scope.get("route"), "path", "unmatched")
             stack = "".join(traceback.format_tb(exc.__traceback__))
             log.error("unhandled %s on %s %s\n%s", type(exc).__name__, scope.get("method"), route, stack)
-            if not started:
-                body = b'{"detail":"%s"}' % INTERNAL_ERROR.encode()
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+            if not tracked.started:
+                await send_json(send, 500, INTERNAL_ERROR)
 
 
 async def _poll(state: AppState) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
+
+from serving.asgi import StartTracker, send_json
 
 TOO_LARGE = "request body too large"
 
@@ -22,13 +23,7 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def _reject(self, send: Any) -> None:
-        body = orjson.dumps({"detail": f"{TOO_LARGE} (limit {self.max_bytes} bytes)"})
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
-        })
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, f"{TOO_LARGE} (limit {self.max_bytes} bytes)", ((b"connection", b"close"),))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -45,7 +40,6 @@ class BodySizeLimit:
                     return
                 break
         seen = 0
-        started = False
 
         async def limited_receive() -> dict[str, Any]:
             nonlocal seen
@@ -56,14 +50,9 @@ class BodySizeLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = StartTracker(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._reject(send)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from features.online import lead_feature_record
 from features.schema import LeadRecord
-from models.artifact import ARTIFACT_FILE, ScoringArtifact
+from models.artifact import ScoringArtifact
 from serving.schemas import EXAMPLE_LEAD
 from serving.settings import ServingSettings
 
@@ -99,21 +99,20 @@ class RegistryLoader:
             if cached is None:
                 raise RuntimeError(f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version") from exc
             log.warning("registry unavailable (%s: %s): serving cached %s version %s", type(exc).__name__, _short(exc), self.settings.model_name, cached)
-            path = self.cache_dir / self.settings.model_name / cached / ARTIFACT_FILE
+            path = self._registry.cached_path(self.cache_dir, self.settings.model_name, cached)
             return LoadedModel(ScoringArtifact.load(path), self.settings.model_name, cached, "cache")
         self._remember(version)
         return LoadedModel(artifact, name, version, "registry")
 
     def _cached_version(self) -> str | None:
-        folder = self.cache_dir / self.settings.model_name
+        versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name)
         try:
             remembered = json.loads(self._pointer.read_text(encoding="utf-8"))["version"]
-            if (folder / remembered / ARTIFACT_FILE).exists():
-                return remembered
         except (OSError, ValueError, KeyError, TypeError):
-            pass
-        versions = [p.parent.name for p in folder.glob(f"*/{ARTIFACT_FILE}") if p.parent.name.isdigit()]
-        return max(versions, key=int) if versions else None
+            remembered = None
+        if remembered in versions:
+            return remembered
+        return versions[-1] if versions else None
 
     def target_version(self) -> str | None:
         return self._registry.alias_version(self.client, self.settings.model_name, self.settings.alias)

@@ -19,12 +19,11 @@ from features.build import LABEL, TrainingFrame, load_training_frame
 from features.mapping import DataError, Mapping, load_mapping
 from models import registry
 from models.artifact import ScoringArtifact
-from models.baselines import ManualProcessClassifier, logistic_baseline
 from models.point_rules import PointRulesClassifier, load_point_rules
 from models.settings import MlflowSettings
 from training.report import ManualResult, ReportInput, build_report, split_rule_text
 from training.split import Split, split_frame
-from training.train import leads_per_week, make_encoder
+from training.train import fit_baselines, leads_per_week, make_encoder
 
 
 def reapply_split(tf: TrainingFrame, recorded: dict[str, Any]) -> Split:
@@ -115,14 +114,15 @@ def evaluate_artifact(
             raise DataError(f"{where}: the {part} part has {int(yy.sum())} conversions among {len(yy)} leads; need both outcomes")
 
     scored = artifact.score_frame(holdout)
-    manual: dict[str, ManualResult] = {}
-    for process in mapping.manual:
-        clf = ManualProcessClassifier(process, tuple(mapping.missing_values)).fit(train, y_train)
-        manual[process.name] = ManualResult(clf.predict_proba(holdout)[:, 1], np.asarray(clf.passed(holdout), dtype=bool))
+    probability, fitted = fit_baselines(tf, make_encoder(tf), train, y_train, holdout)
     if rules_spec is not None:
-        clf = PointRulesClassifier(rules_spec, tuple(mapping.missing_values), source=str(rules)).fit(train, y_train)
-        manual[rules_spec.name] = ManualResult(clf.predict_proba(holdout)[:, 1], np.asarray(clf.passed(holdout), dtype=bool))
-    baseline = logistic_baseline(make_encoder(tf)).fit(train, y_train).predict_proba(holdout)[:, 1]
+        fitted[rules_spec.name] = PointRulesClassifier(rules_spec, tuple(mapping.missing_values), source=str(rules)).fit(train, y_train)
+        probability[f"manual:{rules_spec.name}"] = fitted[rules_spec.name].predict_proba(holdout)[:, 1]
+    manual = {
+        name: ManualResult(probability[f"manual:{name}"], np.asarray(clf.passed(holdout), dtype=bool))
+        for name, clf in fitted.items()
+    }
+    baseline = probability["logistic_regression"]
 
     metadata = {
         **md,

@@ -617,7 +617,7 @@ def write_fit_report(
         model_probability=result.holdout_probability["model"],
         manual=manual,
         metadata=metadata,
-        model_score=result.artifact.score_frame(holdout)["score"].to_numpy(),
+        model_score=result.artifact.score_of(result.holdout_probability["model"]),
         baselines=baselines,
         leads_per_week=leads_per_week(result.frame, result.split),
         split_rule=split_rule_text(result.split.describe(), result.frame.mapping.created_at if result.frame.timed else None),
