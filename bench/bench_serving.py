@@ -195,12 +195,12 @@ def in_process_costs(name: str, version: str, home: Path) -> None:
     """Per-lead cost of the scoring path in-process, with and without reasons (pred_contrib)."""
     from features.online import lead_feature_record
     from features.schema import LeadRecord
-    from models import registry
+    from models import packaging, registry
     from models.settings import MlflowSettings
     from serving.schemas import EXAMPLE_LEAD
 
     settings = MlflowSettings(home=home)
-    artifact, _, _ = registry.fetch_artifact(registry.configure(settings), f"models:/{name}/{version}", home / "cache")
+    artifact, _, _ = packaging.fetch_artifact(registry.configure(settings), f"models:/{name}/{version}", home / "cache")
     lead = LeadRecord.model_validate(EXAMPLE_LEAD)
     now = datetime.now(UTC)
     record = lead_feature_record(lead, now)

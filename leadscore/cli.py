@@ -183,13 +183,13 @@ def score(
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
     from features.mapping import Mapping
-    from models import registry
+    from models import packaging, registry
     from models.settings import get_mlflow_settings
     from training.batch import load_leads, score_leads, write_atomic
 
     settings = get_mlflow_settings()
     client = registry.configure(settings)
-    artifact, name, version = registry.fetch_artifact(client, model_uri, settings.home / "cache")
+    artifact, name, version = packaging.fetch_artifact(client, model_uri, settings.home / "cache")
     mapping = Mapping.model_validate(artifact.metadata["mapping"])
     began = time.perf_counter()
     leads = load_leads(input, mapping, as_of)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,11 +11,12 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from models.explain import reasons
+from models.compiled_trees import CompiledTrees
 from models.lead_model import LeadScoringModel
 from models.routing import RoutingPolicy
+from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, score_of
 
-ARTIFACT_FILE = "leadscore.joblib"
+__all__ = ["ARTIFACT_FILE", "ScoringArtifact"]
 
 
 @dataclass
@@ -43,7 +42,7 @@ class ScoringArtifact:
 
     def score_of(self, probability: np.ndarray) -> np.ndarray:
         """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
-        return np.searchsorted(self.score_reference, probability, side="right").clip(1, 101) - 1
+        return score_of(self.score_reference, probability)
 
     def score_matrix(self, matrix: np.ndarray, margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue for an encoded matrix (or its already computed raw margin)."""
@@ -59,41 +58,20 @@ class ScoringArtifact:
         """Score a batch of lead rows (the same columns training used)."""
         return pd.DataFrame(self.score_matrix(self.model.encoder_.transform(frame)), index=frame.index)
 
-    def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
-        """Score feature records (request path): no DataFrame is built."""
-        matrix = self.model.encoder_.transform_records(records)
-        margin, contributions = self.model.explain_matrix(matrix) if explain else (None, None)
-        scored = self.score_matrix(matrix, margin)
-        names, labels = self.input_columns, self.feature_labels
-        tiers = {t.name: t for t in self.routing.tiers}
-        out = []
-        for i, record in enumerate(records):
-            tier = tiers[scored["tier"][i]]
-            item = {
-                "probability": float(scored["probability"][i]),
-                "score": int(scored["score"][i]),
-                "tier": tier.name,
-                "queue": tier.queue,
-                "sla_hours": tier.sla_hours,
-            }
-            if contributions is not None:
-                item["reasons"] = reasons(contributions[i], names, labels, record, k)
-            out.append(item)
-        return out
+    def scorer(self) -> Scorer:
+        """The serving form of this model (numpy only): same encoding, trees, calibration and routing."""
+        return Scorer(
+            columns=self.model.encoder_.columns_,
+            trees=CompiledTrees.from_booster(self.model.booster_),
+            calibration=self.model.calibrator_.curve_,
+            score_reference=self.score_reference,
+            routing=self.routing,
+            labels=self.feature_labels,
+            metadata=self.metadata,
+        )
 
     def save(self, path: Path) -> Path:
-        """Write atomically: a reader never sees a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            joblib.dump(self, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return dump_atomic(self, path)
 
     @classmethod
     def load(cls, path: Path) -> ScoringArtifact:

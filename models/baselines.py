@@ -14,7 +14,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
 from sklearn.utils.validation import check_is_fitted
 
-from features.encoder import FeatureEncoder, encode_boolean, encode_numeric
+from features.columns import encode_boolean, encode_numeric
+from features.encoder import FeatureEncoder
 from features.mapping import ManualProcess
 
 

@@ -8,6 +8,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from models.curve import CalibrationCurve
+
 
 class MarginCalibrator(BaseEstimator):
     """Map a raw margin to a calibrated probability.
@@ -30,13 +32,13 @@ class MarginCalibrator(BaseEstimator):
         platt = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y)
         self.slope_ = float(platt.coef_[0, 0])
         self.intercept_ = float(platt.intercept_[0])
+        knots: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
         if self.method == "isotonic":
-            self.isotonic_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+            isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+            knots = (tuple(map(float, isotonic.X_thresholds_)), tuple(map(float, isotonic.y_thresholds_)))
+        self.curve_ = CalibrationCurve(self.slope_, self.intercept_, *knots)
         return self
 
     def predict(self, margin: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "slope_")
-        margin = np.asarray(margin, dtype=np.float64).reshape(-1)
-        if self.method == "isotonic":
-            return self.isotonic_.predict(margin)
-        return 1.0 / (1.0 + np.exp(-(self.slope_ * margin + self.intercept_)))
+        check_is_fitted(self, "curve_")
+        return self.curve_(margin)

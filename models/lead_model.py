@@ -156,15 +156,6 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
-    def explain_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw margin and per-feature contributions to the calibrated log-odds (TreeSHAP), in one pass.
-
-        TreeSHAP values plus the bias sum to the raw margin, so no separate prediction is needed.
-        """
-        check_is_fitted(self, "booster_")
-        raw = self.booster_.predict(matrix, pred_contrib=True, num_threads=_threads(len(matrix), self.n_jobs))
-        return raw.sum(axis=1), raw[:, :-1] * self.calibrator_.slope_
-
 
 def _safe_name(name: str) -> str:
     """LightGBM rejects some characters in feature names (JSON specials)."""

@@ -42,7 +42,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from features.encoder import encode_numeric
+from features.columns import encode_numeric
 from features.mapping import DataError, load_yaml_model, validation_error_text
 
 Scalar = str | float | bool

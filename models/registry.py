@@ -1,4 +1,7 @@
-"""MLflow registry helpers: log the artifact as a model, register versions, move aliases (with history), load."""
+"""MLflow registry helpers: register versions, move aliases (with history), resolve and cache model files.
+
+Only MLflow is imported here, so the scoring service can use it without the training stack
+(logging the model is :mod:`models.packaging`)."""
 
 from __future__ import annotations
 
@@ -6,19 +9,16 @@ import getpass
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from models.artifact import ARTIFACT_FILE, ScoringArtifact
-from models.pyfunc import LeadScoringPyfunc
 from models.settings import MlflowSettings
 
 MODEL_PATH = "model"
@@ -42,29 +42,6 @@ def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> 
         return found.experiment_id
     location = f"{settings.artifact_location}/{name}" if settings.artifact_location else None
     return client.create_experiment(name, artifact_location=location)
-
-
-def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
-    """Log the artifact as an MLflow pyfunc model of the active run, with signature and input example."""
-    example = input_example.reset_index(drop=True)
-    signature = infer_signature(example, artifact.score_frame(example).reset_index(drop=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = artifact.save(Path(tmp) / ARTIFACT_FILE)
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_PATH,
-            python_model=LeadScoringPyfunc(),
-            artifacts={ARTIFACT_FILE: str(path)},
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(),
-        )
-    return info
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")]
 
 
 def register(client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]) -> str:
@@ -144,43 +121,45 @@ def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, str]:
     return name, version
 
 
-def cached_path(cache_dir: Path, name: str, version: str) -> Path:
+def cached_folder(cache_dir: Path, name: str, version: str) -> Path:
     """Where a downloaded version of a registered model is cached: ``<cache_dir>/<name>/<version>/``."""
-    return Path(cache_dir) / name / str(version) / ARTIFACT_FILE
+    return Path(cache_dir) / name / str(version)
 
 
 def cached_versions(cache_dir: Path, name: str) -> list[str]:
-    """Versions of ``name`` complete in the cache, oldest first."""
-    found = [p.parent.name for p in (Path(cache_dir) / name).glob(f"*/{ARTIFACT_FILE}") if p.parent.name.isdigit()]
+    """Versions of ``name`` in the cache (each folder is complete: it is renamed into place), oldest first."""
+    folder = Path(cache_dir) / name
+    found = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
     return sorted(found, key=int)
 
 
-def fetch_artifact(client: MlflowClient, model_uri: str, cache_dir: Path) -> tuple[ScoringArtifact, str, str]:
-    """Download (once) and load a registered model's artifact; returns (artifact, name, version).
+def fetch_files(client: MlflowClient, model_uri: str, cache_dir: Path, files: Sequence[str]) -> tuple[Path, str, str]:
+    """Download (once) the named files of a registered model version; returns (folder, name, version).
 
     Versions are cached under ``cache_dir/<name>/<version>/``; a download goes to a temporary folder
     first and is renamed into place, so a cached version is always complete.
     """
     name, version = resolve_version(client, model_uri)
-    target = cached_path(cache_dir, name, version)
-    if not target.exists():
-        target.parent.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=f".{version}-"))
+    target = cached_folder(cache_dir, name, version)
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging), tracking_uri=client.tracking_uri
-            )
-            found = next(Path(local).rglob(ARTIFACT_FILE), None)
-            if found is None:
-                raise FileNotFoundError(f"models:/{name}/{version} holds no {ARTIFACT_FILE}: not a leadscore model")
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging / "download"), tracking_uri=client.tracking_uri
+            ))
             ready = staging / "ready"
             ready.mkdir()
-            shutil.move(found, ready / ARTIFACT_FILE)
+            for file in files:
+                found = next(local.rglob(file), None)
+                if found is None:
+                    raise FileNotFoundError(f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)")
+                shutil.move(found, ready / file)
             try:
-                ready.rename(target.parent)
+                ready.rename(target)
             except OSError:
-                if not target.exists():  # another process may have cached it meanwhile
+                if not target.is_dir():  # another process may have cached it meanwhile
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ScoringArtifact.load(target), name, version
+    return target, name, version

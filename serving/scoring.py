@@ -47,7 +47,7 @@ def score_leads(
     """Answers in request order, and the score-log rows (hashed lead ids only)."""
     now = datetime.now(UTC)
     records = [lead_feature_record(lead, now) for lead in leads]
-    scored = model.artifact.score_records(records, explain=explain, k=3)
+    scored = model.scorer.score_records(records, explain=explain, k=3)
     ref = {"name": model.name, "version": model.version}
     answers, rows = [], []
     for lead, item in zip(leads, scored, strict=True):

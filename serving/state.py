@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from features.online import lead_feature_record
 from features.schema import LeadRecord
-from models.artifact import ScoringArtifact
+from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
 from serving.schemas import EXAMPLE_LEAD
 from serving.settings import ServingSettings
 
@@ -29,7 +29,7 @@ log = logging.getLogger("leadscore.serving")
 class LoadedModel:
     """One warmed model version; immutable, so a request holding it sees one consistent model."""
 
-    artifact: ScoringArtifact
+    scorer: Scorer
     name: str
     version: str
     source: str
@@ -37,7 +37,7 @@ class LoadedModel:
 
 
 class ModelLoader(Protocol):
-    """Where models come from: the registry in production, an in-memory artifact in tests."""
+    """Where models come from: the registry in production, an in-memory scorer in tests."""
 
     def load_initial(self) -> LoadedModel:
         """The model to start with (raise when none is available)."""
@@ -50,13 +50,13 @@ class ModelLoader(Protocol):
 
 
 class StaticLoader:
-    """Serve one in-memory artifact (tests, notebooks); never reloads."""
+    """Serve one in-memory scorer (tests, notebooks); never reloads."""
 
-    def __init__(self, artifact: ScoringArtifact, name: str = "in-memory", version: str = "1") -> None:
-        self.artifact, self.name, self.version = artifact, name, version
+    def __init__(self, scorer: Scorer, name: str = "in-memory", version: str = "1") -> None:
+        self.scorer, self.name, self.version = scorer, name, version
 
     def load_initial(self) -> LoadedModel:
-        return LoadedModel(self.artifact, self.name, self.version, "static")
+        return LoadedModel(self.scorer, self.name, self.version, "static")
 
     def target_version(self) -> str | None:
         return self.version
@@ -91,18 +91,22 @@ class RegistryLoader:
         tmp.write_text(json.dumps({"version": version, "at": datetime.now(UTC).isoformat()}), encoding="utf-8")
         os.replace(tmp, self._pointer)
 
+    def _fetch(self, model_uri: str) -> tuple[Scorer, str, str]:
+        folder, name, version = self._registry.fetch_files(self.client, model_uri, self.cache_dir, MODEL_FILES)
+        return Scorer.load(folder / SCORER_FILE), name, version
+
     def load_initial(self) -> LoadedModel:
         try:
-            artifact, name, version = self._registry.fetch_artifact(self.client, self.settings.model_uri, self.cache_dir)
+            scorer, name, version = self._fetch(self.settings.model_uri)
         except Exception as exc:  # noqa: BLE001 - any registry failure: fall back to the cache
             cached = self._cached_version()
             if cached is None:
                 raise RuntimeError(f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version") from exc
             log.warning("registry unavailable (%s: %s): serving cached %s version %s", type(exc).__name__, _short(exc), self.settings.model_name, cached)
-            path = self._registry.cached_path(self.cache_dir, self.settings.model_name, cached)
-            return LoadedModel(ScoringArtifact.load(path), self.settings.model_name, cached, "cache")
+            folder = self._registry.cached_folder(self.cache_dir, self.settings.model_name, cached)
+            return LoadedModel(Scorer.load(folder / SCORER_FILE), self.settings.model_name, cached, "cache")
         self._remember(version)
-        return LoadedModel(artifact, name, version, "registry")
+        return LoadedModel(scorer, name, version, "registry")
 
     def _cached_version(self) -> str | None:
         versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name)
@@ -119,15 +123,15 @@ class RegistryLoader:
 
     def load_version(self, version: str) -> LoadedModel:
         uri = f"models:/{self.settings.model_name}/{version}"
-        artifact, name, got = self._registry.fetch_artifact(self.client, uri, self.cache_dir)
+        scorer, name, got = self._fetch(uri)
         self._remember(got)
-        return LoadedModel(artifact, name, got, "registry")
+        return LoadedModel(scorer, name, got, "registry")
 
 
 def warm(model: LoadedModel) -> None:
     """Score the example lead once (with reasons): a model that cannot do that is never served."""
     record = lead_feature_record(LeadRecord.model_validate(EXAMPLE_LEAD), datetime.now(UTC))
-    (out,) = model.artifact.score_records([record], explain=True)
+    (out,) = model.scorer.score_records([record], explain=True)
     if not 0.0 <= out["probability"] <= 1.0:
         raise ValueError(f"warm-up probability {out['probability']!r} is not in [0, 1]")
 
@@ -196,7 +200,7 @@ def _short(exc: BaseException) -> str:
 
 
 def model_info(state: AppState, model: LoadedModel) -> dict[str, Any]:
-    meta = model.artifact.metadata
+    meta = model.scorer.metadata
     metrics = dict(meta.get("metrics") or {})
     main = metrics.pop("model", {})
     return {
@@ -212,9 +216,9 @@ def model_info(state: AppState, model: LoadedModel) -> dict[str, Any]:
         "holdout_window": meta.get("holdout_window"),
         "metrics": main,
         "baseline_metrics": metrics,
-        "tiers": [t.model_dump() for t in model.artifact.routing.tiers],
-        "leads_per_week": model.artifact.routing.leads_per_week,
-        "feature_columns": list(meta.get("feature_columns") or model.artifact.input_columns),
+        "tiers": [t.model_dump() for t in model.scorer.routing.tiers],
+        "leads_per_week": model.scorer.routing.leads_per_week,
+        "feature_columns": list(meta.get("feature_columns") or model.scorer.input_columns),
         "poll_seconds": state.settings.poll_seconds,
         "last_checked_at": state.last_checked_at,
         "last_reload_at": state.last_reload_at,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from models.scorer import Scorer
 from features.build import CrmTables
 from models.settings import MlflowSettings, get_mlflow_settings
 from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
@@ -29,6 +30,12 @@ def crm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fitted(crm_tables: CrmTables) -> FitResult:
     """One fitted model (with baselines) on the session's synthetic data."""
     return fit_crm(crm_tables)
+
+
+@pytest.fixture(scope="session")
+def scorer(fitted: FitResult) -> Scorer:
+    """The serving form of ``fitted``'s model (what the API loads)."""
+    return fitted.artifact.scorer()
 
 
 @pytest.fixture(scope="session")

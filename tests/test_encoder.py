@@ -108,7 +108,7 @@ many = st.one_of(values, st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "N
 @given(st.lists(many, min_size=2, max_size=60))
 def test_once_per_distinct_value_equals_once_per_value(column: list[object]) -> None:
     """The encoders normalise each distinct value once; that is exactly the per-value result, whatever the mix of types."""
-    from features.encoder import _category_code, _to_bool, encode_boolean, encode_categorical
+    from features.columns import _category_code, _to_bool, encode_boolean, encode_categorical
 
     enc = make().fit(FRAME)
     codes, missing = enc.codes_["source"], frozenset(enc.missing_values)

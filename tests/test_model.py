@@ -14,6 +14,7 @@ from features.encoder import FeatureEncoder
 from features.online import lead_feature_record
 from features.schema import Activity, LeadRecord
 from models.artifact import ScoringArtifact
+from models.scorer import Scorer
 from models.baselines import ManualProcessClassifier
 from models.lead_model import LeadScoringModel
 from models.routing import RoutingSpec, TierSpec, fit_routing
@@ -50,17 +51,21 @@ def test_holdout_is_the_newest_period(fitted: FitResult) -> None:
     assert fitted.split.method == "time"
 
 
-def test_request_records_score_exactly_as_the_batch_frame(fitted: FitResult) -> None:
-    """Train/serve skew: the dict path used by the API gives the same probabilities as the DataFrame path."""
+def test_request_records_score_exactly_as_the_batch_frame(fitted: FitResult, scorer: Scorer) -> None:
+    """Train/serve skew: the API's scorer, fed dicts one or many at a time, gives the batch DataFrame path's answers."""
     rows = holdout_rows(fitted)
     batch = fitted.artifact.score_frame(rows)
     records = rows.to_dict("records")
-    single = fitted.artifact.score_records(records, explain=False)
-    np.testing.assert_allclose([s["probability"] for s in single], batch["probability"].to_numpy(), rtol=0, atol=1e-12)
-    assert [s["tier"] for s in single] == list(batch["tier"])
+    for explain in (False, True):
+        many = scorer.score_records(records, explain=explain)
+        one_by_one = [scorer.score_records([r], explain=explain)[0] for r in records]
+        for answers in (many, one_by_one):
+            np.testing.assert_allclose([a["probability"] for a in answers], batch["probability"].to_numpy(), rtol=0, atol=1e-12)
+            assert [a["tier"] for a in answers] == list(batch["tier"])
+            assert [a["score"] for a in answers] == list(batch["score"])
 
 
-def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResult, crm_tables) -> None:
+def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResult, scorer: Scorer, crm_tables) -> None:
     row = holdout_rows(fitted).iloc[3]
     acts = crm_tables.activities[crm_tables.activities["lead_id"] == row["lead_id"]]
     lead = LeadRecord(
@@ -69,34 +74,36 @@ def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResu
         activities=[Activity(type=t, occurred_at=o) for t, o in zip(acts["type"], acts["occurred_at"], strict=True)],
     )
     record = lead_feature_record(lead, row[SCORING_AT].to_pydatetime())
-    via_api = fitted.artifact.score_records([record], explain=False)[0]["probability"]
+    via_api = scorer.score_records([record], explain=False)[0]["probability"]
     via_training = fitted.artifact.score_frame(row.to_frame().T)["probability"].iloc[0]
     assert via_api == pytest.approx(via_training, abs=1e-12)
 
 
-def test_booking_a_demo_never_lowers_the_score(fitted: FitResult) -> None:
+def test_booking_a_demo_never_lowers_the_score(fitted: FitResult, scorer: Scorer) -> None:
     rows = holdout_rows(fitted).to_dict("records")
-    base = fitted.artifact.score_records(rows, explain=False)
+    base = scorer.score_records(rows, explain=False)
     for record in rows:
         for name in ("demo_request_7d", "demo_request_total", "meeting_booked_total", "pricing_page_view_total"):
             record[name] = record[name] + 1
-    more = fitted.artifact.score_records(rows, explain=False)
+    more = scorer.score_records(rows, explain=False)
     assert all(m["probability"] >= b["probability"] for m, b in zip(more, base, strict=True))
 
 
-def test_reasons_name_readable_factors_whose_sum_explains_the_score(fitted: FitResult) -> None:
+def test_reasons_name_readable_factors_that_are_lightgbms_treeshap_values(fitted: FitResult, scorer: Scorer) -> None:
     record = holdout_rows(fitted).iloc[0].to_dict()
-    scored = fitted.artifact.score_records([record])[0]
+    scored = scorer.score_records([record])[0]
     reasons = scored["reasons"]
     assert 1 <= len(reasons["positive"]) <= 3 and 1 <= len(reasons["negative"]) <= 3
     assert all(r["contribution"] > 0 for r in reasons["positive"]) and all(r["contribution"] < 0 for r in reasons["negative"])
     assert all(r["label"] and r["label"] != r["feature"] for r in reasons["positive"] + reasons["negative"])
     matrix = fitted.artifact.model.encoder_.transform_records([record])
-    margin, contributions = fitted.artifact.model.explain_matrix(matrix)
-    assert margin[0] == pytest.approx(fitted.artifact.model.margin_matrix(matrix)[0], abs=1e-9)
-    bias = margin[0] - contributions[0].sum() / fitted.artifact.model.calibrator_.slope_
-    assert bias == pytest.approx(fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, -1], abs=1e-9)
-    assert scored["probability"] == pytest.approx(fitted.artifact.score_records([record], explain=False)[0]["probability"], abs=1e-12)
+    shap = fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, :-1] * fitted.artifact.model.calibrator_.slope_
+    names = list(fitted.artifact.input_columns)
+    for factor in reasons["positive"] + reasons["negative"]:
+        assert factor["contribution"] == pytest.approx(shap[names.index(factor["feature"])], abs=1e-4)
+    top = sorted(names, key=lambda n: -shap[names.index(n)])[: len(reasons["positive"])]
+    assert [f["feature"] for f in reasons["positive"]] == top
+    assert scored["probability"] == pytest.approx(scorer.score_records([record], explain=False)[0]["probability"], abs=1e-12)
 
 
 def test_score_is_the_percentile_among_recent_leads_and_tiers_follow_the_policy(fitted: FitResult) -> None:
@@ -124,6 +131,14 @@ def test_artifact_round_trips_through_one_file(fitted: FitResult, tmp_path: Path
     pd.testing.assert_frame_equal(loaded.score_frame(rows), fitted.artifact.score_frame(rows))
     assert not list(tmp_path.glob(".*.tmp"))
     assert loaded.metadata["training_window"]["end"] < loaded.metadata["holdout_window"]["end"]
+
+
+def test_scorer_round_trips_through_one_file(fitted: FitResult, scorer: Scorer, tmp_path: Path) -> None:
+    loaded = Scorer.load(scorer.save(tmp_path / "s.joblib"))
+    records = holdout_rows(fitted, 20).to_dict("records")
+    assert loaded.score_records(records) == scorer.score_records(records)
+    assert loaded.input_columns == list(fitted.artifact.input_columns) and loaded.metadata == fitted.artifact.metadata
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_metrics_by_hand() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from models import registry
+from models import packaging, registry
 from models.settings import MlflowSettings
 from training.promote import CHAMPION, GateFailed, promote
 from training.train import CHALLENGER, TrainOptions, train
@@ -35,7 +35,7 @@ def test_train_logs_everything_and_registers_a_challenger(server_settings: Mlflo
     assert {"holdout.parquet", "metadata.json", "routing.json"} <= artifacts
     version = client.get_model_version(server_settings.model_name, result.version)
     assert registry.alias_version(client, server_settings.model_name, CHALLENGER) == result.version
-    artifact, name, got = registry.fetch_artifact(client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache")
+    artifact, name, got = packaging.fetch_artifact(client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache")
     assert (name, got) == (server_settings.model_name, result.version) and version.run_id == result.run_id
     assert artifact.metadata["data_digest"] == run.data.tags["leadscore.data_digest"]
     model_dir = Path(client.download_artifacts(result.run_id, "metadata.json", str(server_settings.home)))

@@ -19,6 +19,7 @@ from serving.app import create_app
 from serving.deps import BAD_KEY, NOT_READY
 from serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
 from serving.settings import ServingSettings
+from models.scorer import Scorer
 from serving.state import LoadedModel, StaticLoader
 from training.train import FitResult
 
@@ -34,8 +35,8 @@ def settings(tmp_path: Path) -> ServingSettings:
 
 
 @pytest.fixture
-def client(settings: ServingSettings, fitted: FitResult) -> TestClient:
-    with TestClient(create_app(settings, StaticLoader(fitted.artifact, "lead-scoring", "7"))) as c:
+def client(settings: ServingSettings, scorer: Scorer) -> TestClient:
+    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))) as c:
         yield c
 
 
@@ -73,13 +74,13 @@ def test_sla_and_queue_follow_the_models_routing_policy(client: TestClient, fitt
     assert (body["queue"], body["sla_hours"]) == (tier.queue, tier.sla_hours)
 
 
-def test_the_same_lead_gets_the_same_answer_as_batch_scoring_code(client: TestClient, fitted: FitResult) -> None:
+def test_the_same_lead_gets_the_same_answer_as_batch_scoring_code(client: TestClient, scorer: Scorer) -> None:
     from datetime import UTC, datetime
 
     from features.online import lead_feature_record
 
     body = client.post("/v1/score", json=lead()).json()
-    expected = fitted.artifact.score_records([lead_feature_record(LeadRecord.model_validate(lead()), datetime.now(UTC))])[0]
+    expected = scorer.score_records([lead_feature_record(LeadRecord.model_validate(lead()), datetime.now(UTC))])[0]
     assert body["probability"] == pytest.approx(expected["probability"], abs=1e-3)  # engagement ages by seconds only
 
 
@@ -144,18 +145,18 @@ def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> No
     assert ["body", "leads", 1, "lead_id"] in [e["loc"] for e in response.json()["detail"]]
 
 
-def test_batch_over_the_limit_is_413(tmp_path: Path, fitted: FitResult) -> None:
-    with TestClient(create_app(make_settings(tmp_path, max_batch=5), StaticLoader(fitted.artifact))) as c:
+def test_batch_over_the_limit_is_413(tmp_path: Path, scorer: Scorer) -> None:
+    with TestClient(create_app(make_settings(tmp_path, max_batch=5), StaticLoader(scorer))) as c:
         assert c.post("/v1/score/batch", json={"leads": [{"lead_id": str(i)} for i in range(5)]}).status_code == 200
         response = c.post("/v1/score/batch", json={"leads": [{"lead_id": str(i)} for i in range(6)]})
     assert response.status_code == 413
     assert response.json()["detail"] == "batch of 6 leads exceeds the limit of 5"
 
 
-def test_oversized_body_is_413_by_content_length_and_by_stream(tmp_path: Path, fitted: FitResult) -> None:
+def test_oversized_body_is_413_by_content_length_and_by_stream(tmp_path: Path, scorer: Scorer) -> None:
     big = json.dumps({"lead_id": "x", "campaign": "y" * 150, "attributes": {f"k{i}": "v" * 50 for i in range(100)}}).encode()
     assert len(big) > 4096
-    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=4096), StaticLoader(fitted.artifact))) as c:
+    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=4096), StaticLoader(scorer))) as c:
         declared = c.post("/v1/score", content=big, headers={"content-type": "application/json"})
 
         def chunks():  # no Content-Length: the streamed size is what counts
@@ -170,8 +171,8 @@ def test_oversized_body_is_413_by_content_length_and_by_stream(tmp_path: Path, f
     assert small.status_code == 200
 
 
-def test_api_keys_are_required_when_configured(tmp_path: Path, fitted: FitResult) -> None:
-    with TestClient(create_app(make_settings(tmp_path, api_keys="k1,k2"), StaticLoader(fitted.artifact))) as c:
+def test_api_keys_are_required_when_configured(tmp_path: Path, scorer: Scorer) -> None:
+    with TestClient(create_app(make_settings(tmp_path, api_keys="k1,k2"), StaticLoader(scorer))) as c:
         missing = c.post("/v1/score", json={"lead_id": "x"})
         wrong = c.post("/v1/score", json={"lead_id": "x"}, headers={"X-API-Key": "nope"})
         header = c.post("/v1/score", json={"lead_id": "x"}, headers={"X-API-Key": "k2"})
@@ -198,8 +199,8 @@ class SlowLoader(StaticLoader):
         return super().load_initial()
 
 
-def test_503_until_a_model_is_ready(tmp_path: Path, fitted: FitResult) -> None:
-    loader = SlowLoader(fitted.artifact)
+def test_503_until_a_model_is_ready(tmp_path: Path, scorer: Scorer) -> None:
+    loader = SlowLoader(scorer)
     with TestClient(create_app(make_settings(tmp_path), loader)) as c:
         assert c.get("/healthz").status_code == 200
         ready = c.get("/readyz")
@@ -252,9 +253,9 @@ def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: Test
         assert secret not in raw
 
 
-def test_score_log_is_flushed_on_shutdown(tmp_path: Path, fitted: FitResult) -> None:
+def test_score_log_is_flushed_on_shutdown(tmp_path: Path, scorer: Scorer) -> None:
     settings = make_settings(tmp_path, score_log_flush_seconds=60, score_log_batch_rows=100_000)  # nothing flushes on its own
-    with TestClient(create_app(settings, StaticLoader(fitted.artifact))) as c:
+    with TestClient(create_app(settings, StaticLoader(scorer))) as c:
         for i in range(5):
             c.post("/v1/score", json={"lead_id": f"x{i}"})
         c.post("/v1/score/batch", json={"leads": [{"lead_id": f"y{i}"} for i in range(50)]})
@@ -283,7 +284,7 @@ def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     assert "RuntimeError" in caplog.text and "secret-lead-id" not in caplog.text
 
 
-def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClient, fitted: FitResult) -> None:
+def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClient, scorer: Scorer) -> None:
     state = client.app.state.leadscore
     seen: list[str] = []
 
@@ -295,7 +296,7 @@ def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClie
 
     thread = threading.Thread(target=hammer)
     thread.start()
-    state.install(LoadedModel(fitted.artifact, "lead-scoring", "8", "registry"))
+    state.install(LoadedModel(scorer, "lead-scoring", "8", "registry"))
     thread.join()
     assert set(seen) <= {"7", "8"}
     assert client.post("/v1/score", json={"lead_id": "x"}).json()["model"]["version"] == "8"

@@ -15,9 +15,9 @@ from serving.state import StaticLoader
 
 
 @pytest.fixture(scope="module")
-def app(fitted, tmp_path_factory: pytest.TempPathFactory):
+def app(scorer, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("fuzz")
-    application = create_app(ServingSettings(home=home, poll_seconds=0, max_batch=20, max_body_bytes=64 * 1024), StaticLoader(fitted.artifact))
+    application = create_app(ServingSettings(home=home, poll_seconds=0, max_batch=20, max_body_bytes=64 * 1024), StaticLoader(scorer))
     with TestClient(application):  # runs the lifespan: the model is loaded and warm
         yield application
 

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.settings import ServingSettings
 from serving.state import LoadedModel
-from training.train import FitResult
+from models.scorer import Scorer
 
 
 class Broken:
-    """An artifact that loads but cannot score (fails warm-up)."""
+    """A scorer that loads but cannot score (fails warm-up)."""
 
     metadata: dict[str, Any] = {}
 
@@ -27,9 +27,9 @@ class Broken:
 class MovingAlias:
     """A registry stand-in whose alias the test moves."""
 
-    def __init__(self, artifact: Any) -> None:
-        self.artifact, self.target, self.loads = artifact, "1", []
-        self.versions: dict[str, Any] = {"1": artifact, "2": copy.deepcopy(artifact), "3": Broken(), "4": artifact}
+    def __init__(self, scorer: Any) -> None:
+        self.target, self.loads = "1", []
+        self.versions: dict[str, Any] = {"1": scorer, "2": copy.deepcopy(scorer), "3": Broken(), "4": scorer}
 
     def load_initial(self) -> LoadedModel:
         return self.load_version(self.target)
@@ -47,8 +47,8 @@ class MovingAlias:
 
 
 @pytest.fixture
-def moving(fitted: FitResult) -> MovingAlias:
-    return MovingAlias(fitted.artifact)
+def moving(scorer: Scorer) -> MovingAlias:
+    return MovingAlias(scorer)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pandas as pd
 
 from features.build import LABEL, TrainingFrame, load_training_frame
 from features.mapping import DataError, Mapping, load_mapping
-from models import registry
+from models import packaging, registry
 from models.artifact import ScoringArtifact
 from models.point_rules import PointRulesClassifier, load_point_rules
 from models.settings import MlflowSettings
@@ -56,7 +56,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Fetch the registered model and write the model-vs-manual report of its holdout on ``data`` to ``out``."""
     client = registry.configure(settings)
-    artifact, name, version = registry.fetch_artifact(client, model_uri, settings.home / "cache")
+    artifact, name, version = packaging.fetch_artifact(client, model_uri, settings.home / "cache")
     return evaluate_artifact(
         artifact, data, config, out, leads_per_rep_week=leads_per_rep_week, reps=reps, rules=rules,
         model_label=f"{name} v{version}", model_uri=model_uri,

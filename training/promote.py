@@ -14,7 +14,7 @@ import mlflow
 import pandas as pd
 
 from features.build import LABEL
-from models import registry
+from models import packaging, registry
 from models.settings import MlflowSettings
 from training.metrics import binary_metrics
 from training.train import CHALLENGER, HOLDOUT_FILE
@@ -77,14 +77,14 @@ def promote(
         result.warnings.append(f"version {candidate} is already {CHAMPION}")
         return result
     cache = settings.home / "cache"
-    artifact, _, _ = registry.fetch_artifact(client, f"models:/{name}/{candidate}", cache)
+    artifact, _, _ = packaging.fetch_artifact(client, f"models:/{name}/{candidate}", cache)
     holdout = candidate_holdout(client, name, candidate)
     y = holdout[LABEL].to_numpy()
     result.metrics["candidate"] = binary_metrics(y, artifact.score_frame(holdout)["probability"].to_numpy())
     ece = result.metrics["candidate"]["ece"]
     result.gates.append(Gate("calibrated", ece <= max_ece, f"holdout calibration error {ece:.4f} (max {max_ece})"))
     if champion is not None:
-        current, _, _ = registry.fetch_artifact(client, f"models:/{name}/{champion}", cache)
+        current, _, _ = packaging.fetch_artifact(client, f"models:/{name}/{champion}", cache)
         result.metrics["champion"] = binary_metrics(y, current.score_frame(holdout)["probability"].to_numpy())
         new, old = result.metrics["candidate"]["roc_auc"], result.metrics["champion"]["roc_auc"]
         result.gates.append(

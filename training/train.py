@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.build import LABEL, TrainingFrame, load_training_frame
 from features.encoder import FeatureEncoder
 from features.mapping import DataError, load_mapping
-from models import registry
+from models import packaging, registry
 from models.artifact import ScoringArtifact
 from models.baselines import ManualProcessClassifier, logistic_baseline
 from models.lead_model import LeadScoringModel, _threads
@@ -282,7 +282,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 extra = Path(tmp) / "report"
                 extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
-        info = registry.log_model(result.artifact, tf.frame[columns].head(5))
+        info = packaging.log_model(result.artifact, tf.frame[columns].head(5))
         version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
         try:
             registry.move_alias(client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}")

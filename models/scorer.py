@@ -1,0 +1,105 @@
+"""The serving form of a model: encoding tables, compiled trees, calibration, score scale and routing.
+
+A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
+packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
+alone, so the API process never imports scikit-learn or LightGBM: less memory, and a lead scored
+and explained in about a tenth of a millisecond. Tests hold its answers equal to the artifact's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from features.columns import ColumnCodes
+from models.compiled_trees import CompiledTrees
+from models.curve import CalibrationCurve
+from models.explain import reasons
+from models.routing import RoutingPolicy
+
+ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
+SCORER_FILE = "scorer.joblib"  # its serving form
+MODEL_FILES = (ARTIFACT_FILE, SCORER_FILE)  # the files of a packaged leadscore model version
+
+
+def score_of(score_reference: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
+    return np.searchsorted(score_reference, probability, side="right").clip(1, 101) - 1
+
+
+def dump_atomic(obj: Any, path: Path) -> Path:
+    """``joblib.dump`` to a temporary file renamed into place: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        joblib.dump(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class Scorer:
+    """Scores feature records (the API's leads): probability, 0-100 score, tier, queue, SLA and reasons."""
+
+    columns: ColumnCodes
+    trees: CompiledTrees
+    calibration: CalibrationCurve
+    score_reference: np.ndarray
+    routing: RoutingPolicy
+    labels: dict[str, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._names = self.columns.names
+        self._cutoffs = -np.array([t.min_probability for t in self.routing.tiers[:-1]])
+
+    @property
+    def input_columns(self) -> list[str]:
+        return list(self._names)
+
+    def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
+        """One answer per record, in order; ``reasons`` (top ``k`` up and down) when ``explain``."""
+        matrix = self.columns.transform_records(records)
+        if explain:
+            margin, contributions = self.trees.explain(matrix)
+            contributions = contributions * self.calibration.slope
+        else:
+            margin, contributions = self.trees.margin(matrix), None
+        probability = self.calibration(margin)
+        scores = score_of(self.score_reference, probability)
+        tiers = np.searchsorted(self._cutoffs, -probability, side="right")
+        out = []
+        for i, record in enumerate(records):
+            tier = self.routing.tiers[tiers[i]]
+            item = {
+                "probability": float(probability[i]),
+                "score": int(scores[i]),
+                "tier": tier.name,
+                "queue": tier.queue,
+                "sla_hours": tier.sla_hours,
+            }
+            if contributions is not None:
+                item["reasons"] = reasons(contributions[i], self._names, self.labels, record, k)
+            out.append(item)
+        return out
+
+    def save(self, path: Path) -> Path:
+        return dump_atomic(self, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Scorer:
+        obj = joblib.load(path)
+        if not isinstance(obj, cls):
+            raise TypeError(f"{path}: not a leadscore scorer (found {type(obj).__name__})")
+        return obj

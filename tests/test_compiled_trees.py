@@ -1,0 +1,116 @@
+"""The compiled trees the API scores with: the same margins and TreeSHAP values as LightGBM itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from sklearn.isotonic import IsotonicRegression
+
+from models.calibration import MarginCalibrator
+from models.compiled_trees import CompiledTrees, leaf_credit_table
+from models.scorer import Scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    X[:, 0] = rng.integers(0, 12, n)  # a categorical column
+    X[:, 1] = np.where(rng.random(n) < 0.3, 0.0, X[:, 1])  # many exact zeros
+    X[rng.random(X.shape) < 0.15] = np.nan
+    logit = np.nan_to_num(X[:, 2]) + (np.nan_to_num(X[:, 0]) % 3 == 0) - np.isnan(X[:, 3]) + 0.5 * np.nan_to_num(X[:, 1])
+    return X, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+def _probe(seed: int) -> np.ndarray:
+    """Rows that reach every branch kind: missing, zero, unseen, negative and fractional category codes."""
+    X, _ = _data(seed, 500)
+    rng = np.random.default_rng(seed + 1)
+    X[:100, 0] = rng.choice([-3.0, -0.5, 0.5, 2.7, 40.0, 1e9, np.nan], 100)
+    X[100:150] = 0.0
+    X[150:200] = np.nan
+    return X
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"objective": "binary", "num_leaves": 15},
+        {"objective": "binary", "num_leaves": 31, "zero_as_missing": True, "max_cat_threshold": 4},
+        {"objective": "binary", "num_leaves": 7, "use_missing": False},
+        {"objective": "regression", "num_leaves": 15, "min_data_in_leaf": 400},
+    ],
+    ids=["default", "zero-as-missing", "no-missing", "regression"],
+)
+def test_margin_and_contributions_equal_lightgbms(params: dict) -> None:
+    X, y = _data(0)
+    booster = lgb.train({**params, "verbosity": -1, "seed": 0, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 40)
+    compiled = CompiledTrees.from_booster(booster)
+    probe = _probe(0)
+    shap = booster.predict(probe, pred_contrib=True)
+    margin, contributions = compiled.explain(probe)
+    np.testing.assert_array_equal(margin, booster.predict(probe, raw_score=True))  # summed in LightGBM's order
+    np.testing.assert_array_equal(compiled.margin(probe), margin)
+    np.testing.assert_allclose(contributions, shap[:, :-1], rtol=0, atol=1e-12)
+    assert compiled.expected_value == pytest.approx(shap[0, -1], abs=1e-12)
+    one_margin, one = compiled.explain(probe[7:8])
+    np.testing.assert_allclose(one[0], contributions[7], rtol=0, atol=1e-15)
+    assert one_margin[0] == margin[7]
+
+
+def test_trees_without_splits_add_their_constant() -> None:
+    X, _ = _data(1, 300)
+    booster = lgb.train({"objective": "regression", "verbosity": -1, "min_data_in_leaf": 10}, lgb.Dataset(X, np.full(300, 2.5)), 5)
+    compiled = CompiledTrees.from_booster(booster)
+    np.testing.assert_array_equal(compiled.margin(X[:10]), booster.predict(X[:10], raw_score=True))
+    margin, contributions = compiled.explain(X[:10])
+    assert not contributions.any() and margin[0] == pytest.approx(2.5)
+
+
+def test_one_leafs_credits_by_brute_force_shapley() -> None:
+    """The tabulated formula against the Shapley definition on the leaf's own game."""
+    from itertools import combinations
+    from math import factorial
+
+    zero = np.array([0.3, 0.6, 0.8])
+    table = leaf_credit_table(2.0, zero)
+    d = len(zero)
+    for pattern in range(2**d):
+        one = [(pattern >> j) & 1 for j in range(d)]
+
+        def value(subset: tuple[int, ...], one: list[int] = one) -> float:
+            return 2.0 * np.prod([one[j] if j in subset else zero[j] for j in range(d)])
+
+        for i in range(d):
+            others = [j for j in range(d) if j != i]
+            phi = sum(
+                factorial(len(s)) * factorial(d - len(s) - 1) / factorial(d) * (value((*s, i)) - value(s))
+                for k in range(d) for s in combinations(others, k)
+            )
+            assert table[pattern, i] == pytest.approx(phi, abs=1e-12)
+
+
+def test_isotonic_curve_predicts_as_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    margin = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-2 * margin))).astype(int)
+    calibrator = MarginCalibrator("isotonic").fit(margin, y)
+    reference = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
+    probe = np.concatenate([rng.normal(size=500) * 3, [-100.0, 100.0]])
+    np.testing.assert_allclose(calibrator.predict(probe), reference.predict(probe), rtol=0, atol=1e-12)
+
+
+def test_the_scoring_service_loads_a_model_without_scikit_learn_or_lightgbm(scorer: Scorer, tmp_path: Path) -> None:
+    path = scorer.save(tmp_path / "scorer.joblib")
+    code = (
+        "import sys; from serving.app import create_app; from models import registry; from models.scorer import Scorer\n"
+        f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}])\n"
+        "heavy = sorted(m for m in ('sklearn', 'lightgbm') if m in sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
