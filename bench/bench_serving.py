@@ -146,7 +146,7 @@ def train_model(home: Path) -> tuple[str, str]:
     client = registry.configure(settings)
     version = registry.alias_version(client, settings.model_name, "champion")
     if version is None:
-        print("training a model on 20,000 synthetic leads (400 trees) ...", flush=True)
+        print("training a model on 20,000 synthetic leads (default settings: 150 trees of 15 leaves) ...", flush=True)
         data = home / "crm"
         write_crm(generate_crm(20_000, seed=0), data)
         train(TrainOptions(data=data), settings)
@@ -192,23 +192,25 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def in_process_costs(name: str, version: str, home: Path) -> None:
-    """Per-lead cost of the scoring path in-process, with and without reasons (pred_contrib)."""
+    """Per-lead cost of the API's scoring path in-process (feature record + scorer), with and without reasons."""
     from features.online import lead_feature_record
     from features.schema import LeadRecord
-    from models import packaging, registry
+    from models import registry
+    from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
     from models.settings import MlflowSettings
     from serving.schemas import EXAMPLE_LEAD
 
     settings = MlflowSettings(home=home)
-    artifact, _, _ = packaging.fetch_artifact(registry.configure(settings), f"models:/{name}/{version}", home / "cache")
+    folder, _, _ = registry.fetch_files(registry.configure(settings), f"models:/{name}/{version}", home / "cache", MODEL_FILES)
+    scorer = Scorer.load(folder / SCORER_FILE)
     lead = LeadRecord.model_validate(EXAMPLE_LEAD)
     now = datetime.now(UTC)
     record = lead_feature_record(lead, now)
     for explain in (True, False):
-        artifact.score_records([record], explain=explain)
+        scorer.score_records([record], explain=explain)
         began = time.perf_counter()
         for _ in range(1000):
-            artifact.score_records([lead_feature_record(lead, now)], explain=explain)
+            scorer.score_records([lead_feature_record(lead, now)], explain=explain)
         print(f"in-process score one lead, explain={explain!s:<5}: {(time.perf_counter() - began):.3f} ms/lead")
 
 

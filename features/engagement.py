@@ -20,6 +20,7 @@ WINDOW_DAYS = 7
 # High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
 HIGH_INTENT = ("pricing_page_view", "demo_request", "form_submit", "meeting_booked")
 _DAY_NS = 86_400 * 10**9
+_SMALL = 64  # at most this many values are looked up in a dict rather than by Arrow
 
 
 def engagement_feature_names(types: Sequence[str] = ACTIVITY_TYPES) -> list[str]:
@@ -47,8 +48,25 @@ def monotone_engagement() -> dict[str, int]:
 def positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> np.ndarray:
     """Position of each value in ``keys`` by exact match (compared as text), -1 where absent or missing.
 
-    One hash lookup (Arrow's) for a request's three activities and a history's millions alike.
+    One hash lookup for a request's three activities and a history's millions alike: Arrow's for
+    columns, a dict's for a handful of strings (the API's case, where setting up Arrow costs more
+    than the lookups; tests hold the two equal).
     """
+    if len(values) <= _SMALL and all(type(v) is str or v is None for v in values):
+        index = _key_index(tuple(str(k) for k in keys))
+        return np.fromiter((-1 if v is None else index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    return _arrow_positions(values, keys)
+
+
+@lru_cache(maxsize=8)
+def _key_index(keys: tuple[str, ...]) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        index.setdefault(key, i)  # the first position, as Arrow's index_in gives
+    return index
+
+
+def _arrow_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> np.ndarray:
     def text(items: object) -> pa.Array:
         array = pa.array(items, from_pandas=True)
         return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())

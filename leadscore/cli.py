@@ -35,18 +35,19 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from features.mapping import DataError
-        from training.promote import GateFailed
-
         _quiet()
         try:
             return func(*args, **kwargs)
-        except GateFailed as exc:
-            if kwargs.get("as_json"):
-                typer.echo(json.dumps(exc.result.summary(), default=str))
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except (DataError, LookupError, ValueError, FileNotFoundError) as exc:
+        except Exception as exc:
+            # Imported here, not before the command runs: `serve` must not load the training stack.
+            from features.mapping import DataError
+            from training.promote import GateFailed
+
+            if isinstance(exc, GateFailed):
+                if kwargs.get("as_json"):
+                    typer.echo(json.dumps(exc.result.summary(), default=str))
+            elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)):
+                raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 

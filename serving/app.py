@@ -18,6 +18,7 @@ from serving import routes_health, routes_model, routes_scoring
 from serving.asgi import StartTracker, send_json
 from serving.limits import BodySizeLimit
 from serving.metrics import Metrics, MetricsMiddleware
+from serving.openapi import document
 from serving.score_log import ScoreLog, lead_hasher
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import AppState, ModelLoader, RegistryLoader
@@ -125,6 +126,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         version="1",
         lifespan=lifespan,
     )
+    app.openapi = lambda: document(app)
     app.state.metrics = Metrics()
     app.include_router(routes_scoring.router)
     app.include_router(routes_model.router)

@@ -1,4 +1,9 @@
-"""Dependencies: typed state, the serving model (503 until ready), API-key checks, request ids."""
+"""Request context: typed state, the serving model (503 until ready), API-key checks, request ids.
+
+The scoring routes call :func:`scoring_context` directly (one plain call per request: FastAPI's
+dependency solving costs more than scoring a lead); the other routes use the same checks as
+dependencies.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.datastructures import Headers
 
 from serving.state import AppState, LoadedModel
 
@@ -16,6 +22,8 @@ BAD_KEY = "missing or invalid API key"
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (when keys are configured).")
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token (when keys are configured).")
+# How the scoring routes, which read the headers themselves, declare the same schemes in OpenAPI.
+SECURITY = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
 
 
 async def get_state(request: Request) -> AppState:
@@ -25,40 +33,59 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def require_key(
-    state: State,
-    api_key: Annotated[str | None, Security(_api_key_header)] = None,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> None:
+def check_key(state: AppState, headers: Headers) -> None:
+    """401 unless keys are off or ``X-API-Key`` / ``Authorization: Bearer`` holds one (compared in constant time)."""
     keys = state.settings.api_keys
     if not keys:
         return
-    given = api_key or (bearer.credentials if bearer is not None else None)
+    given = headers.get("x-api-key")
+    if not given:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
     if given:
         offered = given.encode("utf-8")
         matched = False
-        for key in keys:  # compare with every key in constant time
+        for key in keys:  # compare with every key
             matched |= hmac.compare_digest(offered, key.get_secret_value().encode("utf-8"))
         if matched:
             return
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_KEY, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def get_model(state: State) -> LoadedModel:
+async def require_key(
+    request: Request,
+    state: State,
+    api_key: Annotated[str | None, Security(_api_key_header)] = None,
+    bearer: Annotated[object | None, Security(_bearer)] = None,
+) -> None:
+    """The dependency form of :func:`check_key` (it also puts both schemes in the OpenAPI document)."""
+    check_key(state, request.headers)
+
+
+def serving_model(state: AppState) -> LoadedModel:
     model = state.model  # read the reference once: this request is served by this version end to end
     if model is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_READY, headers={"Retry-After": "5"})
     return model
 
 
+async def get_model(state: State) -> LoadedModel:
+    return serving_model(state)
+
+
 Model = Annotated[LoadedModel, Depends(get_model)]
 
 
-async def request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
+def request_id(headers: Headers) -> str:
+    """The caller's ``X-Request-Id`` when it is a short token, else a new one."""
+    given = headers.get("x-request-id", "")
     if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
         return given
     return uuid.uuid4().hex
 
 
-RequestId = Annotated[str, Depends(request_id)]
+def scoring_context(request: Request) -> tuple[AppState, LoadedModel, str]:
+    """Key check, serving model and request id of a scoring request, in that order of refusal (401, then 503)."""
+    state: AppState = request.app.state.leadscore
+    check_key(state, request.headers)
+    return state, serving_model(state), request_id(request.headers)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("leadscore.serving.score_log")
@@ -45,6 +45,16 @@ def lead_hasher(key: bytes | None) -> Callable[[str], str]:
     return lambda lead_id: hashlib.sha256(lead_id.encode("utf-8")).hexdigest()
 
 
+def _sqlite_wal(connection: Any, record: Any) -> None:
+    """Write-ahead log with ``synchronous=NORMAL``: a commit appends to the log without an fsync (readers are
+    not blocked, and a batch costs far less CPU time the API's thread waits on). Committed rows survive a
+    crash of the process; a power cut can lose the last fraction of a second."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 class ScoreLog:
     def __init__(
         self,
@@ -67,6 +77,8 @@ class ScoreLog:
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self._engine = create_engine(self.url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_wal)
         metadata.create_all(self._engine)
         self._thread = threading.Thread(target=self._run, name="score-log-writer", daemon=True)
         self._thread.start()

@@ -138,3 +138,15 @@ def test_positions_match_exactly_and_mark_absent(values: object, keys: object, e
     from features.engagement import positions
 
     assert positions(values, list(keys)).tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from([*ACTIVITY_TYPES, "Web_Visit", " web_visit", ""]), st.text(max_size=4)), max_size=70),
+    keys=st.lists(st.sampled_from([*ACTIVITY_TYPES, ""]), min_size=1, max_size=12),
+)
+def test_a_requests_few_strings_find_the_positions_arrow_finds(values: list[str | None], keys: list[str]) -> None:
+    """The dict lookup used for a request's handful of activities and Arrow's lookup for columns agree."""
+    from features.engagement import _arrow_positions, positions
+
+    assert positions(values, keys).tolist() == _arrow_positions(values, keys).tolist()
