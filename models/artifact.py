@@ -7,21 +7,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from models.compiled_trees import CompiledTrees
 from models.lead_model import LeadScoringModel
 from models.routing import RoutingPolicy
-from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, score_of
+from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of
 
 __all__ = ["ARTIFACT_FILE", "ScoringArtifact"]
 
 
 @dataclass
 class ScoringArtifact:
-    """Everything serving and batch scoring need, fitted together at training time.
+    """Everything batch scoring, promotion and reports need, fitted together at training time (serving loads :meth:`scorer`).
 
     ``score_reference`` holds the 101 percentiles of the holdout's probabilities: a lead's 0-100
     score is the share of those recent leads it outranks, so a score of 90 means "top 10%".
@@ -75,7 +74,4 @@ class ScoringArtifact:
 
     @classmethod
     def load(cls, path: Path) -> ScoringArtifact:
-        obj = joblib.load(path)
-        if not isinstance(obj, cls):
-            raise TypeError(f"{path}: not a leadscore artifact (found {type(obj).__name__})")
-        return obj
+        return load_checked(path, cls, "artifact")

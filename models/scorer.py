@@ -2,8 +2,8 @@
 
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
 packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
-alone, so the API process never imports scikit-learn or LightGBM: less memory, and a lead scored
-and explained in about a tenth of a millisecond. Tests hold its answers equal to the artifact's.
+alone, so the API process never imports scikit-learn or LightGBM: about 80 MiB less memory, and a
+lead encoded, scored and explained in about 0.2 ms. Tests hold its answers equal to the artifact's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import joblib
 import numpy as np
@@ -25,12 +25,21 @@ from models.routing import RoutingPolicy
 
 ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
 SCORER_FILE = "scorer.joblib"  # its serving form
+T = TypeVar("T")
 MODEL_FILES = (ARTIFACT_FILE, SCORER_FILE)  # the files of a packaged leadscore model version
 
 
 def score_of(score_reference: np.ndarray, probability: np.ndarray) -> np.ndarray:
     """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
     return np.searchsorted(score_reference, probability, side="right").clip(1, 101) - 1
+
+
+def load_checked(path: Path, cls: type[T], what: str) -> T:
+    """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error)."""
+    obj = joblib.load(path)
+    if not isinstance(obj, cls):
+        raise TypeError(f"{path}: not a leadscore {what} (found {type(obj).__name__})")
+    return obj
 
 
 def dump_atomic(obj: Any, path: Path) -> Path:
@@ -99,7 +108,4 @@ class Scorer:
 
     @classmethod
     def load(cls, path: Path) -> Scorer:
-        obj = joblib.load(path)
-        if not isinstance(obj, cls):
-            raise TypeError(f"{path}: not a leadscore scorer (found {type(obj).__name__})")
-        return obj
+        return load_checked(path, cls, "scorer")
