@@ -126,10 +126,10 @@ def cached_folder(cache_dir: Path, name: str, version: str) -> Path:
     return Path(cache_dir) / name / str(version)
 
 
-def cached_versions(cache_dir: Path, name: str) -> list[str]:
-    """Versions of ``name`` in the cache (each folder is complete: it is renamed into place), oldest first."""
+def cached_versions(cache_dir: Path, name: str, files: Sequence[str]) -> list[str]:
+    """Versions of ``name`` whose cached folder holds ``files``, oldest first."""
     folder = Path(cache_dir) / name
-    found = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    found = [p.name for p in folder.glob("*") if p.name.isdigit() and all((p / f).is_file() for f in files)]
     return sorted(found, key=int)
 
 
@@ -141,7 +141,7 @@ def fetch_files(client: MlflowClient, model_uri: str, cache_dir: Path, files: Se
     """
     name, version = resolve_version(client, model_uri)
     target = cached_folder(cache_dir, name, version)
-    if not target.is_dir():
+    if not all((target / file).is_file() for file in files):  # not cached, or cached by an older leadscore
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
         try:
@@ -155,10 +155,12 @@ def fetch_files(client: MlflowClient, model_uri: str, cache_dir: Path, files: Se
                 if found is None:
                     raise FileNotFoundError(f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)")
                 shutil.move(found, ready / file)
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
             try:
                 ready.rename(target)
             except OSError:
-                if not target.is_dir():  # another process may have cached it meanwhile
+                if not all((target / file).is_file() for file in files):  # another process may have cached it meanwhile
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -109,7 +109,7 @@ class RegistryLoader:
         return LoadedModel(scorer, name, version, "registry")
 
     def _cached_version(self) -> str | None:
-        versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name)
+        versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name, MODEL_FILES)
         try:
             remembered = json.loads(self._pointer.read_text(encoding="utf-8"))["version"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from models import packaging, registry
+from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
 from models.settings import MlflowSettings
 from training.promote import CHAMPION, GateFailed, promote
 from training.train import CHALLENGER, TrainOptions, train
@@ -38,6 +39,12 @@ def test_train_logs_everything_and_registers_a_challenger(server_settings: Mlflo
     artifact, name, got = packaging.fetch_artifact(client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache")
     assert (name, got) == (server_settings.model_name, result.version) and version.run_id == result.run_id
     assert artifact.metadata["data_digest"] == run.data.tags["leadscore.data_digest"]
+    cached = registry.cached_folder(server_settings.home / "cache", name, got)
+    assert sorted(p.name for p in cached.iterdir()) == sorted(MODEL_FILES)
+    (cached / SCORER_FILE).unlink()  # a folder cached by an older leadscore: fetched again, whole
+    assert registry.cached_versions(server_settings.home / "cache", name, MODEL_FILES) == []
+    registry.fetch_files(client, f"models:/{name}/{got}", server_settings.home / "cache", MODEL_FILES)
+    assert Scorer.load(cached / SCORER_FILE).metadata["data_digest"] == artifact.metadata["data_digest"]
     model_dir = Path(client.download_artifacts(result.run_id, "metadata.json", str(server_settings.home)))
     assert json.loads(model_dir.read_text())["split"]["method"] == "time"
 
