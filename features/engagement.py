@@ -87,7 +87,22 @@ def aggregate_engagement(
     scoring_at: np.ndarray,
     types: Sequence[str] = ACTIVITY_TYPES,
 ) -> dict[str, np.ndarray]:
-    """Aggregate activities per lead as of each lead's scoring moment.
+    """Aggregate activities per lead as of each lead's scoring moment: ``{feature name: values per lead}``.
+
+    The columns of :func:`engagement_matrix`, by name.
+    """
+    matrix = engagement_matrix(lead_index, type_code, occurred_at, scoring_at, types)
+    return dict(zip(_feature_names(tuple(types)), matrix.T, strict=True))
+
+
+def engagement_matrix(
+    lead_index: np.ndarray,
+    type_code: np.ndarray,
+    occurred_at: np.ndarray,
+    scoring_at: np.ndarray,
+    types: Sequence[str] = ACTIVITY_TYPES,
+) -> np.ndarray:
+    """Engagement features per lead as of each lead's scoring moment, shape (leads, features).
 
     Parameters
     ----------
@@ -95,6 +110,9 @@ def aggregate_engagement(
     type_code : int array, one per activity (see :func:`type_codes`).
     occurred_at : datetime64 array, one per activity.
     scoring_at : datetime64 array, one per lead: nothing after it is counted.
+
+    Columns: :func:`engagement_feature_names` (counts per type in the window, per type in all,
+    activities in the window, in all, distinct types, days since the last activity; NaN when none).
     """
     n, k = len(scoring_at), len(types)
     scoring_ns = np.asarray(scoring_at, dtype="datetime64[ns]").view(np.int64)
@@ -102,18 +120,19 @@ def aggregate_engagement(
     type_code = np.asarray(type_code, dtype=np.int64)
     occurred_ns = np.asarray(occurred_at, dtype="datetime64[ns]").view(np.int64)
     valid = (lead_index >= 0) & (type_code >= 0)
-    age_ns = np.where(valid, scoring_ns[np.where(valid, lead_index, 0)] - occurred_ns, -1)
-    seen = age_ns >= 0  # a known lead and type, at or before the lead's scoring moment
-    lead_index, type_code, age_ns = lead_index[seen], type_code[seen], age_ns[seen]
+    age_ns = scoring_ns[np.where(valid, lead_index, 0)] - occurred_ns
+    seen = valid & (age_ns >= 0)  # a known lead and type, at or before the lead's scoring moment
+    lead_index, age_ns = lead_index[seen], age_ns[seen]
     recent = age_ns < WINDOW_DAYS * _DAY_NS
-
-    cell = lead_index * k + type_code
-    total = np.bincount(cell, minlength=n * k).reshape(n, k).astype(np.float64)
-    window = np.bincount(cell[recent], minlength=n * k).reshape(n, k).astype(np.float64)
+    # one count per (lead, window or all time, type): [window counts | all-time counts] side by side
+    cell = lead_index * (2 * k) + type_code[seen]
+    counts = np.bincount(np.concatenate([cell[recent], cell + k]), minlength=n * 2 * k).reshape(n, 2 * k)
+    out = np.empty((n, 2 * k + 4))
+    out[:, : 2 * k] = counts
+    out[:, 2 * k] = counts[:, :k].sum(axis=1)
+    out[:, 2 * k + 1] = counts[:, k:].sum(axis=1)
+    out[:, 2 * k + 2] = (counts[:, k:] > 0).sum(axis=1)
     last_age = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(last_age, lead_index, age_ns)
-    days_since = np.where(last_age == np.iinfo(np.int64).max, np.nan, last_age / _DAY_NS)
-
-    names = _feature_names(tuple(types))
-    columns = [*window.T, *total.T, window.sum(axis=1), total.sum(axis=1), (total > 0).sum(axis=1).astype(np.float64)]
-    return {**dict(zip(names, columns, strict=False)), "days_since_last_activity": days_since}
+    out[:, 2 * k + 3] = np.where(last_age == np.iinfo(np.int64).max, np.nan, last_age / _DAY_NS)
+    return out

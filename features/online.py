@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from features.engagement import engagement_feature_names, engagement_matrix, type_codes
 from features.schema import LeadRecord
 
 _NOT_FEATURES = {"activities", "engagement", "attributes", "email", "name"}
-_NO_ACTIVITY = {name: 0.0 for name in engagement_feature_names()} | {"days_since_last_activity": float("nan")}
+_NAMES = engagement_feature_names()
+_NO_ACTIVITY = dict.fromkeys(_NAMES, 0.0) | {"days_since_last_activity": float("nan")}
 
 
 def _naive_utc(moment: datetime) -> np.datetime64:
@@ -30,13 +31,13 @@ def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any
     record = {k: v for k, v in lead.__dict__.items() if k not in _NOT_FEATURES}
     if lead.activities:
         moments = np.array([_naive_utc(a.occurred_at) for a in lead.activities], dtype="datetime64[ns]")
-        aggregated = aggregate_engagement(
+        aggregated = engagement_matrix(
             np.zeros(len(moments), dtype=np.int64),
             type_codes([a.type for a in lead.activities]),
             moments,
             np.array([_naive_utc(scoring_at)], dtype="datetime64[ns]"),
         )
-        record.update({name: float(values[0]) for name, values in aggregated.items()})
+        record.update(zip(_NAMES, aggregated[0].tolist(), strict=True))
     else:
         record.update(_NO_ACTIVITY)
         if lead.engagement:

@@ -25,6 +25,7 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from math import factorial
 from typing import Any
 
@@ -103,9 +104,10 @@ class CompiledTrees:
     cat_nodes: np.ndarray  # categorical splits, and for each the codes that go left
     cat_left: np.ndarray
     width: int
-    path_lookup: np.ndarray  # (trees, chunks, 256, leaves per tree): each leaf's path decisions, by byte of its tree's
-    outcome_row: np.ndarray  # a leaf's path decisions -> the row of its outcome in ``credit``
-    followed: np.ndarray  # (trees * leaves per tree,): the path decisions of a row that reaches the leaf
+    path_lookup: np.ndarray  # (trees, width / 4, 16, leaves per tree): each leaf's path decisions, by 4 splits of its tree
+    leaf_base: np.ndarray  # (trees * leaves per tree,): where each leaf's outcomes start in ``outcome_row``
+    outcome_row: np.ndarray  # leaf base + path decisions -> the row of the leaf's outcome in ``credit``
+    followed: np.ndarray  # leaf base + the path decisions of a row that reaches the leaf
     leaf_value: np.ndarray
     group_leaf: np.ndarray  # one group per (leaf, distinct path feature)
     group_slot: np.ndarray
@@ -128,20 +130,22 @@ class CompiledTrees:
         single_leaf_value = [trees[i].leaves[0][0] for i in single_leaf_trees]
         trees = [trees[i] for i in split_trees]
         width = 8 * max(1, -(-max((len(t.nodes) for t in trees), default=1) // 8))
-        chunks = width // 8
+        nibbles = width // 4
 
         node_feature = np.zeros(len(trees) * width, dtype=np.intp)
         node_threshold = np.full(len(trees) * width, np.inf)
         node_nan_left = np.zeros(len(trees) * width, dtype=bool)
         zero_nodes, zero_left, cat_nodes, cat_codes = [], [], [], []
-        byte_bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8)
+        nibble_bits = (np.arange(16)[:, None] >> np.arange(4)) & 1  # (16, 4)
         leaves_per_tree = max(len(t.leaves) for t in trees) if trees else 1
-        path_lookup = np.zeros((len(trees), chunks, 256, leaves_per_tree), dtype=np.int32)
-        followed = np.full((len(trees), leaves_per_tree), -1, dtype=np.intp)
+        depth = max((len(path) for t in trees for _, _, path in t.leaves), default=0)
+        path_lookup = np.zeros((len(trees), nibbles, 16, leaves_per_tree), dtype=np.int16 if depth < 15 else np.int32)
+        leaf_base = np.zeros((len(trees), leaves_per_tree), dtype=np.int32)  # padding leaves: outcome 0, never read
+        followed = np.full((len(trees), leaves_per_tree), -1, dtype=np.int32)
         leaf_value = np.zeros((len(trees), leaves_per_tree))
-        outcome_row, group_leaf, group_slot, group_feature, credit = [np.zeros(1, dtype=np.intp)], [], [], [], []
+        outcome_row, group_leaf, group_slot, group_feature, credit = [np.zeros(1, dtype=np.int32)], [], [], [], []
         rows = entries = 0
-        outcome_base = 1  # outcome 0: the padding leaves' (never read)
+        outcome_base = 1
         for t, tree in enumerate(trees):
             for i, node in enumerate(tree.nodes):
                 at = t * width + i
@@ -160,9 +164,9 @@ class CompiledTrees:
             for j, (value, _, path) in enumerate(tree.leaves):
                 leaf = t * leaves_per_tree + j
                 leaf_value[t, j] = value
-                path_lookup[t, 0, :, j] = outcome_base
+                leaf_base[t, j] = outcome_base
                 for k, (node, _, _) in enumerate(path):
-                    path_lookup[t, node // 8, :, j] += byte_bits[:, node % 8] << k
+                    path_lookup[t, node // 4, :, j] += nibble_bits[:, node % 4] << k
                 features = list(dict.fromkeys(int(tree.nodes[n]["split_feature"]) for n, _, _ in path))
                 slot_of = np.array([features.index(int(tree.nodes[n]["split_feature"])) for n, _, _ in path])
                 zero = np.ones(len(features))
@@ -173,7 +177,7 @@ class CompiledTrees:
                 outcome = np.zeros(len(went_left), dtype=np.intp)
                 for slot in range(len(features)):
                     outcome |= np.all(follows[:, slot_of == slot], axis=1).astype(np.intp) << slot
-                outcome_row.append(rows + outcome * len(features))
+                outcome_row.append((rows + outcome * len(features)).astype(np.int32))
                 followed[t, j] = outcome_base + sum(int(left) << k for k, (_, left, _) in enumerate(path))
                 outcome_base += len(outcome)
                 table = leaf_credit_table(value, zero)
@@ -212,6 +216,7 @@ class CompiledTrees:
             cat_left=cat_left,
             width=width,
             path_lookup=path_lookup,
+            leaf_base=leaf_base.reshape(-1),
             outcome_row=np.concatenate(outcome_row),
             followed=followed.reshape(-1),
             leaf_value=leaf_value.reshape(-1),
@@ -234,12 +239,16 @@ class CompiledTrees:
             with np.errstate(invalid="ignore"):
                 codes = np.where((codes > -1) & (codes < unknown), codes, unknown).astype(np.intp)  # NaN -> unknown
             go[:, self.cat_nodes] = self.cat_left[np.arange(len(self.cat_nodes)), codes]
-        packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[..., 0]  # (n, trees, chunks)
-        trees = np.arange(packed.shape[1])
-        decisions = self.path_lookup[trees, 0, packed[:, :, 0]]
-        for chunk in range(1, packed.shape[2]):
-            decisions += self.path_lookup[trees, chunk, packed[:, :, chunk]]
-        return decisions.reshape(len(X), -1)
+        packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[..., 0]  # (n, trees, bytes)
+        nibbles = np.stack([packed & 15, packed >> 4], axis=3).reshape(len(X), len(packed[0]), -1)  # (n, trees, width / 4)
+        trees, parts = self._lookup_index
+        bits = self.path_lookup[trees, parts, nibbles].sum(axis=2, dtype=np.int32)  # (n, trees, leaves per tree)
+        return self.leaf_base + bits.reshape(len(X), -1)
+
+    @cached_property
+    def _lookup_index(self) -> tuple[np.ndarray, np.ndarray]:
+        trees, parts = self.path_lookup.shape[:2]
+        return np.arange(trees)[:, None], np.arange(parts)[None, :]
 
     def _margin(self, decisions: np.ndarray | None, n: int) -> np.ndarray:
         """The raw margin, summed tree by tree in the booster's order (as LightGBM does: the same float)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import traceback
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import routes_health, routes_model, routes_scoring
-from serving.asgi import StartTracker, send_json
+from serving.asgi import StartTracker, send_json, validation_errors
 from serving.limits import BodySizeLimit
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.openapi import document
@@ -29,18 +30,10 @@ INTERNAL_ERROR = "internal server error"
 INITIAL_RETRY_SECONDS = 5.0
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """Field path, message and type of each error; the caller's input is not echoed back."""
-    return [
-        {"loc": [p if isinstance(p, (str, int)) else str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
-        for err in exc.errors()
-    ]
-
-
 def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_lead(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_errors(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -111,6 +104,10 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
             state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.error("no model to serve yet (%s); /readyz answers 503 until one loads", state.last_reload_error)
+        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise walk the whole heap (MLflow, pydantic, the model) every few thousand requests.
+        gc.collect()
+        gc.freeze()
         poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
         try:
             yield
@@ -128,7 +125,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     )
     app.openapi = lambda: document(app)
     app.state.metrics = Metrics()
-    app.include_router(routes_scoring.router)
+    app.router.routes[:0] = routes_scoring.routes()
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
     _add_handlers(app)

@@ -300,3 +300,30 @@ def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClie
     thread.join()
     assert set(seen) <= {"7", "8"}
     assert client.post("/v1/score", json={"lead_id": "x"}).json()["model"]["version"] == "8"
+
+
+def test_the_openapi_document_carries_working_examples_for_each_scoring_route(client: TestClient) -> None:
+    """README: /docs has a complete example lead for each scoring route, and a routing team can send it as is."""
+    doc = client.get("/openapi.json").json()
+    for path in ("/v1/score", "/v1/score/batch"):
+        operation = doc["paths"][path]["post"]
+        body = operation["requestBody"]["content"]["application/json"]
+        assert body["schema"]["$ref"].removeprefix("#/components/schemas/") in doc["components"]["schemas"]
+        assert [p["name"] for p in operation["parameters"]] == ["explain"] and operation["security"]
+        assert {"200", "401", "413", "422", "503"} <= set(operation["responses"])
+        for example in body["examples"].values():
+            response = client.post(path, json=example["value"])
+            assert response.status_code == 200, (path, response.text)
+    full = doc["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["examples"]["full"]["value"]
+    assert full["activities"] and full["industry"]  # complete: firmographics and engagement
+
+
+def test_scoring_routes_answer_only_post(client: TestClient) -> None:
+    response = client.get("/v1/score")
+    assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_explain_flag_is_validated_like_any_query_parameter(client: TestClient) -> None:
+    assert client.post("/v1/score?explain=no", json=lead()).json()["reasons"] is None
+    response = client.post("/v1/score?explain=maybe", json=lead())
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "explain"]
