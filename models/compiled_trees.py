@@ -104,11 +104,10 @@ class CompiledTrees:
     cat_nodes: np.ndarray  # categorical splits, and for each the codes that go left
     cat_left: np.ndarray
     width: int
-    path_lookup: np.ndarray  # (trees, width / 4, 16, leaves per tree): each leaf's path decisions, by 4 splits of its tree
+    path_lookup: np.ndarray  # (trees, width / 8, 256, leaves per tree): each leaf's path decisions, by byte of its tree's
     leaf_base: np.ndarray  # (trees * leaves per tree,): where each leaf's outcomes start in ``outcome_row``
     outcome_row: np.ndarray  # leaf base + path decisions -> the row of the leaf's outcome in ``credit``
-    followed: np.ndarray  # leaf base + the path decisions of a row that reaches the leaf
-    leaf_value: np.ndarray
+    reached_value: np.ndarray  # leaf base + path decisions -> the leaf's value if they lead to it, else 0.0
     group_leaf: np.ndarray  # one group per (leaf, distinct path feature)
     group_slot: np.ndarray
     group_feature: np.ndarray
@@ -130,20 +129,17 @@ class CompiledTrees:
         single_leaf_value = [trees[i].leaves[0][0] for i in single_leaf_trees]
         trees = [trees[i] for i in split_trees]
         width = 8 * max(1, -(-max((len(t.nodes) for t in trees), default=1) // 8))
-        nibbles = width // 4
 
         node_feature = np.zeros(len(trees) * width, dtype=np.intp)
         node_threshold = np.full(len(trees) * width, np.inf)
         node_nan_left = np.zeros(len(trees) * width, dtype=bool)
         zero_nodes, zero_left, cat_nodes, cat_codes = [], [], [], []
-        nibble_bits = (np.arange(16)[:, None] >> np.arange(4)) & 1  # (16, 4)
+        byte_bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8)
         leaves_per_tree = max(len(t.leaves) for t in trees) if trees else 1
         depth = max((len(path) for t in trees for _, _, path in t.leaves), default=0)
-        path_lookup = np.zeros((len(trees), nibbles, 16, leaves_per_tree), dtype=np.int16 if depth < 15 else np.int32)
+        path_lookup = np.zeros((len(trees), width // 8, 256, leaves_per_tree), dtype=np.int16 if depth < 15 else np.int32)
         leaf_base = np.zeros((len(trees), leaves_per_tree), dtype=np.int32)  # padding leaves: outcome 0, never read
-        followed = np.full((len(trees), leaves_per_tree), -1, dtype=np.int32)
-        leaf_value = np.zeros((len(trees), leaves_per_tree))
-        outcome_row, group_leaf, group_slot, group_feature, credit = [np.zeros(1, dtype=np.int32)], [], [], [], []
+        outcome_row, reached_value, group_leaf, group_slot, group_feature, credit = [np.zeros(1, dtype=np.int32)], [np.zeros(1)], [], [], [], []
         rows = entries = 0
         outcome_base = 1
         for t, tree in enumerate(trees):
@@ -163,10 +159,9 @@ class CompiledTrees:
                     zero_left.append(bool(node["default_left"]))
             for j, (value, _, path) in enumerate(tree.leaves):
                 leaf = t * leaves_per_tree + j
-                leaf_value[t, j] = value
                 leaf_base[t, j] = outcome_base
                 for k, (node, _, _) in enumerate(path):
-                    path_lookup[t, node // 4, :, j] += nibble_bits[:, node % 4] << k
+                    path_lookup[t, node // 8, :, j] += byte_bits[:, node % 8] << k
                 features = list(dict.fromkeys(int(tree.nodes[n]["split_feature"]) for n, _, _ in path))
                 slot_of = np.array([features.index(int(tree.nodes[n]["split_feature"])) for n, _, _ in path])
                 zero = np.ones(len(features))
@@ -178,7 +173,9 @@ class CompiledTrees:
                 for slot in range(len(features)):
                     outcome |= np.all(follows[:, slot_of == slot], axis=1).astype(np.intp) << slot
                 outcome_row.append((rows + outcome * len(features)).astype(np.int32))
-                followed[t, j] = outcome_base + sum(int(left) << k for k, (_, left, _) in enumerate(path))
+                reached = np.zeros(len(outcome))  # the leaf's value where the path decisions lead to it, else 0.0
+                reached[sum(int(left) << k for k, (_, left, _) in enumerate(path))] = value
+                reached_value.append(reached)
                 outcome_base += len(outcome)
                 table = leaf_credit_table(value, zero)
                 credit.append(table.reshape(-1))
@@ -192,10 +189,10 @@ class CompiledTrees:
                         f"the trees are too deep to tabulate their explanations (over {MAX_ENTRIES:,} entries); "
                         "train with fewer leaves"
                     )
-        width_codes = max((max(c) for c in cat_codes), default=0) + 2  # the last column: missing or unknown
-        cat_left = np.zeros((len(cat_nodes), width_codes), dtype=bool)
+        # columns: a negative code, codes 0 .. max, then missing or unknown (LightGBM sends all three kinds right)
+        cat_left = np.zeros((len(cat_nodes), max((max(c) for c in cat_codes), default=0) + 3), dtype=bool)
         for row, codes in enumerate(cat_codes):
-            cat_left[row, codes] = True
+            cat_left[row, np.asarray(codes) + 1] = True
 
         def ints(values: Any) -> np.ndarray:
             return np.asarray(values, dtype=np.intp)
@@ -218,8 +215,7 @@ class CompiledTrees:
             path_lookup=path_lookup,
             leaf_base=leaf_base.reshape(-1),
             outcome_row=np.concatenate(outcome_row),
-            followed=followed.reshape(-1),
-            leaf_value=leaf_value.reshape(-1),
+            reached_value=np.concatenate(reached_value),
             group_leaf=ints(group_leaf),
             group_slot=ints(group_slot),
             group_feature=ints(group_feature),
@@ -234,29 +230,36 @@ class CompiledTrees:
             zero = np.abs(np.nan_to_num(values[:, self.zero_nodes])) <= _ZERO
             go[:, self.zero_nodes] = np.where(zero, self.zero_left, go[:, self.zero_nodes])
         if len(self.cat_nodes):
-            codes = values[:, self.cat_nodes]
-            unknown = self.cat_left.shape[1] - 1
-            with np.errstate(invalid="ignore"):
-                codes = np.where((codes > -1) & (codes < unknown), codes, unknown).astype(np.intp)  # NaN -> unknown
-            go[:, self.cat_nodes] = self.cat_left[np.arange(len(self.cat_nodes)), codes]
+            unknown = self.cat_left.shape[1] - 2
+            # LightGBM truncates the code toward zero: (-1, 0) reads as 0; NaN, negative and unseen codes go right
+            codes = np.clip(np.nan_to_num(values[:, self.cat_nodes], nan=unknown), -1, unknown).astype(np.intp) + 1
+            go[:, self.cat_nodes] = self.cat_left[self._cat_rows, codes]
         packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[..., 0]  # (n, trees, bytes)
-        nibbles = np.stack([packed & 15, packed >> 4], axis=3).reshape(len(X), len(packed[0]), -1)  # (n, trees, width / 4)
-        trees, parts = self._lookup_index
-        bits = self.path_lookup[trees, parts, nibbles].sum(axis=2, dtype=np.int32)  # (n, trees, leaves per tree)
+        trees = self._trees
+        bits = self.path_lookup[trees, 0, packed[:, :, 0]].astype(np.int32)
+        for byte in range(1, packed.shape[2]):
+            bits += self.path_lookup[trees, byte, packed[:, :, byte]]
         return self.leaf_base + bits.reshape(len(X), -1)
 
     @cached_property
-    def _lookup_index(self) -> tuple[np.ndarray, np.ndarray]:
-        trees, parts = self.path_lookup.shape[:2]
-        return np.arange(trees)[:, None], np.arange(parts)[None, :]
+    def _trees(self) -> np.ndarray:
+        return np.arange(len(self.path_lookup))
+
+    @cached_property
+    def _cat_rows(self) -> np.ndarray:
+        return np.arange(len(self.cat_nodes))
 
     def _margin(self, decisions: np.ndarray | None, n: int) -> np.ndarray:
         """The raw margin, summed tree by tree in the booster's order (as LightGBM does: the same float)."""
-        per_tree = np.zeros((n, self.n_trees))
-        per_tree[:, self.single_leaf_trees] = self.single_leaf_value
-        if decisions is not None:
-            reached = (decisions == self.followed) * self.leaf_value  # one leaf per tree is reached: the others add 0.0
-            per_tree[:, self.split_trees] = reached.reshape(n, len(self.split_trees), -1).sum(axis=2)
+        if decisions is None:
+            per_tree = np.zeros((n, 0))
+        else:  # each tree's value: its reached leaf's, plus 0.0 for every other leaf (exact)
+            per_tree = self.reached_value[decisions].reshape(n, len(self.split_trees), -1).sum(axis=2)
+        if len(self.single_leaf_trees):
+            full = np.zeros((n, self.n_trees))
+            full[:, self.split_trees] = per_tree
+            full[:, self.single_leaf_trees] = self.single_leaf_value
+            per_tree = full
         return np.cumsum(per_tree, axis=1)[:, -1] if self.n_trees else np.zeros(n)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
