@@ -150,7 +150,7 @@ def openapi_paths() -> dict[str, Any]:
     """OpenAPI path items of the scoring routes (their schemas are put in the components by serving.openapi)."""
     paths = {}
     for path, (handler, body, examples, answer) in ROUTES.items():
-        summary, _, rest = (handler.__doc__ or "").partition(":")
+        summary = (handler.__doc__ or "").partition(":")[0]
         paths[path] = {"post": {
             "tags": ["scoring"],
             "summary": summary.strip(),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models.scorer import Scorer
 from features.build import CrmTables
+from models.scorer import Scorer
 from models.settings import MlflowSettings, get_mlflow_settings
 from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
 from training.train import FitResult

@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from features.schema import LeadRecord
+from models.scorer import Scorer
 from serving.app import create_app
 from serving.deps import BAD_KEY, NOT_READY
 from serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
 from serving.settings import ServingSettings
-from models.scorer import Scorer
 from serving.state import LoadedModel, StaticLoader
 from training.train import FitResult
 
