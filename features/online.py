@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -15,10 +15,15 @@ _NAMES = engagement_feature_names()
 _NO_ACTIVITY = dict.fromkeys(_NAMES, 0.0) | {"days_since_last_activity": float("nan")}
 
 
-def _naive_utc(moment: datetime) -> np.datetime64:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return np.datetime64(moment, "ns")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch, as ``datetime64[ns]`` holds the moment (a naive time is UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
 def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any]:
@@ -30,12 +35,12 @@ def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any
     """
     record = {k: v for k, v in lead.__dict__.items() if k not in _NOT_FEATURES}
     if lead.activities:
-        moments = np.array([_naive_utc(a.occurred_at) for a in lead.activities], dtype="datetime64[ns]")
+        moments = np.array([_ns(a.occurred_at) for a in lead.activities], dtype=np.int64).view("datetime64[ns]")
         aggregated = engagement_matrix(
             np.zeros(len(moments), dtype=np.int64),
             type_codes([a.type for a in lead.activities]),
             moments,
-            np.array([_naive_utc(scoring_at)], dtype="datetime64[ns]"),
+            np.array([_ns(scoring_at)], dtype=np.int64).view("datetime64[ns]"),
         )
         record.update(zip(_NAMES, aggregated[0].tolist(), strict=True))
     else:

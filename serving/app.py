@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -16,9 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import routes_health, routes_model, routes_scoring
-from serving.asgi import StartTracker, send_json, validation_errors
-from serving.limits import BodySizeLimit
-from serving.metrics import Metrics, MetricsMiddleware
+from serving.asgi import validation_errors
+from serving.batcher import MicroBatcher
+from serving.metrics import Metrics
+from serving.middleware import Guard
 from serving.openapi import document
 from serving.score_log import ScoreLog, lead_hasher
 from serving.settings import ServingSettings, get_serving_settings
@@ -26,7 +25,6 @@ from serving.state import AppState, ModelLoader, RegistryLoader
 
 log = logging.getLogger("leadscore.serving")
 
-INTERNAL_ERROR = "internal server error"
 INITIAL_RETRY_SECONDS = 5.0
 
 
@@ -38,31 +36,6 @@ def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
-class FaultBarrier:
-    """Outer guard: an unhandled exception becomes one stable 500 and one log line.
-
-    The log names the route and the stack, never the request's data (the exception's message may
-    quote it, so it is left out), and the exception is not re-raised to the server (which would log it whole).
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        tracked = StartTracker(send)
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception as exc:  # noqa: BLE001
-            route = getattr(scope.get("route"), "path", "unmatched")
-            stack = "".join(traceback.format_tb(exc.__traceback__))
-            log.error("unhandled %s on %s %s\n%s", type(exc).__name__, scope.get("method"), route, stack)
-            if not tracked.started:
-                await send_json(send, 500, INTERNAL_ERROR)
 
 
 async def _poll(state: AppState) -> None:
@@ -97,7 +70,10 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         await asyncio.to_thread(score_log.start)
         key = settings.lead_hash_key.get_secret_value().encode("utf-8") if settings.lead_hash_key else None
         source = loader if loader is not None else await asyncio.to_thread(RegistryLoader, settings)
-        state = AppState(settings=settings, loader=source, score_log=score_log, metrics=metrics, hash_lead=lead_hasher(key))
+        hash_lead = lead_hasher(key)
+        state = AppState(
+            settings=settings, loader=source, score_log=score_log, metrics=metrics, hash_lead=hash_lead, batcher=MicroBatcher(hash_lead, metrics.batch_size.observe)
+        )
         app.state.leadscore = state
         try:
             await asyncio.to_thread(state.load_initial)
@@ -129,7 +105,5 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
     _add_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(FaultBarrier)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(Guard, metrics=app.state.metrics, max_bytes=settings.max_body_bytes)
     return app

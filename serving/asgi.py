@@ -1,4 +1,4 @@
-"""Small ASGI pieces shared by the middlewares and the scoring endpoints: JSON responses, error bodies, started-or-not."""
+"""Small ASGI pieces shared by the middleware and the scoring endpoints: JSON responses and error bodies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from starlette.exceptions import HTTPException
 
 
 def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -31,14 +32,6 @@ async def send_json(send: Any, status: int, detail: Any, headers: Iterable[tuple
     await send_body(send, status, orjson.dumps({"detail": detail}), headers)
 
 
-class StartTracker:
-    """Wraps ``send``; ``started`` says whether a response has begun (after which no other may be sent)."""
-
-    def __init__(self, send: Any) -> None:
-        self._send = send
-        self.started = False
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-        await self._send(message)
+async def send_http_error(send: Any, exc: HTTPException) -> None:
+    """Send an HTTP error as FastAPI's handler would: ``{"detail": ...}`` with its status and headers."""
+    await send_json(send, exc.status_code, exc.detail, [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -10,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 if TYPE_CHECKING:
     from serving.state import LoadedModel
 
-Scope = dict[str, Any]
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -25,6 +24,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,
         )
         self.scores = Counter("leadscore_scores_total", "Leads scored, by tier.", ["tier"], registry=self.registry)
+        self.batch_size = Histogram(
+            "leadscore_single_lead_batch_size", "Single-lead requests scored together (micro-batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+        )
         self.model_info = Gauge(
             "leadscore_model_info", "The model version serving (value 1).", ["name", "version", "source"], registry=self.registry
         )
@@ -32,6 +35,8 @@ class Metrics:
         self.score_log_dropped = Counter(
             "leadscore_score_log_dropped_total", "Scores not written to the score log.", registry=self.registry
         )
+        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._tiers: dict[str, Any] = {}
 
     def set_model(self, name: str, version: str, source: str, previous: LoadedModel | None) -> None:
         if previous is not None:
@@ -42,35 +47,21 @@ class Metrics:
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()
 
+        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._tiers: dict[str, Any] = {}
+
     def count_tiers(self, tiers: list[str]) -> None:
         for tier in tiers:
-            self.scores.labels(tier).inc()
+            counter = self._tiers.get(tier)
+            if counter is None:
+                counter = self._tiers[tier] = self.scores.labels(tier)
+            counter.inc()
 
-
-class MetricsMiddleware:
-    """Pure ASGI middleware: count and time every HTTP request by route template (never by raw path)."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        began = time.perf_counter()
-        status = 500
-
-        async def send_status(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            code = str(status)
-            self.metrics.requests.labels(label, scope.get("method", ""), code).inc()
-            self.metrics.latency.labels(label, code).observe(time.perf_counter() - began)
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one request (the labelled series are looked up once, then kept)."""
+        key = (route, method if method in _METHODS else "other", status)
+        series = self._requests.get(key)
+        if series is None:
+            series = self._requests[key] = (self.requests.labels(key[0], key[1], str(status)), self.latency.labels(route, str(status)))
+        series[0].inc()
+        series[1].observe(seconds)

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Route
 
 from features.schema import LeadRecord
-from serving.asgi import send_body, send_json, validation_errors
+from serving.asgi import send_body, send_http_error, send_json, validation_errors
 from serving.deps import SECURITY, check_key, request_id, serving_model
 from serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD, BatchRequest, BatchResponse, ScoreResponse
 from serving.scoring import check_moments, score_leads
@@ -85,7 +85,7 @@ class ScoringEndpoint:
             explain = _explain(scope)
             content = await self.handler(state, model, request_id(headers), await _body(receive), explain)
         except HTTPException as exc:
-            await send_json(send, exc.status_code, exc.detail, [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()])
+            await send_http_error(send, exc)
         except RequestValidationError as exc:
             await send_json(send, status.HTTP_422_UNPROCESSABLE_CONTENT, validation_errors(exc.errors()))
         except ClientGone:
@@ -98,10 +98,10 @@ async def score(state: AppState, model: LoadedModel, rid: str, body: bytes, expl
     """Score one lead: probability, 0-100 score, tier, queue, SLA and the top reasons."""
     lead = _parse(LeadRecord, body)
     check_moments([lead], ("body",))
-    answers, rows = score_leads(model, [lead], rid, explain, state.hash_lead)
-    state.score_log.append(rows)
-    state.metrics.count_tiers([answers[0]["tier"]])
-    return answers[0]
+    answer, row = await state.batcher.score(model, lead, rid, explain)
+    state.score_log.append([row])
+    state.metrics.count_tiers([answer["tier"]])
+    return answer
 
 
 async def score_batch(state: AppState, model: LoadedModel, rid: str, body: bytes, explain: bool) -> dict[str, Any]:
@@ -114,9 +114,9 @@ async def score_batch(state: AppState, model: LoadedModel, rid: str, body: bytes
         )
     check_moments(batch.leads, ("body", "leads"))
     if len(batch.leads) <= _INLINE_LEADS:
-        answers, rows = score_leads(model, batch.leads, rid, explain, state.hash_lead)
+        answers, rows = score_leads(model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead)
     else:
-        answers, rows = await run_in_threadpool(score_leads, model, batch.leads, rid, explain, state.hash_lead)
+        answers, rows = await run_in_threadpool(score_leads, model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead)
     state.score_log.append(rows)
     state.metrics.count_tiers([a["tier"] for a in answers])
     return {"results": answers, "model": {"name": model.name, "version": model.version}, "request_id": rid}

@@ -40,17 +40,17 @@ def check_moments(leads: Sequence[LeadRecord], loc: Sequence[str | int]) -> None
 def score_leads(
     model: LoadedModel,
     leads: Sequence[LeadRecord],
-    request_id: str,
+    request_ids: Sequence[str],
     explain: bool,
     hash_lead: Callable[[str], str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Answers in request order, and the score-log rows (hashed lead ids only)."""
+    """Answers in order, and the score-log rows (hashed lead ids only); ``request_ids``: one per lead."""
     now = datetime.now(UTC)
     records = [lead_feature_record(lead, now) for lead in leads]
     scored = model.scorer.score_records(records, explain=explain, k=3)
     ref = {"name": model.name, "version": model.version}
     answers, rows = [], []
-    for lead, item in zip(leads, scored, strict=True):
+    for lead, request_id, item in zip(leads, request_ids, scored, strict=True):
         answers.append({
             "lead_id": lead.lead_id,
             "probability": item["probability"],

@@ -19,6 +19,7 @@ from serving.schemas import EXAMPLE_LEAD
 from serving.settings import ServingSettings
 
 if TYPE_CHECKING:
+    from serving.batcher import MicroBatcher
     from serving.metrics import Metrics
     from serving.score_log import ScoreLog
 
@@ -145,6 +146,7 @@ class AppState:
     score_log: ScoreLog
     metrics: Metrics
     hash_lead: Callable[[str], str]
+    batcher: MicroBatcher
     model: LoadedModel | None = None
     last_checked_at: datetime | None = None
     last_reload_at: datetime | None = None

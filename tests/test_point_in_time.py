@@ -150,3 +150,14 @@ def test_a_requests_few_strings_find_the_positions_arrow_finds(values: list[str 
     from features.engagement import _arrow_positions, positions
 
     assert positions(values, keys).tolist() == _arrow_positions(values, keys).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(moment=st.datetimes(min_value=pd.Timestamp("1900-01-02").to_pydatetime(), max_value=pd.Timestamp("2199-12-30").to_pydatetime(),
+                           timezones=st.one_of(st.none(), st.timezones())))
+def test_a_requests_times_become_the_datetime64_training_uses(moment) -> None:
+    """Request activity times (aware or naive = UTC) land on the same nanosecond as a pandas UTC column's."""
+    from features.online import _ns
+
+    expected = pd.Timestamp(moment).tz_localize("UTC") if moment.tzinfo is None else pd.Timestamp(moment).tz_convert("UTC")
+    assert _ns(moment) == expected.value

@@ -273,12 +273,12 @@ def test_no_lead_data_in_server_logs(client: TestClient, caplog: pytest.LogCaptu
 def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import serving.routes_scoring as routes
+    import serving.batcher as batcher
 
     def broken(model: Any, leads: list[LeadRecord], *args: Any) -> Any:
         raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
 
-    monkeypatch.setattr(routes, "score_leads", broken)
+    monkeypatch.setattr(batcher, "score_leads", broken)
     response = client.post("/v1/score", json={"lead_id": "secret-lead-id"})
     assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
     assert "RuntimeError" in caplog.text and "secret-lead-id" not in caplog.text
@@ -327,3 +327,32 @@ def test_explain_flag_is_validated_like_any_query_parameter(client: TestClient) 
     assert client.post("/v1/score?explain=no", json=lead()).json()["reasons"] is None
     response = client.post("/v1/score?explain=maybe", json=lead())
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "explain"]
+
+
+def test_concurrent_single_leads_are_scored_together_with_their_own_answers(settings: ServingSettings, scorer: Scorer) -> None:
+    """Micro-batching: eight requests in flight at once take one scoring call, and each gets what it gets alone."""
+    import asyncio
+
+    import httpx
+
+    leads = [lead(lead_id=f"L-{i}", employees=10 * (i + 1), source=["inbound", "webinar"][i % 2]) for i in range(8)]
+    app = create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                together = await asyncio.gather(*(client.post("/v1/score", json=x) for x in leads))
+                alone = [await client.post("/v1/score", json=x) for x in leads]
+                metrics = (await client.get("/metrics")).text
+        return [r.json() for r in together], [r.json() for r in alone], metrics
+
+    together, alone, metrics = asyncio.run(run())
+    assert [a["lead_id"] for a in together] == [x["lead_id"] for x in leads]
+    def factors(answer: dict[str, Any]) -> list[tuple[str, float]]:  # values like "days since" move with the clock
+        return [(f["feature"], f["contribution"]) for side in ("positive", "negative") for f in answer["reasons"][side]]
+
+    for a, b in zip(together, alone, strict=True):
+        assert (a["probability"], a["tier"], factors(a)) == (b["probability"], b["tier"], factors(b))
+    assert "leadscore_single_lead_batch_size_bucket{le=\"8.0\"} 9.0" in metrics  # 1 batch of 8 and 8 of 1
+    assert "leadscore_single_lead_batch_size_count 9.0" in metrics

@@ -1,0 +1,54 @@
+"""Opportunistic micro-batching: single-lead requests that arrive together are scored as one matrix.
+
+Scoring one lead is mostly fixed per-call cost (numpy set-up, cold caches), so scoring the leads of
+several concurrent requests in one call costs little more than one. Nothing waits for a batch to
+fill: a request joins the leads already queued in the same turn of the event loop, and the batch
+runs on the loop's next turn. A lone request is scored alone, as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from features.schema import LeadRecord
+from serving.scoring import score_leads
+from serving.state import LoadedModel
+
+Answer = tuple[dict[str, Any], dict[str, Any]]  # the answer, and its score-log row
+
+
+class MicroBatcher:
+    """Queue single leads; score each turn's queue per (model version, explain) with :func:`score_leads`."""
+
+    def __init__(self, hash_lead: Callable[[str], str], on_batch: Callable[[int], None] = lambda size: None) -> None:
+        self.hash_lead, self.on_batch = hash_lead, on_batch
+        self._queue: list[tuple[LoadedModel, LeadRecord, str, bool, asyncio.Future[Answer]]] = []
+
+    async def score(self, model: LoadedModel, lead: LeadRecord, request_id: str, explain: bool) -> Answer:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._run)
+        self._queue.append((model, lead, request_id, explain, future))
+        return await future
+
+    def _run(self) -> None:
+        queue, self._queue = self._queue, []
+        groups: dict[tuple[int, bool], list[tuple[LoadedModel, LeadRecord, str, bool, asyncio.Future[Answer]]]] = {}
+        for item in queue:
+            groups.setdefault((id(item[0]), item[3]), []).append(item)
+        for items in groups.values():
+            model, explain = items[0][0], items[0][3]
+            try:
+                answers, rows = score_leads(model, [i[1] for i in items], [i[2] for i in items], explain, self.hash_lead)
+            except Exception as exc:  # noqa: BLE001 - each request fails as it would have alone
+                for *_, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self.on_batch(len(items))
+            for (*_, future), answer, row in zip(items, answers, rows, strict=True):
+                if not future.done():  # a caller that went away
+                    future.set_result((answer, row))
