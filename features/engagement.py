@@ -71,7 +71,7 @@ def _arrow_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Se
         array = pa.array(items, from_pandas=True)
         return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())
 
-    found = pc.index_in(text(values), value_set=text(list(keys)))
+    found = pc.index_in(text(values), value_set=text(keys if isinstance(keys, (pd.Series, np.ndarray)) else list(keys)))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 

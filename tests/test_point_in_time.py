@@ -138,6 +138,7 @@ def test_positions_match_exactly_and_mark_absent(values: object, keys: object, e
     from features.engagement import positions
 
     assert positions(values, list(keys)).tolist() == expected
+    assert positions(values, pd.Series(list(keys), dtype=object)).tolist() == expected  # a column of keys, as built
 
 
 @settings(max_examples=200, deadline=None)
