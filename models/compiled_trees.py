@@ -19,7 +19,9 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
 1. evaluate every split (LightGBM's numerical and categorical decisions, missing values included);
 2. pack each tree's decisions into bytes; per leaf, look its path's decisions up byte by byte
    (``path_lookup``) and map them to the row of its outcome in the credit table (``outcome_row``);
-3. gather each leaf's credits and add them up by feature.
+3. gather each leaf's credits and add them up by feature;
+4. read each tree's reached leaf value from the same index (``reached_value``) and sum the trees in
+   the booster's order, so the margin is the very float LightGBM computes.
 """
 
 from __future__ import annotations
