@@ -273,11 +273,8 @@ def serve(
 
 
 def _serve_once() -> None:
-    try:
-        from serving.demo import score_one_over_http
-    except ImportError:
-        typer.echo("(the scoring API is not part of this build yet)")
-        return
+    from serving.demo import score_one_over_http
+
     typer.echo(json.dumps(score_one_over_http(), indent=2, default=str))
 
 
