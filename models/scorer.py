@@ -8,8 +8,6 @@ lead encoded, scored and explained in about 0.2 ms. Tests hold its answers equal
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +16,7 @@ import joblib
 import numpy as np
 
 from features.columns import ColumnCodes
+from features.files import write_via_temp
 from models.compiled_trees import CompiledTrees
 from models.curve import CalibrationCurve
 from models.explain import reasons
@@ -44,17 +43,7 @@ def load_checked(path: Path, cls: type[T], what: str) -> T:
 
 def dump_atomic(obj: Any, path: Path) -> Path:
     """``joblib.dump`` to a temporary file renamed into place: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        joblib.dump(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_via_temp(path, lambda tmp: joblib.dump(obj, tmp))
 
 
 @dataclass

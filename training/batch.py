@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from features.build import CrmTables, scoring_frame, read_crm_tables
+from features.build import CrmTables, read_crm_tables, scoring_frame
+from features.files import write_via_temp
 from features.mapping import DataError, Mapping, read_table
 from models.artifact import ScoringArtifact
 
@@ -27,19 +26,9 @@ def write_atomic(frame: pd.DataFrame, output: Path) -> Path:
     output = Path(output)
     if output.suffix not in (".parquet", ".csv"):
         raise DataError(f"{output}: output must end in .parquet or .csv")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if output.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return output
+    if output.suffix == ".parquet":
+        return write_via_temp(output, lambda tmp: frame.to_parquet(tmp, index=False))
+    return write_via_temp(output, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def score_leads(leads: pd.DataFrame, artifact: ScoringArtifact, mapping: Mapping, model_name: str, version: str) -> pd.DataFrame:

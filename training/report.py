@@ -20,8 +20,6 @@ import base64
 import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from features import schema
+from features.files import write_via_temp
 from training import charts
 from training.metrics import expected_calibration_error
 
@@ -396,18 +395,7 @@ def _clean(value: Any) -> Any:
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write to a temporary file beside ``path`` and rename it into place: no truncated file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_via_temp(path, lambda tmp: Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data))
 
 
 def _csv(rows: pd.DataFrame | list[dict[str, Any]]) -> str:

@@ -10,8 +10,6 @@ opens drift from quarter to quarter. ``end`` is the extraction date: nothing aft
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.build import CrmTables
+from features.files import write_via_temp
 from features.schema import (
     ACTIVITIES_COLUMNS,
     ACTIVITY_TYPES,
@@ -494,18 +493,8 @@ def write_crm(tables: CrmTables, out_dir: Path, fmt: Literal["parquet", "csv"] =
     for name, schema in _SCHEMAS.items():
         table = pa.Table.from_pandas(getattr(tables, name), schema=schema, preserve_index=False)
         path = out_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            if fmt == "parquet":
-                pq.write_table(table, tmp)
-            else:
-                pacsv.write_csv(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths[name] = path
+        writer = pq.write_table if fmt == "parquet" else pacsv.write_csv
+        paths[name] = write_via_temp(path, lambda tmp, table=table, writer=writer: writer(table, tmp))
     return paths
 
 
