@@ -9,15 +9,16 @@ field path), and :func:`openapi_paths` describes both routes in the OpenAPI docu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import HTTPException, status
+from fastapi import status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
+from starlette.exceptions import HTTPException  # FastAPI's, and the body limit's, are both kinds of it
 from starlette.routing import Route
 
 from features.schema import LeadRecord
@@ -66,7 +67,7 @@ async def _body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-Handler = Callable[[AppState, LoadedModel, str, bytes, bool], Any]
+Handler = Callable[[AppState, LoadedModel, str, bytes, bool], Awaitable[Any]]
 
 
 class ScoringEndpoint:
