@@ -21,7 +21,7 @@ _TRUE = {"true", "yes", "y", "1", "t"}
 _FALSE = {"false", "no", "n", "0", "f"}
 
 
-def _is_missing(value: Any, missing: frozenset[str]) -> bool:
+def is_missing(value: Any, missing: frozenset[str]) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
@@ -31,7 +31,7 @@ def _is_missing(value: Any, missing: frozenset[str]) -> bool:
     return isinstance(value, str) and value.strip() in missing
 
 
-def _category_text(value: Any) -> str:
+def category_text(value: Any) -> str:
     """Category values as text: 3.0 and 3 are both "3"; strings are stripped."""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
@@ -60,7 +60,7 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
     if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
         arr = values  # a text column: every value is a str or missing, so the type check below holds
     else:
-        arr = _objects(values)
+        arr = as_objects(values)
         types = set(map(type, arr))
         if not types <= _NA_TYPES | _NUMBER_TYPES | _BOOL_TYPES | _TEXT_TYPES:
             return None
@@ -74,7 +74,7 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
     return distinct, index
 
 
-def _objects(values: Sequence[Any]) -> np.ndarray:
+def as_objects(values: Sequence[Any]) -> np.ndarray:
     """Values as a 1-D object array (a DataFrame column as ``Series.to_numpy(dtype=object)``)."""
     if isinstance(values, pd.Series):
         return values.to_numpy(dtype=object)
@@ -86,7 +86,7 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
 
 
 def _category_code(value: Any, codes: Mapping[str, int], other: float, missing: frozenset[str]) -> float:
-    return math.nan if _is_missing(value, missing) else float(codes.get(_category_text(value), other))
+    return math.nan if is_missing(value, missing) else float(codes.get(category_text(value), other))
 
 
 def encode_categorical(values: Sequence[Any], codes: Mapping[str, int], missing: frozenset[str]) -> np.ndarray:
@@ -101,7 +101,7 @@ def encode_categorical(values: Sequence[Any], codes: Mapping[str, int], missing:
         distinct, index = grouped
         per = np.fromiter((_category_code(v, codes, other, missing) for v in distinct), dtype=np.float64, count=len(distinct))
         return per[index]
-    values = _objects(values) if isinstance(values, pd.Series) else values
+    values = as_objects(values) if isinstance(values, pd.Series) else values
     return np.fromiter((_category_code(v, codes, other, missing) for v in values), dtype=np.float64, count=len(values))
 
 
@@ -118,7 +118,7 @@ def encode_numeric(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray
 
 
 def _to_float(value: Any, missing: frozenset[str]) -> float:
-    if _is_missing(value, missing):
+    if is_missing(value, missing):
         return math.nan
     try:
         return float(value)
@@ -138,11 +138,11 @@ def _number(value: Any, missing: frozenset[str]) -> float:
         return _to_float(value, missing)
 
 
-def _refuse_non_numeric(name: str, values: Sequence[Any], missing: frozenset[str]) -> None:
+def refuse_non_numeric(name: str, values: Sequence[Any], missing: frozenset[str]) -> None:
     """Raise naming the first value (in row order) that is neither missing nor a number."""
     grouped = _per_distinct(values, bools_equal_numbers=True)
-    candidates = grouped[0] if grouped is not None else _objects(values)  # distinct values keep first-seen order
-    bad = next((v for v in candidates if not _is_missing(v, missing) and math.isnan(_to_float(v, missing))), None)
+    candidates = grouped[0] if grouped is not None else as_objects(values)  # distinct values keep first-seen order
+    bad = next((v for v in candidates if not is_missing(v, missing) and math.isnan(_to_float(v, missing))), None)
     if bad is not None:
         raise ValueError(f"Column {name!r} is declared numeric but holds non-numeric values, e.g. {bad!r}.")
 
@@ -153,16 +153,16 @@ def encode_boolean(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray
     if grouped is not None:
         distinct, index = grouped
         return np.fromiter((_to_bool(v, missing) for v in distinct), dtype=np.float64, count=len(distinct))[index]
-    values = _objects(values) if isinstance(values, pd.Series) else values
+    values = as_objects(values) if isinstance(values, pd.Series) else values
     return np.fromiter((_to_bool(v, missing) for v in values), dtype=np.float64, count=len(values))
 
 
 def _to_bool(value: Any, missing: frozenset[str]) -> float:
-    if _is_missing(value, missing):
+    if is_missing(value, missing):
         return math.nan
     if isinstance(value, (bool, np.bool_)):
         return float(value)
-    text = _category_text(value).lower()
+    text = category_text(value).lower()
     if text in _TRUE:
         return 1.0
     if text in _FALSE:
@@ -170,13 +170,15 @@ def _to_bool(value: Any, missing: frozenset[str]) -> float:
     return math.nan
 
 
-def _column(X: Any, name: str, n: int) -> Sequence[Any]:
+def column_values(X: Any, name: str, n: int) -> Sequence[Any]:
+    """Column ``name`` of a DataFrame or a mapping of columns; ``n`` missing values when it is absent."""
     if isinstance(X, pd.DataFrame):
         return X[name] if name in X.columns else [None] * n
     return X.get(name, [None] * n)
 
 
-def _n_rows(X: Any) -> int:
+def n_rows(X: Any) -> int:
+    """Rows of a DataFrame or a mapping of equal-length columns."""
     if isinstance(X, pd.DataFrame):
         return len(X)
     return len(next(iter(X.values()))) if X else 0
@@ -203,11 +205,11 @@ class ColumnCodes:
 
     def transform(self, X: pd.DataFrame | Mapping[str, Sequence[Any]]) -> np.ndarray:
         """Encode a DataFrame or a mapping of column name -> values; absent columns count as missing."""
-        n = _n_rows(X)
+        n = n_rows(X)
         names = self.names
         out = np.empty((n, len(names)), dtype=np.float64)
         for j, name in enumerate(names):
-            values = _column(X, name, n)
+            values = column_values(X, name, n)
             if name in self.codes:
                 out[:, j] = encode_categorical(values, self.codes[name], self.missing)
             elif j < len(self.categorical) + len(self.numeric):

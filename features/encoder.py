@@ -18,12 +18,12 @@ from sklearn.utils.validation import check_is_fitted
 from features.columns import (
     OTHER,
     ColumnCodes,
-    _category_text,
-    _column,
-    _is_missing,
-    _n_rows,
-    _objects,
-    _refuse_non_numeric,
+    as_objects,
+    category_text,
+    column_values,
+    is_missing,
+    n_rows,
+    refuse_non_numeric,
 )
 
 __all__ = ["OTHER", "FeatureEncoder", "readable_label"]
@@ -91,39 +91,39 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"min_frequency and max_categories must be >= 1; got {self.min_frequency} and {self.max_categories}."
             )
-        n = _n_rows(X)
+        n = n_rows(X)
         missing = frozenset(self.missing_values)
         self.categories_ = {}
         for name in self.categorical:
-            column = _column(X, name, n)
+            column = column_values(X, name, n)
             if not (isinstance(column, pd.Series) and isinstance(column.dtype, pd.StringDtype)):
-                column = pd.Series(_objects(column), dtype=object)  # text columns count as they are: str keys either way
+                column = pd.Series(as_objects(column), dtype=object)  # text columns count as they are: str keys either way
             raw = column.value_counts(dropna=True)
             counts: dict[str, int] = {}
             for value, count in raw.items():  # normalise each distinct value once
-                if not _is_missing(value, missing):
-                    text = _category_text(value)
+                if not is_missing(value, missing):
+                    text = category_text(value)
                     counts[text] = counts.get(text, 0) + int(count)
             kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             kept = [text for text, count in kept if count >= self.min_frequency][: self.max_categories]
             self.categories_[name] = tuple(sorted(kept))
         for name in self.numeric:  # columns numpy cannot read as numbers first, then any column
-            values = _column(X, name, n)
+            values = column_values(X, name, n)
             if isinstance(values, pd.Series) and not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf"):
-                values = _objects(values)
+                values = as_objects(values)
             try:
                 np.asarray(values, dtype=np.float64)
                 continue
             except (TypeError, ValueError):
                 pass
-            _refuse_non_numeric(name, values, missing)
+            refuse_non_numeric(name, values, missing)
         self.codes_ = {
             name: {**{c: i for i, c in enumerate(cats)}, OTHER: len(cats)} for name, cats in self.categories_.items()
         }
         for name in self.numeric:
             if isinstance(X, pd.DataFrame) and X[name].dtype.kind in "biuf":
                 continue  # bools, ints and floats: float() of each is a number, or NaN only for a missing NaN
-            _refuse_non_numeric(name, _column(X, name, n), missing)
+            refuse_non_numeric(name, column_values(X, name, n), missing)
         self.columns_ = ColumnCodes(
             tuple(self.categorical), tuple(self.numeric), tuple(self.boolean), self.codes_, missing
         )

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from features import schema
 
-
 M = TypeVar("M", bound=BaseModel)
 
 
