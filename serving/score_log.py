@@ -2,7 +2,8 @@
 
 Rows hold a hash of the lead id (never the id, an email or a name), the model version, the answer and
 the time. ``append`` never blocks the request path and wakes no thread (a deque append): the writer
-wakes every ``flush_seconds`` and writes what has gathered; ``close`` flushes what is queued.
+wakes every ``flush_seconds`` and writes what has gathered, keeps rows through a database outage
+(retrying with a growing pause), and ``close`` flushes what is queued.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("leadscore.serving.score_log")
+RETRY_MIN_SECONDS = 0.25
+RETRY_MAX_SECONDS = 30.0
 
 metadata = MetaData()
 score_log_table = Table(
@@ -71,6 +74,8 @@ class ScoreLog:
         self._thread: threading.Thread | None = None
         self._engine: Any = None
         self.written = 0
+        self._failures = 0
+        self._deadline = float("inf")
 
     def start(self) -> None:
         parsed = make_url(self.url)
@@ -93,11 +98,12 @@ class ScoreLog:
         self._on_drop(len(rows) - max(room, 0))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued, then stop the writer."""
+        """Write everything queued (retrying for at most ``timeout`` seconds), then stop the writer."""
         if self._thread is None:
             return
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout)
+        self._thread.join(timeout + 5)
         if self._thread.is_alive():
             log.error("score log writer did not finish within %.0fs", timeout)
         self._thread = None
@@ -105,22 +111,37 @@ class ScoreLog:
             self._engine.dispose()
 
     def _run(self) -> None:
+        """Every ``flush_seconds``, write what has gathered. When the database fails, the rows go back to the
+        front of the queue and the writer retries with a growing pause (up to ``RETRY_MAX_SECONDS``): an
+        outage loses nothing while the queue has room. On stop it keeps trying until ``close``'s deadline."""
+        pause = self.flush_seconds
         while True:
-            stopping = self._stop.wait(self.flush_seconds)
+            stopping = self._stop.wait(pause)
+            pause = self.flush_seconds
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self.batch_rows, len(self._queue)))]
-                self._write(batch)
+                if not self._write(batch):
+                    self._queue.extendleft(reversed(batch))
+                    self._failures += 1
+                    pause = min(RETRY_MIN_SECONDS * 2 ** (self._failures - 1), RETRY_MAX_SECONDS)
+                    break
+                self._failures = 0
             if stopping:
-                return
+                if not self._queue:
+                    return
+                if time.monotonic() + pause > self._deadline:
+                    log.error("score log: %d rows not written before the stop deadline", len(self._queue))
+                    self._on_drop(len(self._queue))
+                    self._queue.clear()
+                    return
+                time.sleep(pause)
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        for attempt in (1, 2):
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(score_log_table.insert(), batch)
-                self.written += len(batch)
-                return
-            except Exception as exc:  # noqa: BLE001 - the log must never take serving down
-                log.error("score log write of %d rows failed (attempt %d): %s", len(batch), attempt, type(exc).__name__)
-                time.sleep(0.2)
-        self._on_drop(len(batch))
+    def _write(self, batch: list[dict[str, Any]]) -> bool:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(score_log_table.insert(), batch)
+        except Exception as exc:  # noqa: BLE001 - the log must never take serving down
+            log.error("score log write of %d rows failed (attempt %d): %s", len(batch), self._failures + 1, type(exc).__name__)
+            return False
+        self.written += len(batch)
+        return True
