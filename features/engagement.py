@@ -20,7 +20,7 @@ WINDOW_DAYS = 7
 # High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
 HIGH_INTENT = ("pricing_page_view", "demo_request", "form_submit", "meeting_booked")
 _DAY_NS = 86_400 * 10**9
-_SMALL = 64  # at most this many values are looked up in a dict rather than by Arrow
+_SMALL = 64  # up to this many text values and keys are looked up in a dict rather than by Arrow
 
 
 def engagement_feature_names(types: Sequence[str] = ACTIVITY_TYPES) -> list[str]:
@@ -52,14 +52,18 @@ def positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[
     columns, a dict's for a handful of strings (the API's case, where setting up Arrow costs more
     than the lookups; tests hold the two equal).
     """
-    if len(values) <= _SMALL and all(type(v) is str or v is None for v in values):
-        index = _key_index(tuple(str(k) for k in keys))
-        return np.fromiter((-1 if v is None else index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    if len(values) <= _SMALL and len(keys) <= _SMALL and all(type(v) is str or v is None for v in values):
+        index = _key_index(tuple(keys))
+        if index is not None:
+            return np.fromiter((-1 if v is None else index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
     return _arrow_positions(values, keys)
 
 
 @lru_cache(maxsize=8)
-def _key_index(keys: tuple[str, ...]) -> dict[str, int]:
+def _key_index(keys: tuple[object, ...]) -> dict[str, int] | None:
+    """Text key -> its first position; None unless every key is already text (Arrow casts other keys its own way)."""
+    if not all(type(k) is str for k in keys):
+        return None
     index: dict[str, int] = {}
     for i, key in enumerate(keys):
         index.setdefault(key, i)  # the first position, as Arrow's index_in gives

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -80,10 +79,6 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
             state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.error("no model to serve yet (%s); /readyz answers 503 until one loads", state.last_reload_error)
-        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
-        # which otherwise walk the whole heap (MLflow, pydantic, the model) every few thousand requests.
-        gc.collect()
-        gc.freeze()
         poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
         try:
             yield

@@ -1,7 +1,7 @@
 """Request context: typed state, the serving model (503 until ready), API-key checks, request ids.
 
-The scoring routes call :func:`scoring_context` directly (one plain call per request: FastAPI's
-dependency solving costs more than scoring a lead); the other routes use the same checks as
+The scoring endpoints call :func:`scoring_context` directly (one plain call per request: FastAPI's
+dependency solving cost more than scoring a lead); the other routes use the same checks as
 dependencies.
 """
 
@@ -84,8 +84,7 @@ def request_id(headers: Headers) -> str:
     return uuid.uuid4().hex
 
 
-def scoring_context(request: Request) -> tuple[AppState, LoadedModel, str]:
+def scoring_context(state: AppState, headers: Headers) -> tuple[LoadedModel, str]:
     """Key check, serving model and request id of a scoring request, in that order of refusal (401, then 503)."""
-    state: AppState = request.app.state.leadscore
-    check_key(state, request.headers)
-    return state, serving_model(state), request_id(request.headers)
+    check_key(state, headers)
+    return serving_model(state), request_id(headers)

@@ -1,7 +1,6 @@
 """The one middleware every HTTP request passes: body-size limit, metrics by route and status, a stable 500.
 
-One pure-ASGI layer rather than three: each layer wraps ``send`` and ``receive`` again, and on the
-scoring path that cost was measurable.
+One pure-ASGI layer rather than three, so ``send`` and ``receive`` are wrapped once per request.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from features.schema import LeadRecord
 from serving.asgi import send_body, send_http_error, send_json, validation_errors
-from serving.deps import SECURITY, check_key, request_id, serving_model
+from serving.deps import SECURITY, scoring_context
 from serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD, BatchRequest, BatchResponse, ScoreResponse
 from serving.scoring import check_moments, score_leads
 from serving.state import AppState, LoadedModel
@@ -80,11 +80,9 @@ class ScoringEndpoint:
         scope["route"] = self  # the metrics label: the route's path, never the raw one
         try:
             state: AppState = scope["app"].state.leadscore
-            headers = Headers(scope=scope)
-            check_key(state, headers)
-            model = serving_model(state)
+            model, rid = scoring_context(state, Headers(scope=scope))
             explain = _explain(scope)
-            content = await self.handler(state, model, request_id(headers), await _body(receive), explain)
+            content = await self.handler(state, model, rid, await _body(receive), explain)
         except HTTPException as exc:
             await send_http_error(send, exc)
         except RequestValidationError as exc:

@@ -131,8 +131,9 @@ def test_aggregation_of_one_request_equals_the_training_aggregation(crm_tables: 
         (pd.Series(["L2", "L1", "L9"], dtype="string"), pd.Series(["L1", "L2"]), [1, 0, -1]),
         (np.array([3, 1, 7]), [1, 3], [1, 0, -1]),
         ([], ["a"], []),
+        (["1", "x"], [1.0, 2.0], [0, -1]),
     ],
-    ids=["text-with-missing", "pandas-strings", "integer-ids", "empty"],
+    ids=["text-with-missing", "pandas-strings", "integer-ids", "empty", "text-against-number-keys"],
 )
 def test_positions_match_exactly_and_mark_absent(values: object, keys: object, expected: list[int]) -> None:
     from features.engagement import positions
