@@ -149,6 +149,8 @@ def refuse_non_numeric(name: str, values: Sequence[Any], missing: frozenset[str]
 
 def encode_boolean(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray:
     """Yes/no values as 1.0/0.0 (true/false, yes/no, y/n, 1/0, any case); anything else -> NaN."""
+    if isinstance(values, pd.Series) and values.dtype == np.bool_:
+        return values.to_numpy(dtype=np.float64)
     grouped = _per_distinct(values, bools_equal_numbers=True) if len(values) > 1 else None
     if grouped is not None:
         distinct, index = grouped

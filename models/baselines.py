@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
@@ -24,6 +24,24 @@ def _signed_log1p(x: np.ndarray) -> np.ndarray:
 
 
 LOGISTIC_MAX_ROWS = 100_000
+
+
+class ClipToFitRange(TransformerMixin, BaseEstimator):
+    """Clip each column to the range it had in ``fit``.
+
+    Before a ``SplineTransformer`` (uniform knots, constant extrapolation) this changes no value, since
+    beyond its boundary knots the spline stays at its boundary value; it spares the sparse spline its
+    slow path for out-of-range rows (a LIL matrix: 8 s for 170k holdout leads).
+    """
+
+    def fit(self, X: Any, y: Any = None) -> ClipToFitRange:
+        X = np.asarray(X, dtype=float)
+        self.min_, self.max_ = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "min_")
+        return np.clip(np.asarray(X, dtype=float), self.min_, self.max_)
 
 
 class RowSample(ClassifierMixin, BaseEstimator):
@@ -67,11 +85,12 @@ class RowSample(ClassifierMixin, BaseEstimator):
 def logistic_baseline(
     encoder: FeatureEncoder, C: float = 1.0, max_rows: int | None = LOGISTIC_MAX_ROWS, random_state: int = 0
 ) -> RowSample:
-    """The same encoder, then one-hot categories, splines of log-scaled numbers, yes/no flags, and a logistic regression.
+    """The same encoder, then one-hot categories, splines of log-scaled numbers (and whether each was missing), yes/no
+    flags, and a logistic regression. Everything stays sparse (about 75 non-zeros a row on the synthetic data).
 
     Learns on at most ``max_rows`` training rows: all of them up to 100k, above that a uniform sample
-    of 100k drawn with ``random_state`` (see :class:`RowSample`). Measured at 1M synthetic leads: holdout AUC 0.7992
-    in 3 s, against 0.8004 in 7 s with a 200k sample.
+    of 100k drawn with ``random_state`` (see :class:`RowSample`). Measured at 1M synthetic leads: holdout AUC 0.7993
+    in 3.5 s, against 0.8003 in 9.3 s with a 200k sample.
     """
     n_cat, n_num = len(encoder.categorical), len(encoder.numeric)
     n_all = n_cat + n_num + len(encoder.boolean)
@@ -81,12 +100,14 @@ def logistic_baseline(
             (
                 "numbers",
                 make_pipeline(
-                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    SimpleImputer(strategy="median", keep_empty_features=True),
                     FunctionTransformer(_signed_log1p),
-                    SplineTransformer(n_knots=6, degree=3),
+                    ClipToFitRange(),
+                    SplineTransformer(n_knots=6, degree=3, sparse_output=True),
                 ),
                 list(range(n_cat, n_cat + n_num)),
             ),
+            ("missing numbers", MissingIndicator(features="all", sparse=True), list(range(n_cat, n_cat + n_num))),
             (
                 "flags",
                 SimpleImputer(strategy="most_frequent", add_indicator=True, keep_empty_features=True),
@@ -99,6 +120,17 @@ def logistic_baseline(
         [("encode", clone(encoder)), ("prepare", prepare), ("classify", LogisticRegression(C=C, max_iter=3000))]
     )
     return RowSample(pipeline, max_rows=max_rows, random_state=random_state)
+
+
+def _grouped(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct ``(x, y)`` pairs and how often each occurs: the same logistic fit as every row, with weights.
+
+    (scikit-learn divides the weighted loss by the sum of the weights, which is the number of rows.)
+    """
+    codes, distinct = pd.factorize(x, sort=True)
+    pairs = np.bincount(codes * 2 + y, minlength=2 * len(distinct))
+    keep = np.flatnonzero(pairs)
+    return distinct[keep // 2], keep % 2, pairs[keep].astype(np.float64)
 
 
 class ManualProcessClassifier(ClassifierMixin, BaseEstimator):
@@ -121,12 +153,11 @@ class ManualProcessClassifier(ClassifierMixin, BaseEstimator):
         if absent:
             raise ValueError(f"manual process {p.name!r}: column(s) {absent} not in the data")
         if p.kind == "flag":
-            return encode_boolean(X[p.columns[0]].to_numpy(dtype=object), missing)
+            return encode_boolean(X[p.columns[0]], missing)
         if p.kind == "score":
-            return encode_numeric(X[p.columns[0]].to_numpy(dtype=object), missing)
+            return encode_numeric(X[p.columns[0]], missing)
         if p.kind == "count":
-            flags = np.column_stack([encode_boolean(X[c].to_numpy(dtype=object), missing) for c in p.columns])
-            return np.nansum(flags, axis=1)
+            return np.nansum(np.column_stack([encode_boolean(X[c], missing) for c in p.columns]), axis=1)
         levels = X[p.columns[0]].astype("string").str.strip()
         return levels.where(~levels.isin(list(missing)), None).fillna("(missing)").to_numpy(dtype=object)
 
@@ -143,8 +174,8 @@ class ManualProcessClassifier(ClassifierMixin, BaseEstimator):
             self.rates_ = rates.to_dict()
         else:
             self.fill_ = float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
-            x = np.where(np.isnan(values), self.fill_, values).reshape(-1, 1)
-            self.curve_ = LogisticRegression().fit(x, y.astype(int))
+            x, outcome, count = _grouped(np.where(np.isnan(values), self.fill_, values), y.astype(int))
+            self.curve_ = LogisticRegression().fit(x.reshape(-1, 1), outcome, sample_weight=count)
         self.classes_ = np.array([0, 1])
         return self
 

@@ -168,3 +168,43 @@ def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
     np.testing.assert_array_equal(sampled.predict_proba(frame), direct.predict_proba(frame))
     everything = logistic_baseline(encoder, max_rows=None).fit(frame, y)
     np.testing.assert_array_equal(everything.predict_proba(frame), clone(everything.estimator).fit(frame, y).predict_proba(frame))
+
+
+def test_logistic_baseline_clipping_changes_no_spline_value_and_new_missing_numbers_score() -> None:
+    """The clip before the spline only spares a slow path: out-of-range and newly missing numbers score as without it."""
+    from models.baselines import logistic_baseline
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(size=400), "z": rng.exponential(size=400), "c": rng.choice(["a", "b"], size=400)})
+    frame.loc[::7, "z"] = np.nan
+    y = (frame["x"] + rng.normal(size=400) > 0).astype(int).to_numpy()
+    encoder = FeatureEncoder(categorical=["c"], numeric=["x", "z"])
+    clipped = logistic_baseline(encoder).fit(frame, y)
+    unclipped = logistic_baseline(encoder)
+    unclipped.estimator.set_params(prepare__numbers__cliptofitrange="passthrough")
+    unclipped.fit(frame, y)
+    beyond = pd.DataFrame({"x": [-50.0, 50.0, np.nan, 0.1], "z": [1e6, -3.0, 0.5, np.nan], "c": ["a", "b", "zzz", "a"]})
+    np.testing.assert_allclose(clipped.predict_proba(beyond), unclipped.predict_proba(beyond), rtol=0, atol=1e-12)
+    assert clipped.estimator_[1].transform(clipped.estimator_[0].transform(beyond)).format == "csr"
+
+
+def test_manual_points_and_counts_get_the_logistic_curve_fitted_on_every_row() -> None:
+    """Fitting the curve once per distinct (value, outcome) pair, weighted by its count, is the row-by-row fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    from features.mapping import ManualProcess
+
+    rng = np.random.default_rng(2)
+    points = rng.integers(0, 60, size=3000).astype(float)
+    points[::11] = np.nan
+    bant = pd.DataFrame({c: rng.random(3000) < 0.4 for c in ("b", "a", "n", "t")})
+    frame = pd.concat([pd.DataFrame({"points": points}), bant], axis=1)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(np.nan_to_num(points, nan=30) / 15 - 2)))).astype(int)
+    processes = (
+        (ManualProcess(name="points", kind="score", columns=["points"], threshold=40), np.nan_to_num(points, nan=np.nanmedian(points))),
+        (ManualProcess(name="BANT", kind="count", columns=list("bant"), threshold=3), bant.sum(axis=1).to_numpy(dtype=float)),
+    )
+    for process, x in processes:
+        clf = ManualProcessClassifier(process).fit(frame, y)
+        row_by_row = LogisticRegression().fit(x.reshape(-1, 1), y)
+        np.testing.assert_allclose(clf.predict_proba(frame), row_by_row.predict_proba(x.reshape(-1, 1)), atol=1e-9)

@@ -114,17 +114,29 @@ def leads_per_week(tf: TrainingFrame, split: Split) -> float | None:
     return float(len(moments) / weeks) if weeks > 0 else None
 
 
-def fit_baselines(
-    tf: TrainingFrame, encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame
+def fit_logistic(encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame) -> np.ndarray:
+    """Holdout probabilities of the logistic baseline fitted on ``train``."""
+    return logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]
+
+
+def fit_manual(
+    tf: TrainingFrame, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame
 ) -> tuple[dict[str, np.ndarray], dict[str, ManualProcessClassifier]]:
-    """Holdout probabilities of the logistic baseline and of each manual process, fitted on ``train``."""
-    probability = {"logistic_regression": logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]}
-    manual = {}
+    """Holdout probabilities of each manual process (keyed ``manual:<name>``), fitted on ``train``."""
+    probability, manual = {}, {}
     for process in tf.mapping.manual:
         clf = ManualProcessClassifier(process, tuple(tf.mapping.missing_values)).fit(train, y_train)
         manual[process.name] = clf
         probability[f"manual:{process.name}"] = clf.predict_proba(holdout)[:, 1]
     return probability, manual
+
+
+def fit_baselines(
+    tf: TrainingFrame, encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame
+) -> tuple[dict[str, np.ndarray], dict[str, ManualProcessClassifier]]:
+    """Holdout probabilities of the logistic baseline and of each manual process, fitted on ``train``."""
+    probability, manual = fit_manual(tf, train, y_train, holdout)
+    return {"logistic_regression": fit_logistic(encoder, train, y_train, holdout), **probability}, manual
 
 
 def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
@@ -145,17 +157,19 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    # Below PARALLEL_ROWS LightGBM trains on one thread; the baselines (independent of the model) then
-    # learn on another core meanwhile. Above it LightGBM uses every core and they run after it.
+    # Below PARALLEL_ROWS LightGBM trains on one thread; the logistic baseline (the longest, independent of
+    # the model) then learns on another core meanwhile, and the manual ones follow the model on this one.
+    # Above it LightGBM uses every core and the baselines run after it.
     concurrent = _threads(len(train), options.n_jobs) == 1 and (os.cpu_count() or 1) > 1
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fit_baselines, tf, encoder, train, y_train, holdout) if concurrent else None
+        logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
         try:
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
         probability = {"model": model.predict_proba(holdout)[:, 1]}
-        baselines, manual = pending.result() if pending is not None else fit_baselines(tf, encoder, train, y_train, holdout)
+        baselines, manual = fit_manual(tf, train, y_train, holdout)
+        probability["logistic_regression"] = logistic.result() if logistic is not None else fit_logistic(encoder, train, y_train, holdout)
     probability.update(baselines)
     metrics = {name: binary_metrics(y_holdout, p) for name, p in probability.items()}
 
