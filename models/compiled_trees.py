@@ -22,12 +22,17 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
 3. gather each leaf's credits and add them up by feature;
 4. read each tree's reached leaf value from the same index (``reached_value``) and sum the trees in
    the booster's order, so the margin is the very float LightGBM computes.
+
+When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
+tables, row by row, in about a tenth of the time for a lead; without it the numpy path runs. Tests
+hold the two equal, float for float.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from math import factorial
 from typing import Any
 
@@ -224,6 +229,71 @@ class CompiledTrees:
             credit=np.concatenate(credit) if credit else np.zeros(0),
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_kernel"}  # the C handle is rebuilt after loading
+
+    @cached_property
+    def _kernel(self) -> Any:
+        """The C kernel bound to these tables, ``(X, margin out, contributions out or None) -> None``; None when
+        it was not built or no tree has a split."""
+        try:
+            native = importlib.import_module("models._trees")
+        except ImportError:
+            return None
+        if not len(self.split_trees):
+            return None
+        n_nodes = len(self.node_feature)
+        kind = np.zeros(n_nodes, dtype=np.uint8)
+        kind[self.zero_nodes] = 1
+        kind[self.cat_nodes] = 2
+        zero_left = np.zeros(n_nodes, dtype=np.uint8)
+        zero_left[self.zero_nodes] = self.zero_left
+        cat_row = np.zeros(n_nodes, dtype=np.int64)
+        cat_row[self.cat_nodes] = np.arange(len(self.cat_nodes))
+        order = np.full(self.n_trees, -1, dtype=np.int64)
+        order[self.split_trees] = np.arange(len(self.split_trees))
+        order_value = np.zeros(self.n_trees)
+        order_value[self.single_leaf_trees] = self.single_leaf_value
+        leaves = self.path_lookup.shape[-1]
+        tables = (
+            self.node_feature.astype(np.int64),
+            self.node_threshold.astype(np.float64),
+            kind,
+            self.node_nan_left.astype(np.uint8),
+            zero_left,
+            cat_row,
+            np.ascontiguousarray(self.cat_left, dtype=np.uint8),
+            np.ascontiguousarray(self.path_lookup),
+            self.leaf_base.astype(np.int32),
+            self.outcome_row.astype(np.int32),
+            *self._reached_per_leaf(),
+            np.searchsorted(self.group_leaf, np.arange(len(self.leaf_base) + 1)).astype(np.int64),
+            self.group_slot.astype(np.int64),
+            self.group_feature.astype(np.int64),
+            self.credit.astype(np.float64),
+            order,
+            order_value,
+        )
+        return partial(native.explain, native.bind(tables, self.n_features, self.width, leaves, self.cat_left.shape[1]))
+
+    def _reached_per_leaf(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per leaf: the path decisions that reach it (-1: none is stored, its value being 0.0) and its value."""
+        at = np.flatnonzero(self.reached_value)
+        real = np.flatnonzero(self.leaf_base > 0)  # padding leaves have base 0; real ones rise from 1
+        owner = real[np.searchsorted(self.leaf_base[real], at, side="right") - 1]
+        pattern = np.full(len(self.leaf_base), -1, dtype=np.int32)
+        value = np.zeros(len(self.leaf_base))
+        pattern[owner] = at - self.leaf_base[owner]
+        value[owner] = self.reached_value[at]
+        return pattern, value
+
+    def _native(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        margin = np.empty(len(X))
+        contributions = np.empty((len(X), self.n_features)) if explain else None
+        self._kernel(X, margin, contributions)
+        return margin, contributions
+
     def _decisions(self, X: np.ndarray) -> np.ndarray:
         """Per row and leaf: the path decisions, as an index into ``outcome_row`` (LightGBM's Decision)."""
         values = X[:, self.node_feature]
@@ -264,15 +334,19 @@ class CompiledTrees:
             per_tree = full
         return np.cumsum(per_tree, axis=1)[:, -1] if self.n_trees else np.zeros(n)
 
-    def margin(self, X: np.ndarray) -> np.ndarray:
-        """Raw margin (log-odds) of rows of an encoded matrix."""
+    def margin(self, X: np.ndarray, native: bool = True) -> np.ndarray:
+        """Raw margin (log-odds) of rows of an encoded matrix (``native=False``: the numpy path)."""
         X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        if native and self._kernel is not None:
+            return self._native(X, explain=False)[0]
         return self._margin(self._decisions(X) if len(self.split_trees) else None, len(X))
 
-    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def explain(self, X: np.ndarray, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Raw margin (n,) and TreeSHAP contributions (n, n_features) of rows of an encoded matrix."""
         X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
         n = len(X)
+        if native and self._kernel is not None:
+            return self._native(X, explain=True)
         if not len(self.split_trees):
             return self._margin(None, n), np.zeros((n, self.n_features))
         decisions = self._decisions(X)

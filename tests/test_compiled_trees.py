@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +41,19 @@ def _probe(seed: int) -> np.ndarray:
     return X
 
 
+def _kernel_built() -> bool:
+    try:
+        importlib.import_module("models._trees")
+    except ImportError:
+        return False
+    return True
+
+
+KERNEL = pytest.mark.skipif(not _kernel_built(), reason="the C kernel (models/_trees.c) was not built by the install")
+PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=KERNEL)], ids=["numpy", "C"])
+
+
+@PATHS
 @pytest.mark.parametrize(
     "params",
     [
@@ -48,28 +64,55 @@ def _probe(seed: int) -> np.ndarray:
     ],
     ids=["default", "zero-as-missing", "no-missing", "regression"],
 )
-def test_margin_and_contributions_equal_lightgbms(params: dict) -> None:
+def test_margin_and_contributions_equal_lightgbms(params: dict, native: bool) -> None:
     X, y = _data(0)
     booster = lgb.train({**params, "verbosity": -1, "seed": 0, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 40)
     compiled = CompiledTrees.from_booster(booster)
     probe = _probe(0)
     shap = booster.predict(probe, pred_contrib=True)
-    margin, contributions = compiled.explain(probe)
+    margin, contributions = compiled.explain(probe, native=native)
     np.testing.assert_array_equal(margin, booster.predict(probe, raw_score=True))  # summed in LightGBM's order
-    np.testing.assert_array_equal(compiled.margin(probe), margin)
+    np.testing.assert_array_equal(compiled.margin(probe, native=native), margin)
     np.testing.assert_allclose(contributions, shap[:, :-1], rtol=0, atol=1e-12)
     assert compiled.expected_value == pytest.approx(shap[0, -1], abs=1e-12)
-    one_margin, one = compiled.explain(probe[7:8])
+    one_margin, one = compiled.explain(probe[7:8], native=native)
     np.testing.assert_allclose(one[0], contributions[7], rtol=0, atol=1e-15)
     assert one_margin[0] == margin[7]
 
 
-def test_trees_without_splits_add_their_constant() -> None:
+@KERNEL
+def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> None:
+    X, y = _data(2)
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, y, categorical_feature=[0]), 30)
+    compiled = CompiledTrees.from_booster(booster)
+    probe = _probe(2)
+    wide = dataclasses.replace(compiled, path_lookup=compiled.path_lookup.astype(np.int32))  # deep trees' tables
+    # a tree without a split in the middle of the ensemble (LightGBM makes one when no split gains)
+    order = np.arange(31)
+    mixed = dataclasses.replace(compiled, n_trees=31, split_trees=np.delete(order, 5), single_leaf_trees=order[5:6],
+                                single_leaf_value=np.array([0.3]))
+    assert mixed.margin(probe[:1])[0] != compiled.margin(probe[:1])[0]
+    for trees in (compiled, wide, mixed):
+        for rows in (probe, probe[3:4]):
+            native, reference = trees.explain(rows), trees.explain(rows, native=False)
+            np.testing.assert_array_equal(native[0], reference[0])
+            np.testing.assert_array_equal(native[1], reference[1])  # the same additions in the same order
+    with pytest.raises(ValueError, match="shape"):
+        compiled.explain(probe[:, :4])
+    bad = dataclasses.replace(compiled, node_feature=compiled.node_feature + 100)
+    with pytest.raises(ValueError, match="out of range"):
+        bad.explain(probe[:2])
+    assert pickle.loads(pickle.dumps(compiled)).explain(probe[:5])[1].tolist() == compiled.explain(probe[:5])[1].tolist()
+
+
+@PATHS
+def test_trees_without_splits_add_their_constant(native: bool) -> None:
     X, _ = _data(1, 300)
     booster = lgb.train({"objective": "regression", "verbosity": -1, "min_data_in_leaf": 10}, lgb.Dataset(X, np.full(300, 2.5)), 5)
     compiled = CompiledTrees.from_booster(booster)
-    np.testing.assert_array_equal(compiled.margin(X[:10]), booster.predict(X[:10], raw_score=True))
-    margin, contributions = compiled.explain(X[:10])
+    np.testing.assert_array_equal(compiled.margin(X[:10], native=native), booster.predict(X[:10], raw_score=True))
+    margin, contributions = compiled.explain(X[:10], native=native)
     assert not contributions.any() and margin[0] == pytest.approx(2.5)
 
 
