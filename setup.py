@@ -1,9 +1,15 @@
-"""The one thing pyproject.toml cannot declare without an experimental table: the compiled-trees kernel.
+"""What pyproject.toml cannot declare without an experimental table: the two C kernels.
 
-It is optional: where no C compiler is found, leadscore installs anyway and scores with the numpy
-form of the same tables (``models/compiled_trees.py``), which tests hold equal to the kernel.
+``models._trees`` scores and explains compiled trees; ``features._engagement`` aggregates engagement.
+Both are optional: where no C compiler is found, leadscore installs anyway and runs the numpy form of
+the same computation (``models/compiled_trees.py``, ``features/engagement.py``), which tests hold equal.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("models._trees", sources=["models/_trees.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("models._trees", sources=["models/_trees.c"], optional=True),
+        Extension("features._engagement", sources=["features/_engagement.c"], optional=True),
+    ]
+)

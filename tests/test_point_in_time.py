@@ -163,3 +163,58 @@ def test_a_requests_times_become_the_datetime64_training_uses(moment) -> None:
 
     expected = pd.Timestamp(moment).tz_localize("UTC") if moment.tzinfo is None else pd.Timestamp(moment).tz_convert("UTC")
     assert _ns(moment) == expected.value
+
+
+def _engagement_kernel_built() -> bool:
+    from features.engagement import _kernel
+
+    return _kernel() is not None
+
+
+@pytest.mark.skipif(not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install")
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-1, 4), st.integers(-1, len(ACTIVITY_TYPES) - 1), st.integers(-(2**62), 2**62)), max_size=40),
+    st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=5),
+)
+def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int, int]], moments: list[int]) -> None:
+    """Counts, windows, distinct types and recency: the C pass and the numpy operations give the same floats."""
+    from features.engagement import engagement_matrix
+
+    n = len(moments)
+    lead = np.array([min(a[0], n - 1) for a in activities], dtype=np.int64)
+    kind = np.array([a[1] for a in activities], dtype=np.int64)
+    occurred = np.array([a[2] for a in activities], dtype=np.int64).view("datetime64[ns]")
+    scoring = np.array(moments, dtype=np.int64).view("datetime64[ns]")
+    native = engagement_matrix(lead, kind, occurred, scoring)
+    np.testing.assert_array_equal(native, engagement_matrix(lead, kind, occurred, scoring, native=False))
+
+
+@pytest.mark.skipif(not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install")
+def test_engagement_kernel_refuses_an_out_of_range_lead_or_type() -> None:
+    from features.engagement import engagement_matrix
+
+    when = np.array([0], dtype=np.int64).view("datetime64[ns]")
+    with pytest.raises(ValueError, match="out of range"):
+        engagement_matrix(np.array([3]), np.array([0]), when, when)
+    with pytest.raises(ValueError, match="out of range"):
+        engagement_matrix(np.array([0]), np.array([len(ACTIVITY_TYPES)]), when, when)
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"))])
+def test_engagement_window_and_moment_boundaries(native: bool) -> None:
+    """At the scoring moment counts; 1 ns after does not; exactly 7 days before is outside the 7-day window."""
+    from features.engagement import WINDOW_DAYS, engagement_matrix
+
+    day, k = 86_400 * 10**9, len(ACTIVITY_TYPES)
+    scoring = np.array([100 * day], dtype=np.int64)
+    ages = np.array([0, -1, WINDOW_DAYS * day - 1, WINDOW_DAYS * day, 30 * day], dtype=np.int64)
+    occurred = (scoring[0] - ages).view("datetime64[ns]")
+    row = engagement_matrix(np.zeros(5, dtype=np.int64), np.array([0, 0, 1, 2, 2]), occurred,
+                            scoring.view("datetime64[ns]"), native=native)[0]
+    assert row[:3].tolist() == [1, 1, 0] and row[k : k + 3].tolist() == [1, 1, 2]  # window counts, all-time counts
+    assert row[2 * k :].tolist() == [2, 4, 3, 0.0]  # in the window, in all, distinct types, days since the last
+    alone = engagement_matrix(np.zeros(1, dtype=np.int64), np.array([3]), occurred[4:], scoring.view("datetime64[ns]"),
+                              native=native)[0]
+    assert alone[2 * k + 3] == 30.0
