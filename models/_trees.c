@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define N_TABLES 18
+#define N_TABLES 19
 #define ZERO_THRESHOLD 1e-35
 #define RELEASE_GIL_WORK 100000 /* rows x trees */
 enum { NUMERIC = 0, ZERO_MISSING = 1, CATEGORICAL = 2 };
@@ -18,16 +18,14 @@ enum { NUMERIC = 0, ZERO_MISSING = 1, CATEGORICAL = 2 };
 /* The order of the tables handed to bind(), with the item size and format each must have. */
 enum {
     NODE_FEATURE, NODE_THRESHOLD, NODE_KIND, NODE_NAN_LEFT, NODE_ZERO_LEFT, NODE_CAT_ROW, CAT_LEFT,
-    PATH_LOOKUP, LEAF_BASE, OUTCOME_ROW, LEAF_REACHED, LEAF_VALUE, GROUP_START, GROUP_SLOT, GROUP_FEATURE, CREDIT,
+    LEAF_PATH, LEAF_DEPTH, LEAF_BASE, OUTCOME_ROW, LEAF_REACHED, LEAF_VALUE, GROUP_START, GROUP_SLOT, GROUP_FEATURE, CREDIT,
     TREE_ORDER, ORDER_VALUE
 };
-/* PATH_LOOKUP may also be "i" (int32, for trees deeper than 14 splits). */
-static const char *FORMATS[N_TABLES] = {"q", "d", "B", "B", "B", "q", "B", "h", "i", "i", "i", "d", "q", "q", "q", "d", "q", "d"};
+static const char *FORMATS[N_TABLES] = {"q", "d", "B", "B", "B", "q", "B", "i", "i", "i", "i", "i", "d", "q", "q", "q", "d", "q", "d"};
 
 typedef struct {
     Py_buffer view[N_TABLES];
-    Py_ssize_t n_features, n_trees, width, leaves, cat_columns;
-    int wide_paths; /* PATH_LOOKUP holds int32 rather than int16 */
+    Py_ssize_t n_features, n_trees, width, leaves, cat_columns, depth;
 } Trees;
 
 static Py_ssize_t length(const Trees *t, int table) { return t->view[table].len / t->view[table].itemsize; }
@@ -62,9 +60,7 @@ static PyObject *bind(PyObject *self, PyObject *args) {
         const char *format = t->view[i].format;
         if (format[0] == '<' || format[0] == '=') format++;
         /* 'q' and 'l' are both int64 on the platforms numpy builds for; accept either. */
-        int same = strcmp(format, FORMATS[i]) == 0 || (FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8)
-            || (i == PATH_LOOKUP && strcmp(format, "i") == 0);
-        if (i == PATH_LOOKUP) t->wide_paths = strcmp(format, "i") == 0;
+        int same = strcmp(format, FORMATS[i]) == 0 || (FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8);
         if (!same) {
             Py_DECREF(capsule);
             return PyErr_Format(PyExc_TypeError, "table %d has format %s, expected %s", i, t->view[i].format, FORMATS[i]);
@@ -75,11 +71,12 @@ static PyObject *bind(PyObject *self, PyObject *args) {
     t->leaves = leaves;
     t->cat_columns = cat_columns;
     t->n_trees = length(t, NODE_FEATURE) / width;
+    t->depth = t->n_trees * leaves > 0 ? length(t, LEAF_PATH) / (t->n_trees * leaves) : 0;
     int consistent = length(t, NODE_FEATURE) == t->n_trees * width
         && length(t, NODE_THRESHOLD) == t->n_trees * width && length(t, NODE_KIND) == t->n_trees * width
         && length(t, NODE_NAN_LEFT) == t->n_trees * width && length(t, NODE_ZERO_LEFT) == t->n_trees * width
         && length(t, NODE_CAT_ROW) == t->n_trees * width
-        && length(t, PATH_LOOKUP) == t->n_trees * (width / 8) * 256 * leaves
+        && length(t, LEAF_DEPTH) == t->n_trees * leaves && length(t, LEAF_PATH) % (t->n_trees * leaves > 0 ? t->n_trees * leaves : 1) == 0
         && length(t, LEAF_BASE) == t->n_trees * leaves && length(t, GROUP_START) == t->n_trees * leaves + 1
         && length(t, LEAF_REACHED) == t->n_trees * leaves && length(t, LEAF_VALUE) == t->n_trees * leaves
         && length(t, GROUP_SLOT) == length(t, GROUP_FEATURE)
@@ -118,20 +115,20 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     const double *node_threshold = t->view[NODE_THRESHOLD].buf;
     const uint8_t *node_kind = t->view[NODE_KIND].buf, *nan_left = t->view[NODE_NAN_LEFT].buf;
     const uint8_t *zero_left = t->view[NODE_ZERO_LEFT].buf, *cat_left = t->view[CAT_LEFT].buf;
-    const int16_t *narrow_paths = t->view[PATH_LOOKUP].buf;
-    const int32_t *wide_paths = t->view[PATH_LOOKUP].buf, *leaf_base = t->view[LEAF_BASE].buf;
+    const int32_t *leaf_path = t->view[LEAF_PATH].buf, *leaf_depth = t->view[LEAF_DEPTH].buf;
+    const int32_t *leaf_base = t->view[LEAF_BASE].buf;
     const int32_t *outcome_row = t->view[OUTCOME_ROW].buf, *leaf_reached = t->view[LEAF_REACHED].buf;
     const double *leaf_value = t->view[LEAF_VALUE].buf, *credit = t->view[CREDIT].buf;
     const int64_t *group_start = t->view[GROUP_START].buf, *group_slot = t->view[GROUP_SLOT].buf;
     const int64_t *group_feature = t->view[GROUP_FEATURE].buf, *tree_order = t->view[TREE_ORDER].buf;
     const double *order_value = t->view[ORDER_VALUE].buf;
-    const Py_ssize_t W = t->width, L = t->leaves, bytes = W / 8, unknown = t->cat_columns - 2;
+    const Py_ssize_t W = t->width, L = t->leaves, D = t->depth, unknown = t->cat_columns - 2;
     const Py_ssize_t n_order = length(t, TREE_ORDER);
     double *tree_value = PyMem_Malloc((size_t)(t->n_trees + 1) * sizeof(double));
-    int32_t *bits = PyMem_Malloc((size_t)L * sizeof(int32_t));
-    if (tree_value == NULL || bits == NULL) {
+    uint8_t *go = PyMem_Malloc((size_t)W);
+    if (tree_value == NULL || go == NULL) {
         PyMem_Free(tree_value);
-        PyMem_Free(bits);
+        PyMem_Free(go);
         PyErr_NoMemory();
         goto fail;
     }
@@ -143,41 +140,36 @@ static PyObject *explain(PyObject *self, PyObject *args) {
         double *c = explaining ? contrib + r * F : NULL;
         if (c != NULL) memset(c, 0, (size_t)F * sizeof(double));
         for (Py_ssize_t tree = 0; tree < t->n_trees; tree++) {
-            memset(bits, 0, (size_t)L * sizeof(int32_t));
-            for (Py_ssize_t byte = 0; byte < bytes; byte++) {
-                unsigned packed = 0;
-                for (int k = 0; k < 8; k++) {
-                    Py_ssize_t node = tree * W + byte * 8 + k;
-                    int64_t f = node_feature[node];
-                    if (f < 0 || f >= F) { bad = 1; goto done; }
-                    double v = x[f];
-                    int go;
-                    if (node_kind[node] == CATEGORICAL) {
-                        /* as numpy: NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1 */
-                        double code = isnan(v) ? (double)unknown : v;
-                        code = code < -1.0 ? -1.0 : (code > (double)unknown ? (double)unknown : code);
-                        Py_ssize_t column = (Py_ssize_t)code + 1, row = node_cat_row[node];
-                        CHECK(row * t->cat_columns + column, CAT_LEFT);
-                        go = cat_left[row * t->cat_columns + column];
-                    } else {
-                        go = isnan(v) ? nan_left[node] : v <= node_threshold[node];
-                        if (node_kind[node] == ZERO_MISSING && fabs(isnan(v) ? 0.0 : v) <= ZERO_THRESHOLD)
-                            go = zero_left[node];
-                    }
-                    packed |= (unsigned)(go != 0) << k;
+            for (Py_ssize_t i = 0; i < W; i++) { /* every split's decision: 1 = the row goes left */
+                Py_ssize_t node = tree * W + i;
+                int64_t f = node_feature[node];
+                if (f < 0 || f >= F) { bad = 1; goto done; }
+                double v = x[f];
+                if (node_kind[node] == CATEGORICAL) {
+                    /* as numpy: NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1 */
+                    double code = isnan(v) ? (double)unknown : v;
+                    code = code < -1.0 ? -1.0 : (code > (double)unknown ? (double)unknown : code);
+                    Py_ssize_t column = (Py_ssize_t)code + 1, row = node_cat_row[node];
+                    CHECK(row * t->cat_columns + column, CAT_LEFT);
+                    go[i] = cat_left[row * t->cat_columns + column] != 0;
+                } else {
+                    go[i] = isnan(v) ? nan_left[node] != 0 : v <= node_threshold[node];
+                    if (node_kind[node] == ZERO_MISSING && fabs(isnan(v) ? 0.0 : v) <= ZERO_THRESHOLD)
+                        go[i] = zero_left[node] != 0;
                 }
-                Py_ssize_t entry = ((tree * bytes + byte) * 256 + packed) * L;
-                if (t->wide_paths)
-                    for (Py_ssize_t j = 0; j < L; j++) bits[j] += wide_paths[entry + j];
-                else
-                    for (Py_ssize_t j = 0; j < L; j++) bits[j] += narrow_paths[entry + j];
             }
             double value = 0.0;
             for (Py_ssize_t j = 0; j < L; j++) {
                 Py_ssize_t leaf = tree * L + j;
-                value += bits[j] == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
+                int32_t bits = 0; /* the decisions at the leaf's path splits, bit k for its k-th split */
+                for (int32_t k = 0; k < leaf_depth[leaf] && k < D; k++) {
+                    int32_t split = leaf_path[leaf * D + k];
+                    if (split < 0 || split >= W) { bad = 1; goto done; }
+                    bits |= (int32_t)go[split] << k;
+                }
+                value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
                 if (c == NULL) continue;
-                Py_ssize_t d = (Py_ssize_t)leaf_base[leaf] + bits[j];
+                Py_ssize_t d = (Py_ssize_t)leaf_base[leaf] + bits;
                 CHECK(d, OUTCOME_ROW);
                 for (int64_t g = group_start[leaf]; g < group_start[leaf + 1]; g++) {
                     CHECK(g, GROUP_SLOT);
@@ -201,7 +193,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
 done:
     if (released != NULL) PyEval_RestoreThread(released);
     PyMem_Free(tree_value);
-    PyMem_Free(bits);
+    PyMem_Free(go);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "a compiled-trees table index is out of range");
         goto fail;

@@ -263,7 +263,7 @@ class CompiledTrees:
             zero_left,
             cat_row,
             np.ascontiguousarray(self.cat_left, dtype=np.uint8),
-            np.ascontiguousarray(self.path_lookup),
+            *self._leaf_paths(),
             self.leaf_base.astype(np.int32),
             self.outcome_row.astype(np.int32),
             *self._reached_per_leaf(),
@@ -275,6 +275,23 @@ class CompiledTrees:
             order_value,
         )
         return partial(native.explain, native.bind(tables, self.n_features, self.width, leaves, self.cat_left.shape[1]))
+
+    def _leaf_paths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per leaf: its path's splits in order, as positions in its tree (padded to the deepest path), and how many.
+
+        Read off ``path_lookup``: flipping split ``i`` alone adds ``1 << k`` to a leaf's index when ``i`` is its
+        ``k``-th path split. The kernel ORs the decisions at these few splits instead of looking up byte tables.
+        """
+        trees, n_bytes, _, leaves = self.path_lookup.shape
+        lookup = self.path_lookup.astype(np.int64)
+        flips = np.stack([lookup[:, i // 8, 1 << (i % 8), :] - lookup[:, i // 8, 0, :] for i in range(8 * n_bytes)], axis=1)
+        tree, split, leaf = np.nonzero(flips)  # (trees, splits, leaves)
+        position = np.log2(flips[tree, split, leaf]).astype(np.int64)
+        depth = np.zeros((trees, leaves), dtype=np.int32)
+        np.add.at(depth, (tree, leaf), 1)
+        path = np.zeros((trees, leaves, max(int(depth.max(initial=0)), 1)), dtype=np.int32)
+        path[tree, leaf, position] = split
+        return path.reshape(-1), depth.reshape(-1)
 
     def _reached_per_leaf(self) -> tuple[np.ndarray, np.ndarray]:
         """Per leaf: the path decisions that reach it (-1: none is stored, its value being 0.0) and its value."""
