@@ -242,6 +242,11 @@ class CompiledTrees:
             return None
         if not len(self.split_trees):
             return None
+        shape = (self.n_features, self.width, self.path_lookup.shape[-1], self.cat_left.shape[1])
+        return partial(native.explain, native.bind(self._kernel_tables(), *shape))
+
+    def _kernel_tables(self) -> tuple[np.ndarray, ...]:
+        """The tables in the order, types and layout ``models/_trees.c`` reads them."""
         n_nodes = len(self.node_feature)
         kind = np.zeros(n_nodes, dtype=np.uint8)
         kind[self.zero_nodes] = 1
@@ -254,8 +259,7 @@ class CompiledTrees:
         order[self.split_trees] = np.arange(len(self.split_trees))
         order_value = np.zeros(self.n_trees)
         order_value[self.single_leaf_trees] = self.single_leaf_value
-        leaves = self.path_lookup.shape[-1]
-        tables = (
+        return (
             self.node_feature.astype(np.int64),
             self.node_threshold.astype(np.float64),
             kind,
@@ -274,7 +278,6 @@ class CompiledTrees:
             order,
             order_value,
         )
-        return partial(native.explain, native.bind(tables, self.n_features, self.width, leaves, self.cat_left.shape[1]))
 
     def _leaf_paths(self) -> tuple[np.ndarray, np.ndarray]:
         """Per leaf: its path's splits in order, as positions in its tree (padded to the deepest path), and how many.
