@@ -157,9 +157,9 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    # Below PARALLEL_ROWS LightGBM trains on one thread; the logistic baseline (the longest, independent of
-    # the model) then learns on another core meanwhile, and the manual ones follow the model on this one.
-    # Above it LightGBM uses every core and the baselines run after it.
+    # The logistic baseline (the longest, independent of the model) learns on a thread of its own: beside
+    # LightGBM when LightGBM trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has
+    # freed the cores, while the model predicts its holdout and the manual baselines learn.
     concurrent = _threads(len(train), options.n_jobs) == 1 and (os.cpu_count() or 1) > 1
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
@@ -167,9 +167,11 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
+        if logistic is None:
+            logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout)
         probability = {"model": model.predict_proba(holdout)[:, 1]}
         baselines, manual = fit_manual(tf, train, y_train, holdout)
-        probability["logistic_regression"] = logistic.result() if logistic is not None else fit_logistic(encoder, train, y_train, holdout)
+        probability["logistic_regression"] = logistic.result()
     probability.update(baselines)
     metrics = {name: binary_metrics(y_holdout, p) for name, p in probability.items()}
 
