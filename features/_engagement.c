@@ -59,6 +59,7 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
         int64_t l = lead[a], t = type[a];
         if (l < 0 || t < 0) continue; /* no lead, or an unknown type */
         if (l >= n || t >= k) { bad = 1; break; }
+        if (occurred[a] == INT64_MIN || scoring[l] == INT64_MIN) continue; /* NaT: no moment to compare */
         int64_t age = age_of(scoring[l], occurred[a]);
         if (age < 0) continue; /* after the lead's scoring moment */
         int64_t *row = counts + l * 2 * k;

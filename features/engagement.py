@@ -22,6 +22,7 @@ WINDOW_DAYS = 7
 # High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
 HIGH_INTENT = ("pricing_page_view", "demo_request", "form_submit", "meeting_booked")
 _DAY_NS = 86_400 * 10**9
+_NAT = np.iinfo(np.int64).min  # NaT as datetime64[ns] holds it
 _SMALL = 64  # up to this many text values and keys are looked up in a dict rather than by Arrow
 
 
@@ -138,8 +139,10 @@ def engagement_matrix(
     lead_index = np.asarray(lead_index, dtype=np.int64)
     type_code = np.asarray(type_code, dtype=np.int64)
     occurred_ns = np.asarray(occurred_at, dtype="datetime64[ns]").view(np.int64)
-    kernel = _kernel() if native else None
-    if kernel is not None and n:
+    if n == 0:
+        return np.empty((0, 2 * k + 4))
+    kernel = _kernel() if native and k else None
+    if kernel is not None:
         out = np.empty((n, 2 * k + 4))
         kernel(
             np.ascontiguousarray(lead_index), np.ascontiguousarray(type_code), np.ascontiguousarray(occurred_ns),
@@ -147,7 +150,11 @@ def engagement_matrix(
         )
         return out
     valid = (lead_index >= 0) & (type_code >= 0)
-    age_ns = scoring_ns[np.where(valid, lead_index, 0)] - occurred_ns
+    if (lead_index[valid] >= n).any() or (type_code[valid] >= k).any():
+        raise ValueError("a lead index or activity type code is out of range")
+    at = np.where(valid, lead_index, 0)
+    valid &= (occurred_ns != _NAT) & (scoring_ns[at] != _NAT)  # NaT: no moment to compare
+    age_ns = scoring_ns[at] - occurred_ns
     seen = valid & (age_ns >= 0)  # a known lead and type, at or before the lead's scoring moment
     lead_index, age_ns = lead_index[seen], age_ns[seen]
     recent = age_ns < WINDOW_DAYS * _DAY_NS

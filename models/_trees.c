@@ -13,6 +13,7 @@
 #define N_TABLES 19
 #define ZERO_THRESHOLD 1e-35
 #define RELEASE_GIL_WORK 100000 /* rows x trees */
+#define MAX_DEPTH 30              /* a leaf's path decisions are the bits of an int32 */
 enum { NUMERIC = 0, ZERO_MISSING = 1, CATEGORICAL = 2 };
 
 /* The order of the tables handed to bind(), with the item size and format each must have. */
@@ -62,8 +63,9 @@ static PyObject *bind(PyObject *self, PyObject *args) {
         /* 'q' and 'l' are both int64 on the platforms numpy builds for; accept either. */
         int same = strcmp(format, FORMATS[i]) == 0 || (FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8);
         if (!same) {
-            Py_DECREF(capsule);
-            return PyErr_Format(PyExc_TypeError, "table %d has format %s, expected %s", i, t->view[i].format, FORMATS[i]);
+            PyErr_Format(PyExc_TypeError, "table %d has format %s, expected %s", i, t->view[i].format, FORMATS[i]);
+            Py_DECREF(capsule); /* frees t: the message is built first */
+            return NULL;
         }
     }
     t->n_features = n_features;
@@ -72,6 +74,10 @@ static PyObject *bind(PyObject *self, PyObject *args) {
     t->cat_columns = cat_columns;
     t->n_trees = length(t, NODE_FEATURE) / width;
     t->depth = t->n_trees * leaves > 0 ? length(t, LEAF_PATH) / (t->n_trees * leaves) : 0;
+    if (t->depth > MAX_DEPTH) {
+        Py_DECREF(capsule);
+        return PyErr_Format(PyExc_ValueError, "paths deeper than %d splits are not supported", MAX_DEPTH);
+    }
     int consistent = length(t, NODE_FEATURE) == t->n_trees * width
         && length(t, NODE_THRESHOLD) == t->n_trees * width && length(t, NODE_KIND) == t->n_trees * width
         && length(t, NODE_NAN_LEFT) == t->n_trees * width && length(t, NODE_ZERO_LEFT) == t->n_trees * width

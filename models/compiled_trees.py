@@ -44,6 +44,7 @@ _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 # Table entries above which compiling refuses the model (too deep to tabulate; the default 15-leaf
 # trees of the 150-tree model need about 0.3 million).
 MAX_ENTRIES = 20_000_000
+_KERNEL_MAX_DEPTH = 30  # the C kernel packs a leaf's path decisions into an int32
 
 
 def leaf_credit_table(value: float, zero: np.ndarray) -> np.ndarray:
@@ -240,13 +241,14 @@ class CompiledTrees:
             native = importlib.import_module("models._trees")
         except ImportError:
             return None
-        if not len(self.split_trees):
+        paths, depths = self._leaf_paths()
+        if not len(self.split_trees) or depths.max() > _KERNEL_MAX_DEPTH:
             return None
         shape = (self.n_features, self.width, self.path_lookup.shape[-1], self.cat_left.shape[1])
-        return partial(native.explain, native.bind(self._kernel_tables(), *shape))
+        return partial(native.explain, native.bind(self._kernel_tables(paths, depths), *shape))
 
-    def _kernel_tables(self) -> tuple[np.ndarray, ...]:
-        """The tables in the order, types and layout ``models/_trees.c`` reads them."""
+    def _kernel_tables(self, paths: np.ndarray, depths: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The tables in the order, types and layout ``models/_trees.c`` reads them (read once: treat as immutable)."""
         n_nodes = len(self.node_feature)
         kind = np.zeros(n_nodes, dtype=np.uint8)
         kind[self.zero_nodes] = 1
@@ -267,7 +269,8 @@ class CompiledTrees:
             zero_left,
             cat_row,
             np.ascontiguousarray(self.cat_left, dtype=np.uint8),
-            *self._leaf_paths(),
+            paths,
+            depths,
             self.leaf_base.astype(np.int32),
             self.outcome_row.astype(np.int32),
             *self._reached_per_leaf(),
@@ -354,17 +357,28 @@ class CompiledTrees:
             per_tree = full
         return np.cumsum(per_tree, axis=1)[:, -1] if self.n_trees else np.zeros(n)
 
+    def _rows(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        X = X.reshape(len(X), -1) if len(X) else X.reshape(0, self.n_features)
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"the rows have {X.shape[1]} columns; the trees read {self.n_features}")
+        return X
+
     def margin(self, X: np.ndarray, native: bool = True) -> np.ndarray:
         """Raw margin (log-odds) of rows of an encoded matrix (``native=False``: the numpy path)."""
-        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        X = self._rows(X)
+        if not len(X):
+            return np.zeros(0)
         if native and self._kernel is not None:
             return self._native(X, explain=False)[0]
         return self._margin(self._decisions(X) if len(self.split_trees) else None, len(X))
 
     def explain(self, X: np.ndarray, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Raw margin (n,) and TreeSHAP contributions (n, n_features) of rows of an encoded matrix."""
-        X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+        X = self._rows(X)
         n = len(X)
+        if not n:
+            return np.zeros(0), np.zeros((0, self.n_features))
         if native and self._kernel is not None:
             return self._native(X, explain=True)
         if not len(self.split_trees):

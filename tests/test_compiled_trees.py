@@ -98,8 +98,15 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
             native, reference = trees.explain(rows), trees.explain(rows, native=False)
             np.testing.assert_array_equal(native[0], reference[0])
             np.testing.assert_array_equal(native[1], reference[1])  # the same additions in the same order
-    with pytest.raises(ValueError, match="shape"):
-        compiled.explain(probe[:, :4])
+    for native in (True, False):
+        with pytest.raises(ValueError, match="4 columns; the trees read 6"):
+            compiled.explain(probe[:, :4], native=native)
+        margin, contributions = compiled.explain(probe[:0], native=native)
+        assert margin.shape == (0,) and contributions.shape == (0, 6) and compiled.margin([], native=native).shape == (0,)
+    with pytest.raises(TypeError, match="format"):  # a table of the wrong type is refused, not read
+        tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
+        tables[5] = tables[5].astype(np.float64)
+        importlib.import_module("models._trees").bind(tuple(tables), 6, compiled.width, 15, compiled.cat_left.shape[1])
     bad = dataclasses.replace(compiled, node_feature=compiled.node_feature + 100)
     with pytest.raises(ValueError, match="out of range"):
         bad.explain(probe[:2])

@@ -190,19 +190,37 @@ def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int
     np.testing.assert_array_equal(native, engagement_matrix(lead, kind, occurred, scoring, native=False))
 
 
-@pytest.mark.skipif(not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install")
-def test_engagement_kernel_refuses_an_out_of_range_lead_or_type() -> None:
+ENGAGEMENT_PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"))])
+
+
+@ENGAGEMENT_PATHS
+def test_engagement_refuses_an_out_of_range_lead_or_type(native: bool) -> None:
     from features.engagement import engagement_matrix
 
     when = np.array([0], dtype=np.int64).view("datetime64[ns]")
     with pytest.raises(ValueError, match="out of range"):
-        engagement_matrix(np.array([3]), np.array([0]), when, when)
+        engagement_matrix(np.array([3]), np.array([0]), when, when, native=native)
     with pytest.raises(ValueError, match="out of range"):
-        engagement_matrix(np.array([0]), np.array([len(ACTIVITY_TYPES)]), when, when)
+        engagement_matrix(np.array([0]), np.array([len(ACTIVITY_TYPES)]), when, when, native=native)
 
 
-@pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"))])
+@ENGAGEMENT_PATHS
+def test_engagement_without_leads_or_with_unknown_moments(native: bool) -> None:
+    """No lead: an empty matrix. A missing (NaT) activity time or scoring moment counts nothing."""
+    from features.engagement import engagement_matrix
+
+    k = len(ACTIVITY_TYPES)
+    when = np.array(["2025-01-02", "NaT"], dtype="datetime64[ns]")
+    assert engagement_matrix(np.array([0]), np.array([0]), when[:1], when[:0], native=native).shape == (0, 2 * k + 4)
+    rows = engagement_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), when[[1, 0, 0]], when, native=native)
+    timed_only = np.zeros(2 * k)
+    timed_only[[1, k + 1]] = 1  # only the timed activity counts: type 1, in the window and in all
+    assert rows[0, : 2 * k].tolist() == timed_only.tolist()
+    assert rows[1, 2 * k + 1] == 0 and np.isnan(rows[1, 2 * k + 3])  # a lead without a moment: nothing counted
+
+
+@ENGAGEMENT_PATHS
 def test_engagement_window_and_moment_boundaries(native: bool) -> None:
     """At the scoring moment counts; 1 ns after does not; exactly 7 days before is outside the 7-day window."""
     from features.engagement import WINDOW_DAYS, engagement_matrix
