@@ -24,8 +24,8 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
    the booster's order, so the margin is the very float LightGBM computes.
 
 When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
-tables, row by row, in about a tenth of the time for a lead; without it the numpy path runs. Tests
-hold the two equal, float for float.
+tables, row by row, in about a quarter of the time for a lead (60 against 265 us, tight loops); without
+it the numpy path runs. Tests hold the two equal, float for float.
 """
 
 from __future__ import annotations
@@ -241,8 +241,10 @@ class CompiledTrees:
             native = importlib.import_module("models._trees")
         except ImportError:
             return None
+        if not len(self.split_trees):
+            return None
         paths, depths = self._leaf_paths()
-        if not len(self.split_trees) or depths.max() > _KERNEL_MAX_DEPTH:
+        if depths.max() > _KERNEL_MAX_DEPTH:
             return None
         shape = (self.n_features, self.width, self.path_lookup.shape[-1], self.cat_left.shape[1])
         return partial(native.explain, native.bind(self._kernel_tables(paths, depths), *shape))
