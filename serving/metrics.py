@@ -47,9 +47,6 @@ class Metrics:
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()
 
-        self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._tiers: dict[str, Any] = {}
-
     def count_tiers(self, tiers: list[str]) -> None:
         for tier in tiers:
             counter = self._tiers.get(tier)
