@@ -1,19 +1,27 @@
-"""Prometheus metrics, one registry per app (so several apps in one process never collide)."""
+"""Prometheus metrics, one registry per app (so several apps in one process never collide).
+
+With ``leadscore serve --workers N`` every worker writes its metrics to one shared folder
+(``PROMETHEUS_MULTIPROC_DIR``, prometheus_client's multiprocess mode) and ``/metrics`` sums them, so a
+scrape counts every worker's requests whichever worker answers it.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 if TYPE_CHECKING:
     from serving.state import LoadedModel
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
     def __init__(self) -> None:
+        self.shared = bool(os.environ.get(MULTIPROCESS_ENV))  # several workers: values live in the shared folder
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "leadscore_http_requests_total", "HTTP requests by route, method and status.",
@@ -29,7 +37,8 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
         )
         self.model_info = Gauge(
-            "leadscore_model_info", "The model version serving (value 1).", ["name", "version", "source"], registry=self.registry
+            "leadscore_model_info", "The model version serving (value 1; with several workers, 1 while any serves it).",
+            ["name", "version", "source"], registry=self.registry, multiprocess_mode="livemax",
         )
         self.reloads = Counter("leadscore_model_reloads_total", "Model swaps by result.", ["result"], registry=self.registry)
         self.score_log_dropped = Counter(
@@ -40,9 +49,20 @@ class Metrics:
 
     def set_model(self, name: str, version: str, source: str, previous: LoadedModel | None) -> None:
         if previous is not None:
-            self.model_info.remove(previous.name, previous.version, previous.source)
+            if self.shared:  # a series cannot be removed from the shared folder: the old version reads 0
+                self.model_info.labels(previous.name, previous.version, previous.source).set(0)
+            else:
+                self.model_info.remove(previous.name, previous.version, previous.source)
             self.reloads.labels("ok").inc()
         self.model_info.labels(name, version, source).set(1)
+
+    def exposition(self) -> CollectorRegistry:
+        """What ``/metrics`` exports: this app's registry, or with several workers all of theirs, summed."""
+        if not self.shared:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
 
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()

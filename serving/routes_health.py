@@ -30,4 +30,4 @@ async def readyz(state: State) -> Response | Readiness:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(state: State) -> Response:
     """Prometheus metrics: requests and latency by route and status, scores by tier, model version."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(state.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)

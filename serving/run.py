@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from serving.metrics import MULTIPROCESS_ENV
 from serving.settings import ServingSettings, get_serving_settings
 
 
@@ -21,11 +27,27 @@ def server_options(settings: ServingSettings) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def shared_metrics_folder() -> Iterator[None]:
+    """A fresh folder where the workers write their metrics (removed at the end), unless one is given."""
+    if os.environ.get(MULTIPROCESS_ENV):  # the operator's own: prometheus_client wants it emptied before a start
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="leadscore-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder  # the workers inherit it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: ServingSettings | None = None) -> None:
     """Serve until stopped (SIGINT/SIGTERM stop cleanly: the score log is flushed).
 
     With ``workers > 1`` each worker process builds its own app from ``LEADSCORE_*`` environment
-    settings (``settings`` must then be None); each loads, caches and polls the model itself.
+    settings (``settings`` must then be None); each loads, caches and polls the model itself, and their
+    Prometheus metrics are summed in ``/metrics`` (through a shared folder, see :mod:`serving.metrics`).
     """
     import uvicorn
 
@@ -35,7 +57,8 @@ def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: S
     logging.basicConfig(level=resolved.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = server_options(resolved)
     if workers > 1:
-        uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options)
+        with shared_metrics_folder():
+            uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options)
         return
     from serving.app import create_app
 

@@ -356,3 +356,22 @@ def test_concurrent_single_leads_are_scored_together_with_their_own_answers(sett
         assert (a["probability"], a["tier"], factors(a)) == (b["probability"], b["tier"], factors(b))
     assert "leadscore_single_lead_batch_size_bucket{le=\"8.0\"} 9.0" in metrics  # 1 batch of 8 and 8 of 1
     assert "leadscore_single_lead_batch_size_count 9.0" in metrics
+
+
+def test_several_workers_get_a_metrics_folder_removed_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--workers N` without PROMETHEUS_MULTIPROC_DIR: a fresh folder for the run, then gone; a given one is kept."""
+    import os
+    import tempfile
+
+    from serving.run import shared_metrics_folder
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with shared_metrics_folder():
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert folder.is_dir() and not any(folder.iterdir())
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not folder.exists()
+    given = Path(tempfile.mkdtemp())
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(given))
+    with shared_metrics_folder():
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(given)
+    assert given.is_dir()

@@ -28,10 +28,11 @@ LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 
 
 @contextmanager
-def leadscore_serve(settings: MlflowSettings, tracking_uri: str) -> Iterator[str]:
+def leadscore_serve(settings: MlflowSettings, tracking_uri: str, workers: int = 1, **env_vars: str) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
+        **env_vars,
         "LEADSCORE_TRACKING_URI": tracking_uri,
         "LEADSCORE_HOME": str(settings.home),
         "LEADSCORE_MODEL_NAME": settings.model_name,
@@ -40,7 +41,8 @@ def leadscore_serve(settings: MlflowSettings, tracking_uri: str) -> Iterator[str
         "PYTHONUNBUFFERED": "1",
     }
     log = (settings.home / f"serve-{port}.log").open("w")
-    process = subprocess.Popen([LEADSCORE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [LEADSCORE, "serve", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/readyz", timeout=90, process=process)
@@ -122,3 +124,26 @@ def test_serve_follows_a_promotion_without_failing_a_request(server_settings: Ml
         info = http.get("/v1/model").json()
         assert (info["source"], info["version"]) == ("cache", second.version)
         assert http.post("/v1/score", json=EXAMPLE_LEAD).json()["model"]["version"] == second.version
+
+
+def test_several_workers_serve_and_metrics_count_every_workers_requests(
+    server_settings: MlflowSettings, crm_folder: Path, tmp_path: Path
+) -> None:
+    """`--workers 2`: both processes score, and every scrape of /metrics (answered by either) counts all requests."""
+    server_settings.home.mkdir(parents=True, exist_ok=True)
+    first = train(options(crm_folder), server_settings)
+    promote(server_settings)
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    n = 120
+    with leadscore_serve(server_settings, server_settings.tracking_uri, workers=2, PROMETHEUS_MULTIPROC_DIR=str(shared)) as base:
+        for i in range(n):  # a new connection each time, so the two workers share the requests
+            answer = httpx.post(f"{base}/v1/score", json={**EXAMPLE_LEAD, "lead_id": f"W-{i}"}, timeout=5)
+            assert answer.status_code == 200 and answer.json()["model"]["version"] == first.version
+        writers = {path.stem.rpartition("_")[2] for path in shared.glob("counter_*.db")}
+        assert len(writers) == 2, writers  # two worker processes wrote metrics
+        line = f'leadscore_http_requests_total{{method="POST",route="/v1/score",status="200"}} {float(n)}'
+        for _ in range(8):
+            text = httpx.get(f"{base}/metrics", timeout=5).text
+            assert line in text, [row for row in text.splitlines() if row.startswith("leadscore_http_requests_total")]
+            assert f'leadscore_model_info{{name="{server_settings.model_name}",source="registry",version="{first.version}"}} 1.0' in text
