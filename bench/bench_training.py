@@ -5,7 +5,8 @@
 For each size: our whole training job (read files, point-in-time features, encoding, LightGBM with
 calibration, the logistic and manual baselines) against plain ``lightgbm.train`` with the same
 parameters on the already-built matrix; and ``leadscore score`` on a CRM folder (read, engagement as
-of now, encoding, prediction, routing, writing) against plain ``Booster.predict`` on the built matrix.
+of now, encoding, prediction, routing, writing) against plain ``Booster.predict`` on the built matrix,
+and, beside it, the compiled trees' margins (the prediction ``leadscore score`` makes) on the same matrix.
 Training times are medians of ``--repeats`` runs per side, after one small warm-up job (so neither
 side pays one-time lazy imports). Prints seconds and ratios; the machine is noisy, so compare ratios
 within one run.
@@ -26,6 +27,7 @@ import lightgbm as lgb
 
 from features.build import LABEL, load_training_frame
 from features.mapping import default_crm_mapping
+from models.compiled_trees import CompiledTrees
 from models.lead_model import _threads
 from training.split import split_frame
 from training.synthetic import generate_crm, write_crm
@@ -94,11 +96,17 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
                    env=env, check=True, capture_output=True)
     score_cli = time.perf_counter() - began
     everyone = encoder.transform(tf.frame)
-    _, predict = timed(booster.predict, everyone, num_threads=_threads(len(everyone), None))
+    margin, predict = timed(booster.predict, everyone, raw_score=True, num_threads=_threads(len(everyone), None))
+    compiled = CompiledTrees.from_booster(booster)
+    compiled.margin(everyone[:1])  # bind the kernel outside the timing, as a loaded model has
+    walked, walk = timed(compiled.margin, everyone)
+    if not (walked == margin).all():
+        raise AssertionError("the compiled trees' margins differ from Booster.predict's")
     scored_rows = n
     return {
         "leads": n, "train_rows": len(y), "ours_train_s": ours, "plain_train_s": plain,
         "score_rows": scored_rows, "ours_score_s": score_cli, "plain_predict_s": predict * scored_rows / len(everyone),
+        "walk_s": walk * scored_rows / len(everyone), "walk": "C" if compiled.native else "numpy",
     }
 
 
@@ -108,7 +116,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="training runs per side and size; the median is shown")
     args = parser.parse_args()
     print(f"{'leads':>10} {'train rows':>11} {'our job s':>10} {'lgb.train s':>12} {'ratio':>6} | "
-          f"{'score s':>8} {'predict s':>10} {'ratio':>6} {'rows/s ours':>12} {'rows/s plain':>13}")
+          f"{'score s':>8} {'predict s':>10} {'ratio':>6} {'rows/s ours':>12} {'rows/s plain':>13} | {'walk s':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         warm_up(Path(tmp))
         for n in args.sizes:
@@ -116,11 +124,12 @@ def main() -> None:
             print(f"{r['leads']:>10,} {r['train_rows']:>11,} {r['ours_train_s']:>10.1f} {r['plain_train_s']:>12.1f} "
                   f"{r['ours_train_s'] / r['plain_train_s']:>6.2f} | {r['ours_score_s']:>8.1f} {r['plain_predict_s']:>10.1f} "
                   f"{r['ours_score_s'] / r['plain_predict_s']:>6.2f} {r['score_rows'] / r['ours_score_s']:>12,.0f} "
-                  f"{r['score_rows'] / r['plain_predict_s']:>13,.0f}", flush=True)
+                  f"{r['score_rows'] / r['plain_predict_s']:>13,.0f} | {r['walk_s']:>7.1f} ({r['walk']})", flush=True)
     print(f"training: median of {args.repeats} runs per side, after one small warm-up job; "
           "our job = read + point-in-time features + encode + LightGBM + calibration + logistic and manual baselines "
           "(no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
-          "plain = the same LightGBM parameters on the already-built matrix.")
+          "plain = the same LightGBM parameters on the already-built matrix; walk = the compiled trees' margins "
+          "(what `leadscore score` predicts with) on that matrix, checked equal to Booster.predict's.")
 
 
 if __name__ == "__main__":

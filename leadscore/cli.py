@@ -184,17 +184,19 @@ def score(
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
     from features.mapping import Mapping
-    from models import packaging, registry
+    from models import registry
+    from models.scorer import MODEL_FILES
     from models.settings import get_mlflow_settings
-    from training.batch import load_leads, score_leads, write_atomic
+    from training.batch import batch_model, load_leads, score_leads, write_atomic
 
     settings = get_mlflow_settings()
     client = registry.configure(settings)
-    artifact, name, version = packaging.fetch_artifact(client, model_uri, settings.home / "cache")
-    mapping = Mapping.model_validate(artifact.metadata["mapping"])
+    folder, name, version = registry.fetch_files(client, model_uri, settings.home / "cache", MODEL_FILES)
+    scorer = batch_model(folder)
+    mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
     leads = load_leads(input, mapping, as_of)
-    scored = score_leads(leads, artifact, mapping, name, version)
+    scored = score_leads(leads, scorer, mapping, name, version)
     write_atomic(scored, output)
     tiers = scored["tier"].value_counts().sort_index().to_dict()
     typer.echo(f"scored {len(scored):,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; tiers {tiers}")

@@ -13,7 +13,7 @@ import pandas as pd
 from models.compiled_trees import CompiledTrees
 from models.lead_model import LeadScoringModel
 from models.routing import RoutingPolicy
-from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of
+from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of, scored_columns
 
 __all__ = ["ARTIFACT_FILE", "ScoringArtifact"]
 
@@ -47,15 +47,15 @@ class ScoringArtifact:
         """Probability, score, tier and queue for an encoded matrix (or its already computed raw margin)."""
         if margin is None:
             margin = self.model.margin_matrix(matrix)
-        probability = self.model.calibrator_.predict(margin)
-        tier = self.routing.tier_index(probability)
-        names = np.array([t.name for t in self.routing.tiers], dtype=object)
-        queues = np.array([t.queue for t in self.routing.tiers], dtype=object)
-        return {"probability": probability, "score": self.score_of(probability), "tier": names[tier], "queue": queues[tier]}
+        return scored_columns(self.model.calibrator_.predict(margin), self.score_reference, self.routing)
+
+    def score_table(self, table: Any) -> dict[str, np.ndarray]:
+        """Probability, score, tier and queue columns for a table of leads, as :meth:`Scorer.score_table`."""
+        return self.score_matrix(self.model.encoder_.transform(table))
 
     def score_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a batch of lead rows (the same columns training used)."""
-        return pd.DataFrame(self.score_matrix(self.model.encoder_.transform(frame)), index=frame.index)
+        return pd.DataFrame(self.score_table(frame), index=frame.index)
 
     def scorer(self) -> Scorer:
         """The serving form of this model (numpy only): same encoding, trees, calibration and routing."""

@@ -25,14 +25,19 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
 
 When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
 tables, row by row, in about a quarter of the time for a lead (60 against 265 us, tight loops); without
-it the numpy path runs. Tests hold the two equal, float for float.
+it the numpy path runs. Tests hold the two equal, float for float. For margins alone (batch scoring,
+``explain=false``) the kernel walks each tree from its root to one leaf instead, 32 rows at a time, on
+every core for large batches: 1M leads of the 150-tree model in 2.4 s on 2 cores, against 5.3 s for
+``Booster.predict``, and one lead in 8 us against 18 us. Tests hold it equal to LightGBM too.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from math import factorial
 from typing import Any
 
@@ -45,6 +50,14 @@ _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 # trees of the 150-tree model need about 0.3 million).
 MAX_ENTRIES = 20_000_000
 _KERNEL_MAX_DEPTH = 30  # the C kernel packs a leaf's path decisions into an int32
+# rows the numpy path takes at once: its split values are rows x trees x splits floats (40 MB here
+# for the 150-tree model); larger batches go in parts of this size
+_NUMPY_ROWS = 2048
+_WORK_PER_THREAD = 2_000_000  # rows x trees below which one more thread for margins costs more than it saves
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def leaf_credit_table(value: float, zero: np.ndarray) -> np.ndarray:
@@ -234,9 +247,9 @@ class CompiledTrees:
         return {k: v for k, v in self.__dict__.items() if k != "_kernel"}  # the C handle is rebuilt after loading
 
     @cached_property
-    def _kernel(self) -> Any:
-        """The C kernel bound to these tables, ``(X, margin out, contributions out or None) -> None``; None when
-        it was not built or no tree has a split."""
+    def _kernel(self) -> tuple[Any, Any] | None:
+        """The C kernel (``models._trees``) and its handle on these tables; None when it was not built or no tree
+        has a split."""
         try:
             native = importlib.import_module("models._trees")
         except ImportError:
@@ -247,7 +260,7 @@ class CompiledTrees:
         if depths.max() > _KERNEL_MAX_DEPTH:
             return None
         shape = (self.n_features, self.width, self.path_lookup.shape[-1], self.cat_left.shape[1])
-        return partial(native.explain, native.bind(self._kernel_tables(paths, depths), *shape))
+        return native, native.bind(self._kernel_tables(paths, depths), *shape)
 
     def _kernel_tables(self, paths: np.ndarray, depths: np.ndarray) -> tuple[np.ndarray, ...]:
         """The tables in the order, types and layout ``models/_trees.c`` reads them (read once: treat as immutable)."""
@@ -282,6 +295,7 @@ class CompiledTrees:
             self.credit.astype(np.float64),
             order,
             order_value,
+            self._children(paths, depths),
         )
 
     def _leaf_paths(self) -> tuple[np.ndarray, np.ndarray]:
@@ -312,11 +326,40 @@ class CompiledTrees:
         value[owner] = self.reached_value[at]
         return pattern, value
 
+    def _children(self, paths: np.ndarray, depths: np.ndarray) -> np.ndarray:
+        """Per split and side (``2 * split + 1``: left): the next split's position in its tree, or ``~leaf``.
+
+        A leaf's path decisions are those whose outcome follows every split on its path: the largest
+        ``outcome_row`` of its range. Slots no path uses (padding splits) hold ``~0``; no walk reaches them.
+        """
+        trees, _, _, leaves = self.path_lookup.shape
+        child = np.full(2 * trees * self.width, ~0, dtype=np.int32)
+        longest = len(paths) // len(depths)
+        for leaf in np.flatnonzero(self.leaf_base > 0):
+            base, depth = int(self.leaf_base[leaf]), int(depths[leaf])
+            decisions = int(np.argmax(self.outcome_row[base : base + 2**depth]))
+            path = paths[leaf * longest : leaf * longest + depth]
+            tree_start = leaf // leaves * self.width
+            for k, split in enumerate(path):
+                following = path[k + 1] if k + 1 < depth else ~(leaf % leaves)
+                child[2 * (tree_start + split) + (decisions >> k & 1)] = following
+        return child
+
     def _native(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        native, handle = self._kernel
         X = np.ascontiguousarray(X, dtype=np.float64)
         margin = np.empty(len(X))
-        contributions = np.empty((len(X), self.n_features)) if explain else None
-        self._kernel(X, margin, contributions)
+        if not explain:
+            parts = min(_threads(), -(-len(X) * len(self.split_trees) // _WORK_PER_THREAD))
+            if parts > 1:  # the kernel lets go of the GIL for work this large
+                bounds = np.linspace(0, len(X), parts + 1).astype(int)
+                with ThreadPoolExecutor(parts) as pool:
+                    list(pool.map(lambda a, b: native.margin(handle, X[a:b], margin[a:b]), bounds[:-1], bounds[1:]))
+            else:
+                native.margin(handle, X, margin)
+            return margin, None
+        contributions = np.empty((len(X), self.n_features))
+        native.explain(handle, X, margin, contributions)
         return margin, contributions
 
     def _decisions(self, X: np.ndarray) -> np.ndarray:
@@ -366,6 +409,11 @@ class CompiledTrees:
             raise ValueError(f"the rows have {X.shape[1]} columns; the trees read {self.n_features}")
         return X
 
+    @property
+    def native(self) -> bool:
+        """Whether the C kernel scores these trees (built by the install, and the trees not too deep for it)."""
+        return self._kernel is not None
+
     def margin(self, X: np.ndarray, native: bool = True) -> np.ndarray:
         """Raw margin (log-odds) of rows of an encoded matrix (``native=False``: the numpy path)."""
         X = self._rows(X)
@@ -373,6 +421,8 @@ class CompiledTrees:
             return np.zeros(0)
         if native and self._kernel is not None:
             return self._native(X, explain=False)[0]
+        if len(X) > _NUMPY_ROWS:
+            return np.concatenate([self.margin(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, len(X), _NUMPY_ROWS)])
         return self._margin(self._decisions(X) if len(self.split_trees) else None, len(X))
 
     def explain(self, X: np.ndarray, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +435,9 @@ class CompiledTrees:
             return self._native(X, explain=True)
         if not len(self.split_trees):
             return self._margin(None, n), np.zeros((n, self.n_features))
+        if n > _NUMPY_ROWS:
+            parts = [self.explain(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, n, _NUMPY_ROWS)]
+            return np.concatenate([m for m, _ in parts]), np.concatenate([c for _, c in parts])
         decisions = self._decisions(X)
         credit = self.credit[self.outcome_row[decisions][:, self.group_leaf] + self.group_slot]
         if n == 1:

@@ -34,6 +34,14 @@ def score_of(score_reference: np.ndarray, probability: np.ndarray) -> np.ndarray
     return np.searchsorted(score_reference, probability, side="right").clip(1, 101) - 1
 
 
+def scored_columns(probability: np.ndarray, score_reference: np.ndarray, routing: RoutingPolicy) -> dict[str, np.ndarray]:
+    """The probability, 0-100 score, tier and queue columns of calibrated probabilities."""
+    tier = routing.tier_index(probability)
+    names = np.array([t.name for t in routing.tiers], dtype=object)
+    queues = np.array([t.queue for t in routing.tiers], dtype=object)
+    return {"probability": probability, "score": score_of(score_reference, probability), "tier": names[tier], "queue": queues[tier]}
+
+
 def load_checked(path: Path, cls: type[T], what: str) -> T:
     """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error)."""
     obj = joblib.load(path)
@@ -66,6 +74,12 @@ class Scorer:
     @property
     def input_columns(self) -> list[str]:
         return list(self._names)
+
+    def score_table(self, table: Any) -> dict[str, np.ndarray]:
+        """Probability, score, tier and queue columns for a table of leads (a DataFrame or a mapping of
+        column -> values; batch scoring): the trees walked in C, across the cores, for large tables."""
+        probability = self.calibration(self.trees.margin(self.columns.transform(table)))
+        return scored_columns(probability, self.score_reference, self.routing)
 
     def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
         """One answer per record, in order; ``reasons`` (top ``k`` up and down) when ``explain``."""

@@ -98,6 +98,7 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
             native, reference = trees.explain(rows), trees.explain(rows, native=False)
             np.testing.assert_array_equal(native[0], reference[0])
             np.testing.assert_array_equal(native[1], reference[1])  # the same additions in the same order
+            np.testing.assert_array_equal(trees.margin(rows), reference[0])  # the walk from the root
     for native in (True, False):
         with pytest.raises(ValueError, match="4 columns; the trees read 6"):
             compiled.explain(probe[:, :4], native=native)
@@ -111,6 +112,41 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
     with pytest.raises(ValueError, match="out of range"):
         bad.explain(probe[:2])
     assert pickle.loads(pickle.dumps(compiled)).explain(probe[:5])[1].tolist() == compiled.explain(probe[:5])[1].tolist()
+
+
+@KERNEL
+def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch scoring walks the trees in C on every core: the same floats as LightGBM, in row order."""
+    from models import compiled_trees
+
+    X, y = _data(3)
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, y, categorical_feature=[0]), 40)
+    compiled = CompiledTrees.from_booster(booster)
+    rows = np.concatenate([_probe(3)] * 7)  # 3,500 rows: a part per thread, none a multiple of the kernel's block
+    calls = []
+    kernel, handle = compiled._kernel
+    monkeypatch.setattr(compiled, "_kernel", (type("Spy", (), {"margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a)),
+                                                              "explain": staticmethod(kernel.explain)}), handle))
+    monkeypatch.setattr(compiled_trees, "_WORK_PER_THREAD", 1000)
+    monkeypatch.setattr(compiled_trees, "_threads", lambda: 3)
+    np.testing.assert_array_equal(compiled.margin(rows), booster.predict(rows, raw_score=True))
+    assert sorted(calls) == [1166, 1167, 1167]
+
+
+@KERNEL
+def test_the_kernel_refuses_a_tree_walk_that_could_loop_or_leave_its_tree() -> None:
+    X, y = _data(4)
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5)
+    compiled = CompiledTrees.from_booster(booster)
+    native = importlib.import_module("models._trees")
+    shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
+    for slot, value in ((3, 0), (0, ~15)):  # a split's child back at the root; a leaf past the tree's leaves
+        tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
+        child = tables[-1].copy()
+        child[slot] = value
+        with pytest.raises(ValueError, match="out of range, or a child before its split"):
+            native.bind((*tables[:-1], child), *shape)
 
 
 @PATHS
@@ -156,11 +192,12 @@ def test_isotonic_curve_predicts_as_scikit_learn() -> None:
     np.testing.assert_allclose(calibrator.predict(probe), reference.predict(probe), rtol=0, atol=1e-12)
 
 
-def test_the_scoring_service_loads_a_model_without_scikit_learn_or_lightgbm(scorer: Scorer, tmp_path: Path) -> None:
+def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn_or_lightgbm(scorer: Scorer, tmp_path: Path) -> None:
     path = scorer.save(tmp_path / "scorer.joblib")
     code = (
         "import sys; from serving.app import create_app; from models import registry; from models.scorer import Scorer\n"
-        f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}])\n"
+        "from leadscore.cli import app; from training.batch import load_leads, score_leads, write_atomic\n"
+        f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}]); s.score_table({{'source': ['web', 'event']}})\n"
         "heavy = sorted(m for m in ('sklearn', 'lightgbm') if m in sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -14,10 +14,10 @@ from features.encoder import FeatureEncoder
 from features.online import lead_feature_record
 from features.schema import Activity, LeadRecord
 from models.artifact import ScoringArtifact
-from models.scorer import Scorer
 from models.baselines import ManualProcessClassifier
 from models.lead_model import LeadScoringModel
 from models.routing import RoutingSpec, TierSpec, fit_routing
+from models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
 from training.metrics import binary_metrics, expected_calibration_error, top_share
 from training.train import FitResult
 
@@ -63,6 +63,36 @@ def test_request_records_score_exactly_as_the_batch_frame(fitted: FitResult, sco
             np.testing.assert_allclose([a["probability"] for a in answers], batch["probability"].to_numpy(), rtol=0, atol=1e-12)
             assert [a["tier"] for a in answers] == list(batch["tier"])
             assert [a["score"] for a in answers] == list(batch["score"])
+
+
+def test_batch_scoring_with_the_serving_form_gives_the_artifacts_floats(fitted: FitResult, scorer: Scorer) -> None:
+    """`leadscore score` scores with the scorer (trees walked in C); promotion and reports with LightGBM: the same answers."""
+    rows = fitted.holdout
+    batch = fitted.artifact.score_frame(rows)
+    table = scorer.score_table(rows)
+    np.testing.assert_array_equal(table["probability"], batch["probability"].to_numpy())
+    for column in ("score", "tier", "queue"):
+        assert table[column].tolist() == batch[column].tolist()
+
+
+def test_batch_scoring_falls_back_to_lightgbm_where_no_kernel_was_built(
+    fitted: FitResult, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from features.mapping import Mapping
+    from models.compiled_trees import CompiledTrees
+    from training.batch import batch_model, score_leads
+
+    fitted.artifact.save(tmp_path / ARTIFACT_FILE)
+    scorer.save(tmp_path / SCORER_FILE)
+    mapping = Mapping.model_validate(scorer.metadata["mapping"])
+    answers = []
+    for built in (True, False):
+        monkeypatch.setattr(CompiledTrees, "native", property(lambda self, built=built: built))
+        model = batch_model(tmp_path)
+        assert isinstance(model, Scorer if built else ScoringArtifact)
+        answers.append(score_leads(fitted.holdout, model, mapping, "lead-scoring", "7"))
+    pd.testing.assert_frame_equal(*answers)
+    assert list(answers[0].columns) == [mapping.id, "probability", "score", "tier", "queue", "model_name", "model_version"]
 
 
 def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResult, scorer: Scorer, crm_tables) -> None:

@@ -1,15 +1,25 @@
-"""Batch scoring of a lead file (or a CRM-form folder) with a registered model; the output is written atomically."""
+"""Batch scoring of a lead file (or a CRM-form folder) with a registered model; the output is written atomically.
+
+It scores with the model's serving form (:class:`models.scorer.Scorer`, as the API does): the same
+encoding, the trees walked in C on every core, and neither LightGBM nor scikit-learn loaded. Where the
+install built no C kernel, it scores with the artifact's LightGBM instead (the numpy walk would take
+about 67 us a lead against LightGBM's 5-10); tests hold both to the same floats.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.build import CrmTables, read_crm_tables, scoring_frame
 from features.files import write_via_temp
 from features.mapping import DataError, Mapping, read_table
-from models.artifact import ScoringArtifact
+from models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
+
+if TYPE_CHECKING:
+    from models.artifact import ScoringArtifact
 
 
 def load_leads(path: Path, mapping: Mapping, as_of: str | None) -> pd.DataFrame:
@@ -31,18 +41,17 @@ def write_atomic(frame: pd.DataFrame, output: Path) -> Path:
     return write_via_temp(output, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def score_leads(leads: pd.DataFrame, artifact: ScoringArtifact, mapping: Mapping, model_name: str, version: str) -> pd.DataFrame:
+def batch_model(folder: Path) -> Scorer | ScoringArtifact:
+    """The model form that scores large tables fastest from a cached version's folder (see the module's note)."""
+    scorer = Scorer.load(Path(folder) / SCORER_FILE)
+    if scorer.trees.native:
+        return scorer
+    from models.artifact import ScoringArtifact  # LightGBM and scikit-learn load only on this path
+
+    return ScoringArtifact.load(Path(folder) / ARTIFACT_FILE)
+
+
+def score_leads(leads: pd.DataFrame, scorer: Scorer | ScoringArtifact, mapping: Mapping, model_name: str, version: str) -> pd.DataFrame:
     """Probability, score, tier and queue per lead, with the id and the model version that scored it."""
-    scored = artifact.score_frame(leads)
     ids = leads[mapping.id] if mapping.id in leads.columns else pd.Series(range(len(leads)), name=mapping.id)
-    return pd.DataFrame(
-        {
-            mapping.id: ids.to_numpy(),
-            "probability": scored["probability"].to_numpy(),
-            "score": scored["score"].to_numpy(),
-            "tier": scored["tier"].to_numpy(),
-            "queue": scored["queue"].to_numpy(),
-            "model_name": model_name,
-            "model_version": version,
-        }
-    )
+    return pd.DataFrame({mapping.id: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version})
