@@ -134,6 +134,24 @@ def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: py
     assert sorted(calls) == [1166, 1167, 1167]
 
 
+def test_the_numpy_path_takes_large_batches_in_parts_with_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its split values are rows x trees x splits floats: a million leads at once would need about 19 GB."""
+    from models import compiled_trees
+
+    X, y = _data(5)
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, y, categorical_feature=[0]), 20)
+    compiled = CompiledTrees.from_booster(booster)
+    rows = _probe(5)
+    whole_margin, (margin, contributions) = compiled.margin(rows, native=False), compiled.explain(rows, native=False)
+    monkeypatch.setattr(compiled_trees, "_NUMPY_ROWS", 7)
+    np.testing.assert_array_equal(compiled.margin(rows, native=False), whole_margin)
+    parts = compiled.explain(rows, native=False)
+    np.testing.assert_array_equal(parts[0], margin)
+    np.testing.assert_array_equal(parts[1], contributions)
+    np.testing.assert_array_equal(whole_margin, booster.predict(rows, raw_score=True))
+
+
 @KERNEL
 def test_the_kernel_refuses_a_tree_walk_that_could_loop_or_leave_its_tree() -> None:
     X, y = _data(4)
