@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,9 +31,11 @@ LOGISTIC_MAX_ROWS = 100_000
 class ClipToFitRange(TransformerMixin, BaseEstimator):
     """Clip each column to the range it had in ``fit``.
 
-    Before a ``SplineTransformer`` (uniform knots, constant extrapolation) this changes no value, since
-    beyond its boundary knots the spline stays at its boundary value; it spares the sparse spline its
-    slow path for out-of-range rows (a LIL matrix: 8 s for 170k holdout leads).
+    Before a ``SplineTransformer`` with uniform knots this gives the values of constant extrapolation
+    (beyond its boundary knots a spline stays at its boundary value), so the spline can extrapolate by
+    "continue", whose rows are then all in range: it spares the sparse spline its slow path for
+    out-of-range rows (a LIL matrix: 8 s for 170k holdout leads) and scipy's range check of every column
+    (Python's ``min`` and ``max`` over the array: 0.37 s there).
     """
 
     def fit(self, X: Any, y: Any = None) -> ClipToFitRange:
@@ -45,18 +49,23 @@ class ClipToFitRange(TransformerMixin, BaseEstimator):
 
 
 class RowSample(ClassifierMixin, BaseEstimator):
-    """Fit ``estimator`` on at most ``max_rows`` training rows.
+    """Fit ``estimator`` on at most ``max_rows`` training rows; predict large inputs in row blocks on threads.
 
     With ``max_rows`` rows or fewer every row is used, as given. With more, a uniform sample of
     ``max_rows`` rows drawn without replacement by ``numpy.random.default_rng(random_state)`` (kept in
     input order) is used: a linear baseline with a few hundred coefficients is about as good on 100k rows
-    as on a million, at a fraction of the time. Prediction uses the fitted estimator on every row.
+    as on a million, at a fraction of the time. Prediction uses the fitted estimator on every row: with
+    at least twice ``block_rows`` rows, in blocks on threads (one per core, at most), whose answers are
+    the ones of all rows at once (each row's are its own). scikit-learn's spline and sparse code lets go of
+    the GIL for much of the work: 170k holdout leads of the logistic baseline (1M synthetic) in about
+    1.2-1.6 s instead of 1.9-2.3 s on 2 cores.
     """
 
-    def __init__(self, estimator: Any = None, max_rows: int | None = LOGISTIC_MAX_ROWS, random_state: int = 0):
+    def __init__(self, estimator: Any = None, max_rows: int | None = LOGISTIC_MAX_ROWS, random_state: int = 0, block_rows: int = 50_000):
         self.estimator = estimator
         self.max_rows = max_rows
         self.random_state = random_state
+        self.block_rows = block_rows
 
     def rows(self, n: int) -> np.ndarray | None:
         """Positions of the rows ``fit`` learns on among ``n``; None means all of them."""
@@ -75,7 +84,14 @@ class RowSample(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(X)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        blocks = min(cores, len(X) // max(self.block_rows, 1))
+        if blocks <= 1:
+            return self.estimator_.predict_proba(X)
+        rows = X.iloc if isinstance(X, pd.DataFrame) else X
+        bounds = np.linspace(0, len(X), blocks + 1).astype(int)
+        with ThreadPoolExecutor(blocks) as pool:
+            return np.concatenate(list(pool.map(lambda a, b: self.estimator_.predict_proba(rows[a:b]), bounds[:-1], bounds[1:])))
 
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "estimator_")
@@ -104,7 +120,7 @@ def logistic_baseline(
                     SimpleImputer(strategy="median", keep_empty_features=True),
                     FunctionTransformer(_signed_log1p),
                     ClipToFitRange(),
-                    SplineTransformer(n_knots=6, degree=3, sparse_output=True),
+                    SplineTransformer(n_knots=6, degree=3, extrapolation="continue", sparse_output=True),
                 ),
                 list(range(n_cat, n_cat + n_num)),
             ),

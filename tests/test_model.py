@@ -200,8 +200,28 @@ def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
     np.testing.assert_array_equal(everything.predict_proba(frame), clone(everything.estimator).fit(frame, y).predict_proba(frame))
 
 
+def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_all_rows_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from models.baselines import logistic_baseline
+
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(size=1000), "z": rng.exponential(size=1000), "c": rng.choice(["a", "b", "c"], size=1000)})
+    y = (frame["x"] + rng.normal(size=1000) > 0).astype(int).to_numpy()
+    model = logistic_baseline(FeatureEncoder(categorical=["c"], numeric=["x", "z"])).fit(frame, y)
+    whole = model.estimator_.predict_proba(frame)
+    calls = []
+    spy = model.estimator_.predict_proba
+    monkeypatch.setattr(model.estimator_, "predict_proba", lambda X: calls.append(len(X)) or spy(X))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    model.set_params(block_rows=300)
+    np.testing.assert_array_equal(model.predict_proba(frame), whole)
+    assert sorted(calls) == [333, 333, 334]
+
+
 def test_logistic_baseline_clipping_changes_no_spline_value_and_new_missing_numbers_score() -> None:
-    """The clip before the spline only spares a slow path: out-of-range and newly missing numbers score as without it."""
+    """The clip before the spline only spares slow paths: out-of-range and newly missing numbers score as with a
+    spline that extrapolates by a constant and no clip."""
     from models.baselines import logistic_baseline
 
     rng = np.random.default_rng(1)
@@ -211,7 +231,9 @@ def test_logistic_baseline_clipping_changes_no_spline_value_and_new_missing_numb
     encoder = FeatureEncoder(categorical=["c"], numeric=["x", "z"])
     clipped = logistic_baseline(encoder).fit(frame, y)
     unclipped = logistic_baseline(encoder)
-    unclipped.estimator.set_params(prepare__numbers__cliptofitrange="passthrough")
+    unclipped.estimator.set_params(
+        prepare__numbers__cliptofitrange="passthrough", prepare__numbers__splinetransformer__extrapolation="constant"
+    )
     unclipped.fit(frame, y)
     beyond = pd.DataFrame({"x": [-50.0, 50.0, np.nan, 0.1], "z": [1e6, -3.0, 0.5, np.nan], "c": ["a", "b", "zzz", "a"]})
     np.testing.assert_allclose(clipped.predict_proba(beyond), unclipped.predict_proba(beyond), rtol=0, atol=1e-12)
