@@ -8,6 +8,7 @@ scrape counts every worker's requests whichever worker answers it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -19,9 +20,38 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+def forget_dead_workers(folder: str) -> list[int]:
+    """Remove the live gauges (``leadscore_model_info``) that worker processes now gone left in ``folder``.
+
+    uvicorn starts a new worker when one dies, but gives no hook to tell prometheus_client
+    (``mark_process_dead``), so each worker does it as it starts. Counts and latencies of the dead stay:
+    they happened. Returns the process ids forgotten.
+    """
+    gone = set()
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            gone.add(int(pid))
+    for pid in gone:
+        multiprocess.mark_process_dead(pid, folder)
+    return sorted(gone)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class Metrics:
     def __init__(self) -> None:
         self.shared = bool(os.environ.get(MULTIPROCESS_ENV))  # several workers: values live in the shared folder
+        if self.shared:
+            forget_dead_workers(os.environ[MULTIPROCESS_ENV])
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "leadscore_http_requests_total", "HTTP requests by route, method and status.",

@@ -375,3 +375,27 @@ def test_several_workers_get_a_metrics_folder_removed_after_them(monkeypatch: py
     with shared_metrics_folder():
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(given)
     assert given.is_dir()
+
+
+def test_a_worker_that_died_leaves_no_model_version_in_the_summed_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn restarts a dead worker without telling prometheus_client: the new worker forgets the dead one's
+    model version (a live gauge) and keeps its counts. (Each worker is a process: prometheus_client picks its
+    multiprocess mode when it is imported.)"""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def worker(version: str) -> str:
+        code = (
+            "from prometheus_client import generate_latest; from serving.metrics import Metrics; m = Metrics();"
+            f"m.set_model('lead-scoring', {version!r}, 'registry', None); m.observe('/v1/score', 'POST', 200, 0.001);"
+            "print(generate_latest(m.exposition()).decode())"
+        )
+        return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+
+    assert 'version="1"} 1.0' in worker("1")  # this worker dies serving version 1
+    text = worker("2")
+    assert 'leadscore_model_info{name="lead-scoring",source="registry",version="2"} 1.0' in text
+    assert 'version="1"' not in text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="200"} 2.0' in text
