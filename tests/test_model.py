@@ -169,6 +169,11 @@ def test_scorer_round_trips_through_one_file(fitted: FitResult, scorer: Scorer, 
     assert loaded.score_records(records) == scorer.score_records(records)
     assert loaded.input_columns == list(fitted.artifact.input_columns) and loaded.metadata == fitted.artifact.metadata
     assert not list(tmp_path.glob(".*.tmp"))
+    # a scorer saved by an earlier leadscore held its lookups of the time (other types, fewer of them)
+    earlier = {**loaded.__getstate__(), "_names": loaded.input_columns, "_cutoffs": np.array([0.5])}
+    restored = Scorer.__new__(Scorer)
+    restored.__setstate__(earlier)
+    assert restored.score_records(records) == scorer.score_records(records)
 
 
 def test_metrics_by_hand() -> None:
