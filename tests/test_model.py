@@ -136,6 +136,20 @@ def test_reasons_name_readable_factors_that_are_lightgbms_treeshap_values(fitted
     assert scored["probability"] == pytest.approx(scorer.score_records([record], explain=False)[0]["probability"], abs=1e-12)
 
 
+def test_reasons_rank_by_contribution_keep_the_feature_order_on_ties_and_leave_out_no_effect() -> None:
+    from models.explain import reasons
+
+    contributions = np.array([0.5, -0.2, 0.5, 0.0, -0.2, 0.1, 0.5, -0.7, 0.0])
+    names = [f"f{i}" for i in range(9)]
+    top = reasons(contributions, names, {"f0": "First"}, {"f0": np.float64(2.0), "f7": float("nan")}, k=3)
+    assert [f["feature"] for f in top["positive"]] == ["f0", "f2", "f6"]
+    assert [f["feature"] for f in top["negative"]] == ["f7", "f1", "f4"]
+    assert top["positive"][0] == {"feature": "f0", "label": "First", "value": 2.0, "contribution": 0.5}
+    assert top["negative"][0]["value"] is None
+    few = reasons(np.array([0.0, 0.3, 0.0]), names[:3], {}, {}, k=3)
+    assert few == {"positive": [{"feature": "f1", "label": "f1", "value": None, "contribution": 0.3}], "negative": []}
+
+
 def test_score_is_the_percentile_among_recent_leads_and_tiers_follow_the_policy(fitted: FitResult) -> None:
     scored = fitted.artifact.score_frame(fitted.holdout)
     assert scored["score"].between(0, 100).all()
