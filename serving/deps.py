@@ -8,7 +8,7 @@ dependencies.
 from __future__ import annotations
 
 import hmac
-import uuid
+import random
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
@@ -77,11 +77,13 @@ Model = Annotated[LoadedModel, Depends(get_model)]
 
 
 def request_id(headers: Headers) -> str:
-    """The caller's ``X-Request-Id`` when it is a short token, else a new one."""
+    """The caller's ``X-Request-Id`` when it is a short token, else a new one (32 hex digits)."""
     given = headers.get("x-request-id", "")
     if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
         return given
-    return uuid.uuid4().hex
+    # unique, not secret: 128 bits of Python's generator (seeded from the OS in each process) are
+    # as unlikely to repeat as a uuid4, and cost 0.5 us where uuid4's os.urandom took about 15 us here
+    return f"{random.getrandbits(128):032x}"
 
 
 def scoring_context(state: AppState, headers: Headers) -> tuple[LoadedModel, str]:

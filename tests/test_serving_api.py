@@ -68,6 +68,14 @@ def test_score_answers_the_contract(client: TestClient) -> None:
     assert "email" not in response.text and "Jane" not in response.text
 
 
+def test_request_ids_are_the_callers_short_token_or_new_and_distinct(client: TestClient) -> None:
+    made = {client.post("/v1/score", json=lead()).json()["request_id"] for _ in range(20)}
+    assert len(made) == 20 and all(len(r) == 32 and int(r, 16) >= 0 for r in made)
+    assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": "crm-42_a"}).json()["request_id"] == "crm-42_a"
+    for bad in ("x" * 65, "a b", "a/b"):
+        assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": bad}).json()["request_id"] not in made | {bad}
+
+
 def test_sla_and_queue_follow_the_models_routing_policy(client: TestClient, fitted: FitResult) -> None:
     body = client.post("/v1/score", json=lead()).json()
     tier = {t.name: t for t in fitted.artifact.routing.tiers}[body["tier"]]
