@@ -366,6 +366,37 @@ def test_concurrent_single_leads_are_scored_together_with_their_own_answers(sett
     assert "leadscore_single_lead_batch_size_count 9.0" in metrics
 
 
+def test_lone_requests_are_scored_at_once_until_two_meet_in_one_turn(scorer: Scorer) -> None:
+    """After LONE_BATCHES batches of one, a request is answered within its own turn of the loop (no extra turn);
+    two requests in one turn bring batching back."""
+    import asyncio
+
+    from serving.batcher import LONE_BATCHES, MicroBatcher
+
+    model = LoadedModel(scorer, "lead-scoring", "7", "registry")
+    leads = [LeadRecord.model_validate(lead(lead_id=f"L-{i}", employees=10 * (i + 1))) for i in range(LONE_BATCHES + 6)]
+    sizes: list[int] = []
+
+    async def run() -> tuple[Any, Any]:
+        batcher = MicroBatcher(lambda lead_id: lead_id, sizes.append)
+        for i in range(LONE_BATCHES):
+            await batcher.score(model, leads[i], f"r{i}", True)
+        assert not batcher.batching and sizes == [1] * LONE_BATCHES
+        step = batcher.score(model, leads[LONE_BATCHES], "at-once", True)
+        with pytest.raises(StopIteration) as done:  # finished without waiting for the loop
+            step.send(None)
+        await asyncio.sleep(0)
+        pair = await asyncio.gather(*(batcher.score(model, x, "pair", True) for x in leads[LONE_BATCHES + 1 : LONE_BATCHES + 3]))
+        assert batcher.batching
+        three = await asyncio.gather(*(batcher.score(model, x, "three", True) for x in leads[LONE_BATCHES + 3 :]))
+        return done.value.value, [*pair, *three]
+
+    first, later = asyncio.run(run())
+    assert sizes[LONE_BATCHES:] == [1, 1, 1, 3]  # at once; the pair's first at once, its second queued; three together
+    assert first[0]["lead_id"] == f"L-{LONE_BATCHES}" and first[1]["request_id"] == "at-once"
+    assert [a["lead_id"] for a, _ in later] == [f"L-{i}" for i in range(LONE_BATCHES + 1, LONE_BATCHES + 6)]
+
+
 def test_several_workers_get_a_metrics_folder_removed_after_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--workers N` without PROMETHEUS_MULTIPROC_DIR: a fresh folder for the run, then gone; a given one is kept."""
     import os
