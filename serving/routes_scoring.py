@@ -133,9 +133,14 @@ ROUTES: dict[str, tuple[Handler, type[BaseModel], dict[str, Any], type[BaseModel
 }
 
 
-def routes() -> list[Route]:
-    """The scoring routes, to put first in the app's router."""
-    return [Route(path, ScoringEndpoint(path, handler), methods=["POST"], include_in_schema=False) for path, (handler, *_) in ROUTES.items()]
+def endpoints() -> dict[str, ScoringEndpoint]:
+    """The scoring endpoints by path."""
+    return {path: ScoringEndpoint(path, handler) for path, (handler, *_) in ROUTES.items()}
+
+
+def routes(found: dict[str, ScoringEndpoint]) -> list[Route]:
+    """Routes for the endpoints, to put first in the app's router (which answers their other methods: 405)."""
+    return [Route(path, endpoint, methods=["POST"], include_in_schema=False) for path, endpoint in found.items()]
 
 
 _ERRORS = {

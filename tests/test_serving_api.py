@@ -331,6 +331,19 @@ def test_scoring_routes_answer_only_post(client: TestClient) -> None:
     assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
 
 
+def test_scoring_routes_answer_behind_a_path_prefix_and_count_in_metrics(settings: ServingSettings, scorer: Scorer) -> None:
+    """The scoring POSTs are answered before FastAPI's layers; a proxy's prefix (root_path) and the metrics still hold."""
+    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7")), root_path="/api") as prefixed:
+        assert prefixed.post("/api/v1/score", json=lead()).status_code == 200
+        assert prefixed.post("/api/v1/score/batch", json={"leads": [lead()]}).status_code == 200
+        assert prefixed.get("/api/v1/score").status_code == 405
+        assert prefixed.post("/api/v1/score", content=b"{").status_code == 422
+        metrics = prefixed.get("/api/metrics").text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="200"} 1.0' in metrics
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="422"} 1.0' in metrics
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score/batch",status="200"} 1.0' in metrics
+
+
 def test_explain_flag_is_validated_like_any_query_parameter(client: TestClient) -> None:
     assert client.post("/v1/score?explain=no", json=lead()).json()["reasons"] is None
     response = client.post("/v1/score?explain=maybe", json=lead())
