@@ -6,8 +6,9 @@
  * - margin(): raw margin of many rows, by walking each tree from its root to one leaf (the few splits
  *   on the way, not all of them) and summing the trees in the booster's order: LightGBM's own float.
  *
- * Tests hold both equal to the numpy path and to LightGBM. Every table index is checked against its
- * table's length. */
+ * Tests hold both equal to the numpy path and to LightGBM. bind() checks every index the tables hold
+ * against the table it points into, once, so the loops that score rows need no check (checking each
+ * access made explain() twice as slow). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -84,6 +85,36 @@ static int gather_nodes(Trees *t) {
     return 0;
 }
 
+/* Check what explain() reads through each leaf: its path splits within its tree, every outcome of its
+ * path decisions within OUTCOME_ROW, every credit those outcomes point to within CREDIT, its groups'
+ * features within the row; and that TREE_ORDER names trees that exist. -1: something is out of range. */
+static int check_leaves(const Trees *t) {
+    const int32_t *path = t->view[LEAF_PATH].buf, *depth = t->view[LEAF_DEPTH].buf, *base = t->view[LEAF_BASE].buf;
+    const int32_t *outcome_row = t->view[OUTCOME_ROW].buf;
+    const int64_t *start = t->view[GROUP_START].buf, *slot = t->view[GROUP_SLOT].buf, *feature = t->view[GROUP_FEATURE].buf;
+    const int64_t *order = t->view[TREE_ORDER].buf;
+    const Py_ssize_t n_leaves = t->n_trees * t->leaves, n_groups = length(t, GROUP_SLOT);
+    if (start[0] < 0) return -1;
+    for (Py_ssize_t leaf = 0; leaf < n_leaves; leaf++) {
+        if (depth[leaf] < 0 || depth[leaf] > t->depth || base[leaf] < 0) return -1;
+        for (int32_t k = 0; k < depth[leaf]; k++)
+            if (path[leaf * t->depth + k] < 0 || path[leaf * t->depth + k] >= t->width) return -1;
+        if (start[leaf + 1] < start[leaf] || start[leaf + 1] > n_groups) return -1;
+        int64_t widest = -1; /* the largest slot of the leaf's groups */
+        for (int64_t g = start[leaf]; g < start[leaf + 1]; g++) {
+            if (slot[g] < 0 || feature[g] < 0 || feature[g] >= t->n_features) return -1;
+            widest = slot[g] > widest ? slot[g] : widest;
+        }
+        const int64_t outcomes = (int64_t)1 << depth[leaf];
+        if ((int64_t)base[leaf] + outcomes > length(t, OUTCOME_ROW)) return -1;
+        for (int64_t o = base[leaf]; o < base[leaf] + outcomes && widest >= 0; o++)
+            if (outcome_row[o] < 0 || outcome_row[o] + widest >= length(t, CREDIT)) return -1;
+    }
+    for (Py_ssize_t p = 0; p < length(t, TREE_ORDER); p++)
+        if (order[p] >= t->n_trees) return -1;
+    return 0;
+}
+
 /* bind(tables, n_features, width, leaves, cat_columns) -> capsule holding the tables' buffers. */
 static PyObject *bind(PyObject *self, PyObject *args) {
     (void)self;
@@ -138,36 +169,24 @@ static PyObject *bind(PyObject *self, PyObject *args) {
         Py_DECREF(capsule);
         return PyErr_Format(PyExc_ValueError, "the tables' lengths do not agree");
     }
-    if (gather_nodes(t) < 0) {
+    if (gather_nodes(t) < 0 || check_leaves(t) < 0) {
         Py_DECREF(capsule);
         return PyErr_Format(PyExc_ValueError, "the trees' tables hold an index out of range, or a child before its split");
     }
     return capsule;
 }
 
-#define CHECK(index, table) \
-    if ((index) < 0 || (index) >= length(t, table)) { bad = 1; goto done; }
-
-/* The decision of split ``node`` (a position in the node tables) for row ``x``: 1 = the row goes left,
- * 0 = right, -1 = a table index out of range. LightGBM's Decision, as CompiledTrees._decisions reads it. */
-static inline int goes_left(const Trees *t, Py_ssize_t node, const double *x) {
-    const int64_t f = ((const int64_t *)t->view[NODE_FEATURE].buf)[node];
-    if (f < 0 || f >= t->n_features) return -1;
-    const double v = x[f];
-    const uint8_t kind = ((const uint8_t *)t->view[NODE_KIND].buf)[node];
-    if (kind == CATEGORICAL) {
-        /* as numpy: NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1 */
-        const double unknown = (double)(t->cat_columns - 2);
+/* Whether a row whose value at ``node``'s feature is ``v`` goes left: LightGBM's Decision, as
+ * CompiledTrees._decisions reads it. (A form without branches, computing both kinds and keeping one,
+ * measured a third slower.) */
+static inline int node_goes_left(const Node *node, const uint8_t *cat_left, double unknown, double v) {
+    if (node->kind == CATEGORICAL) { /* as numpy: NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1 */
         double code = isnan(v) ? unknown : v;
         code = code < -1.0 ? -1.0 : (code > unknown ? unknown : code);
-        const Py_ssize_t at = ((const int64_t *)t->view[NODE_CAT_ROW].buf)[node] * t->cat_columns + (Py_ssize_t)code + 1;
-        if (at < 0 || at >= length(t, CAT_LEFT)) return -1;
-        return ((const uint8_t *)t->view[CAT_LEFT].buf)[at] != 0;
+        return cat_left[node->cat_at + (Py_ssize_t)code + 1];
     }
-    if (kind == ZERO_MISSING && fabs(isnan(v) ? 0.0 : v) <= ZERO_THRESHOLD)
-        return ((const uint8_t *)t->view[NODE_ZERO_LEFT].buf)[node] != 0;
-    if (isnan(v)) return ((const uint8_t *)t->view[NODE_NAN_LEFT].buf)[node] != 0;
-    return v <= ((const double *)t->view[NODE_THRESHOLD].buf)[node];
+    if (node->kind == ZERO_MISSING && fabs(isnan(v) ? 0.0 : v) <= ZERO_THRESHOLD) return node->zero_left;
+    return isnan(v) ? node->nan_left : v <= node->threshold;
 }
 
 /* explain(capsule, X, margin, contributions or None): fills margin (n,) and contributions (n, n_features). */
@@ -178,7 +197,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     Trees *t = PyCapsule_GetPointer(capsule, "leadscore.trees");
     if (t == NULL) return NULL;
     Py_buffer xv = {0}, mv = {0}, cv = {0};
-    int bad = 0, explaining = contrib_obj != Py_None;
+    const int explaining = contrib_obj != Py_None;
     if (PyObject_GetBuffer(x_obj, &xv, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (PyObject_GetBuffer(margin_obj, &mv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto fail;
     if (explaining && PyObject_GetBuffer(contrib_obj, &cv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) goto fail;
@@ -196,6 +215,8 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     const int64_t *group_start = t->view[GROUP_START].buf, *group_slot = t->view[GROUP_SLOT].buf;
     const int64_t *group_feature = t->view[GROUP_FEATURE].buf, *tree_order = t->view[TREE_ORDER].buf;
     const double *order_value = t->view[ORDER_VALUE].buf;
+    const uint8_t *cat_left = t->view[CAT_LEFT].buf;
+    const double unknown = (double)(t->cat_columns - 2);
     const Py_ssize_t W = t->width, L = t->leaves, D = t->depth;
     const Py_ssize_t n_order = length(t, TREE_ORDER);
     double *tree_value = PyMem_Malloc((size_t)(t->n_trees + 1) * sizeof(double));
@@ -209,56 +230,34 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     /* Let other threads run only when the work is large: for a few rows, handing the GIL back and
        waiting to take it again costs more than the rows (and can stall an event loop for ms). */
     PyThreadState *released = n * t->n_trees >= RELEASE_GIL_WORK ? PyEval_SaveThread() : NULL;
-    for (Py_ssize_t r = 0; r < n && !bad; r++) {
+    for (Py_ssize_t r = 0; r < n; r++) {
         const double *x = X + r * F;
         double *c = explaining ? contrib + r * F : NULL;
         if (c != NULL) memset(c, 0, (size_t)F * sizeof(double));
         for (Py_ssize_t tree = 0; tree < t->n_trees; tree++) {
-            for (Py_ssize_t i = 0; i < W; i++) { /* every split's decision */
-                int left = goes_left(t, tree * W + i, x);
-                if (left < 0) { bad = 1; goto done; }
-                go[i] = (uint8_t)left;
-            }
+            const Node *nodes = t->nodes + tree * W;
+            for (Py_ssize_t i = 0; i < W; i++) /* every split's decision */
+                go[i] = (uint8_t)node_goes_left(&nodes[i], cat_left, unknown, x[nodes[i].feature]);
             double value = 0.0;
             for (Py_ssize_t j = 0; j < L; j++) {
-                Py_ssize_t leaf = tree * L + j;
+                const Py_ssize_t leaf = tree * L + j;
                 int32_t bits = 0; /* the decisions at the leaf's path splits, bit k for its k-th split */
-                for (int32_t k = 0; k < leaf_depth[leaf] && k < D; k++) {
-                    int32_t split = leaf_path[leaf * D + k];
-                    if (split < 0 || split >= W) { bad = 1; goto done; }
-                    bits |= (int32_t)go[split] << k;
-                }
+                for (int32_t k = 0; k < leaf_depth[leaf]; k++) bits |= (int32_t)go[leaf_path[leaf * D + k]] << k;
                 value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
                 if (c == NULL) continue;
-                Py_ssize_t d = (Py_ssize_t)leaf_base[leaf] + bits;
-                CHECK(d, OUTCOME_ROW);
-                for (int64_t g = group_start[leaf]; g < group_start[leaf + 1]; g++) {
-                    CHECK(g, GROUP_SLOT);
-                    Py_ssize_t at = (Py_ssize_t)outcome_row[d] + group_slot[g];
-                    CHECK(at, CREDIT);
-                    if (group_feature[g] < 0 || group_feature[g] >= F) { bad = 1; goto done; }
-                    c[group_feature[g]] += credit[at];
-                }
+                const int32_t row = outcome_row[leaf_base[leaf] + bits];
+                for (int64_t g = group_start[leaf]; g < group_start[leaf + 1]; g++) c[group_feature[g]] += credit[row + group_slot[g]];
             }
             tree_value[tree] = value;
         }
         /* the trees summed one by one in the booster's order; -1 marks a single-leaf tree (its constant) */
         double sum = 0.0;
-        for (Py_ssize_t p = 0; p < n_order; p++) {
-            int64_t tree = tree_order[p];
-            if (tree >= t->n_trees) { bad = 1; goto done; }
-            sum += tree >= 0 ? tree_value[tree] : order_value[p];
-        }
+        for (Py_ssize_t p = 0; p < n_order; p++) sum += tree_order[p] >= 0 ? tree_value[tree_order[p]] : order_value[p];
         margin[r] = sum;
     }
-done:
     if (released != NULL) PyEval_RestoreThread(released);
     PyMem_Free(tree_value);
     PyMem_Free(go);
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "a compiled-trees table index is out of range");
-        goto fail;
-    }
     PyBuffer_Release(&xv);
     PyBuffer_Release(&mv);
     if (explaining) PyBuffer_Release(&cv);
@@ -268,18 +267,6 @@ fail:
     if (mv.obj != NULL) PyBuffer_Release(&mv);
     if (cv.obj != NULL) PyBuffer_Release(&cv);
     return NULL;
-}
-
-/* The decision of ``node`` for value ``v``, as goes_left() takes it, from the gathered node. (A form
- * without branches, computing both kinds and keeping one, measured a third slower.) */
-static inline int node_goes_left(const Node *node, const uint8_t *cat_left, double unknown, double v) {
-    if (node->kind == CATEGORICAL) {
-        double code = isnan(v) ? unknown : v;
-        code = code < -1.0 ? -1.0 : (code > unknown ? unknown : code);
-        return cat_left[node->cat_at + (Py_ssize_t)code + 1];
-    }
-    if (node->kind == ZERO_MISSING && fabs(isnan(v) ? 0.0 : v) <= ZERO_THRESHOLD) return node->zero_left;
-    return isnan(v) ? node->nan_left : v <= node->threshold;
 }
 
 #define BLOCK 32 /* rows walked through a tree together: their walks overlap in the CPU (8: 15% slower) */
@@ -304,12 +291,6 @@ static PyObject *margin(PyObject *self, PyObject *args) {
         return PyErr_Format(PyExc_ValueError, "X and margin do not agree in shape");
     }
     const int64_t *tree_order = t->view[TREE_ORDER].buf;
-    for (Py_ssize_t p = 0; p < length(t, TREE_ORDER); p++)
-        if (tree_order[p] >= t->n_trees) {
-            PyBuffer_Release(&xv);
-            PyBuffer_Release(&mv);
-            return PyErr_Format(PyExc_ValueError, "a compiled-trees table index is out of range");
-        }
     const double *X = xv.buf, *leaf_value = t->view[LEAF_VALUE].buf, *order_value = t->view[ORDER_VALUE].buf;
     const uint8_t *cat_left = t->view[CAT_LEFT].buf;
     const double unknown = (double)(t->cat_columns - 2);

@@ -167,6 +167,34 @@ def test_the_kernel_refuses_a_tree_walk_that_could_loop_or_leave_its_tree() -> N
             native.bind((*tables[:-1], child), *shape)
 
 
+@KERNEL
+@pytest.mark.parametrize(
+    ("table", "at", "value"),
+    [
+        (7, 0, 16),  # a path split past its tree's splits
+        (9, 3, 10**8),  # a leaf's outcomes past the outcome table
+        (10, 5, 10**8),  # an outcome's credits past the credit table
+        (15, 2, 6),  # a credit for a feature the rows do not have
+        (13, 1, -1),  # groups that run backwards
+        (17, 0, 99),  # a tree that does not exist, in the sum
+    ],
+    ids=["path", "outcomes", "credits", "feature", "groups", "order"],
+)
+def test_the_kernel_refuses_tables_that_point_out_of_range_when_it_binds_them(table: int, at: int, value: int) -> None:
+    """The kernel checks every index once, when it binds the tables, so scoring rows needs no check."""
+    X, y = _data(6)
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5)
+    compiled = CompiledTrees.from_booster(booster)
+    native = importlib.import_module("models._trees")
+    shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
+    tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
+    native.bind(tuple(tables), *shape)  # as they are: accepted
+    tables[table] = tables[table].copy()
+    tables[table][at] = value
+    with pytest.raises(ValueError, match="out of range"):
+        native.bind(tuple(tables), *shape)
+
+
 @PATHS
 def test_trees_without_splits_add_their_constant(native: bool) -> None:
     X, _ = _data(1, 300)
