@@ -47,6 +47,8 @@ def _parse(schema: type[M], raw: bytes) -> M:
 
 
 def _explain(scope: dict[str, Any]) -> bool:
+    if not scope["query_string"]:  # the usual request: no query to parse
+        return True
     given = QueryParams(scope["query_string"]).getlist("explain")
     if not given:
         return True
