@@ -86,6 +86,9 @@ def as_objects(values: Sequence[Any]) -> np.ndarray:
 
 
 def _category_code(value: Any, codes: Mapping[str, int], other: float, missing: frozenset[str]) -> float:
+    if type(value) is str:  # the usual value: what is_missing and category_text do with a str, at once
+        text = value.strip()
+        return math.nan if text in missing else float(codes.get(text, other))
     return math.nan if is_missing(value, missing) else float(codes.get(category_text(value), other))
 
 
