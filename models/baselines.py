@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from features.columns import encode_boolean, encode_numeric
 from features.encoder import FeatureEncoder
 from features.mapping import ManualProcess
+from models.threads import cores, in_row_blocks
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -84,14 +83,11 @@ class RowSample(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "estimator_")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        blocks = min(cores, len(X) // max(self.block_rows, 1))
+        blocks = min(cores(), len(X) // max(self.block_rows, 1))
         if blocks <= 1:
             return self.estimator_.predict_proba(X)
         rows = X.iloc if isinstance(X, pd.DataFrame) else X
-        bounds = np.linspace(0, len(X), blocks + 1).astype(int)
-        with ThreadPoolExecutor(blocks) as pool:
-            return np.concatenate(list(pool.map(lambda a, b: self.estimator_.predict_proba(rows[a:b]), bounds[:-1], bounds[1:])))
+        return np.concatenate(in_row_blocks(lambda a, b: self.estimator_.predict_proba(rows[a:b]), len(X), blocks))
 
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "estimator_")

@@ -25,23 +25,24 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
 
 When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
 tables, row by row, in about a tenth of the time for a lead (25 against 265 us, tight loops; it checks
-the tables' indexes once, when it binds them); without it the numpy path runs. Tests hold the two equal, float for float. For margins alone (batch scoring,
-``explain=false``) the kernel walks each tree from its root to one leaf instead, 32 rows at a time, on
-every core for large batches: 1M leads of the 150-tree model in 2.4 s on 2 cores, against 5.3 s for
-``Booster.predict``, and one lead in 8 us against 18 us. Tests hold it equal to LightGBM too.
+the tables' indexes once, when it binds them); without it the numpy path runs. Tests hold the two
+equal, float for float. For margins alone (batch scoring, ``explain=false``) the kernel walks each
+tree from its root to one leaf instead, 32 rows at a time, on every core for large batches: 1M leads
+of the 150-tree model in 2.4 s on 2 cores, against 5.3 s for ``Booster.predict``, and one lead in
+8 us against 18 us. Tests hold it equal to LightGBM too.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from math import factorial
 from typing import Any
 
 import numpy as np
+
+from models.threads import cores, in_row_blocks
 
 # LightGBM's zero threshold (kZeroThreshold) and missing-value types.
 _ZERO = 1e-35
@@ -54,10 +55,6 @@ _KERNEL_MAX_DEPTH = 30  # the C kernel packs a leaf's path decisions into an int
 # for the 150-tree model); larger batches go in parts of this size
 _NUMPY_ROWS = 2048
 _WORK_PER_THREAD = 2_000_000  # rows x trees below which one more thread for margins costs more than it saves
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def leaf_credit_table(value: float, zero: np.ndarray) -> np.ndarray:
@@ -350,11 +347,9 @@ class CompiledTrees:
         X = np.ascontiguousarray(X, dtype=np.float64)
         margin = np.empty(len(X))
         if not explain:
-            parts = min(_threads(), -(-len(X) * len(self.split_trees) // _WORK_PER_THREAD))
+            parts = min(cores(), -(-len(X) * len(self.split_trees) // _WORK_PER_THREAD))
             if parts > 1:  # the kernel lets go of the GIL for work this large
-                bounds = np.linspace(0, len(X), parts + 1).astype(int)
-                with ThreadPoolExecutor(parts) as pool:
-                    list(pool.map(lambda a, b: native.margin(handle, X[a:b], margin[a:b]), bounds[:-1], bounds[1:]))
+                in_row_blocks(lambda a, b: native.margin(handle, X[a:b], margin[a:b]), len(X), parts)
             else:
                 native.margin(handle, X, margin)
             return margin, None

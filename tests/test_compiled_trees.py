@@ -129,7 +129,7 @@ def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: py
     monkeypatch.setattr(compiled, "_kernel", (type("Spy", (), {"margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a)),
                                                               "explain": staticmethod(kernel.explain)}), handle))
     monkeypatch.setattr(compiled_trees, "_WORK_PER_THREAD", 1000)
-    monkeypatch.setattr(compiled_trees, "_threads", lambda: 3)
+    monkeypatch.setattr(compiled_trees, "cores", lambda: 3)
     np.testing.assert_array_equal(compiled.margin(rows), booster.predict(rows, raw_score=True))
     assert sorted(calls) == [1166, 1167, 1167]
 

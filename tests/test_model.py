@@ -220,8 +220,7 @@ def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
 
 
 def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_all_rows_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
+    from models import baselines
     from models.baselines import logistic_baseline
 
     rng = np.random.default_rng(2)
@@ -232,7 +231,7 @@ def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_a
     calls = []
     spy = model.estimator_.predict_proba
     monkeypatch.setattr(model.estimator_, "predict_proba", lambda X: calls.append(len(X)) or spy(X))
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(baselines, "cores", lambda: 3)
     model.set_params(block_rows=300)
     np.testing.assert_array_equal(model.predict_proba(frame), whole)
     assert sorted(calls) == [333, 333, 334]
