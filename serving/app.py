@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -49,7 +50,7 @@ class ScoringAPI(FastAPI):
     FastAPI as usual.
     """
 
-    scoring: dict[str, Any] = {}  # path -> the guarded scoring endpoint
+    scoring: Mapping[str, Any] = MappingProxyType({})  # path -> the guarded scoring endpoint (set by create_app)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
