@@ -273,6 +273,7 @@ class CompiledTrees:
         order[self.split_trees] = np.arange(len(self.split_trees))
         order_value = np.zeros(self.n_trees)
         order_value[self.single_leaf_trees] = self.single_leaf_value
+        patterns = self._leaf_patterns(depths)
         return (
             self.node_feature.astype(np.int64),
             self.node_threshold.astype(np.float64),
@@ -285,14 +286,15 @@ class CompiledTrees:
             depths,
             self.leaf_base.astype(np.int32),
             self.outcome_row.astype(np.int32),
-            *self._reached_per_leaf(),
+            patterns,
+            self.reached_value[self.leaf_base + patterns.clip(0)],  # each leaf's value (padding: entry 0, 0.0)
             np.searchsorted(self.group_leaf, np.arange(len(self.leaf_base) + 1)).astype(np.int64),
             self.group_slot.astype(np.int64),
             self.group_feature.astype(np.int64),
             self.credit.astype(np.float64),
             order,
             order_value,
-            self._children(paths, depths),
+            self._children(paths, depths, patterns),
         )
 
     def _leaf_paths(self) -> tuple[np.ndarray, np.ndarray]:
@@ -312,29 +314,28 @@ class CompiledTrees:
         path[tree, leaf, position] = split
         return path.reshape(-1), depth.reshape(-1)
 
-    def _reached_per_leaf(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per leaf: the path decisions that reach it (-1: none is stored, its value being 0.0) and its value."""
-        at = np.flatnonzero(self.reached_value)
-        real = np.flatnonzero(self.leaf_base > 0)  # padding leaves have base 0; real ones rise from 1
-        owner = real[np.searchsorted(self.leaf_base[real], at, side="right") - 1]
-        pattern = np.full(len(self.leaf_base), -1, dtype=np.int32)
-        value = np.zeros(len(self.leaf_base))
-        pattern[owner] = at - self.leaf_base[owner]
-        value[owner] = self.reached_value[at]
-        return pattern, value
+    def _leaf_patterns(self, depths: np.ndarray) -> np.ndarray:
+        """Per leaf: the path decisions that lead to it (bit ``k``: left at its ``k``-th path split); -1 for padding.
 
-    def _children(self, paths: np.ndarray, depths: np.ndarray) -> np.ndarray:
+        They are the decisions whose outcome follows every split on its path: the largest ``outcome_row``
+        of the leaf's range.
+        """
+        pattern = np.full(len(self.leaf_base), -1, dtype=np.int32)
+        for leaf in np.flatnonzero(self.leaf_base > 0):  # padding leaves have base 0; real ones rise from 1
+            base = int(self.leaf_base[leaf])
+            pattern[leaf] = int(np.argmax(self.outcome_row[base : base + 2 ** int(depths[leaf])]))
+        return pattern
+
+    def _children(self, paths: np.ndarray, depths: np.ndarray, patterns: np.ndarray) -> np.ndarray:
         """Per split and side (``2 * split + 1``: left): the next split's position in its tree, or ``~leaf``.
 
-        A leaf's path decisions are those whose outcome follows every split on its path: the largest
-        ``outcome_row`` of its range. Slots no path uses (padding splits) hold ``~0``; no walk reaches them.
+        Slots no path uses (padding splits) hold ``~0``; no walk reaches them.
         """
         trees, _, _, leaves = self.path_lookup.shape
         child = np.full(2 * trees * self.width, ~0, dtype=np.int32)
         longest = len(paths) // len(depths)
-        for leaf in np.flatnonzero(self.leaf_base > 0):
-            base, depth = int(self.leaf_base[leaf]), int(depths[leaf])
-            decisions = int(np.argmax(self.outcome_row[base : base + 2**depth]))
+        for leaf in np.flatnonzero(patterns >= 0):
+            depth, decisions = int(depths[leaf]), int(patterns[leaf])
             path = paths[leaf * longest : leaf * longest + depth]
             tree_start = leaf // leaves * self.width
             for k, split in enumerate(path):

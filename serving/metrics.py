@@ -20,21 +20,16 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def forget_dead_workers(folder: str) -> list[int]:
+def forget_dead_workers(folder: str) -> None:
     """Remove the live gauges (``leadscore_model_info``) that worker processes now gone left in ``folder``.
 
     uvicorn starts a new worker when one dies, but gives no hook to tell prometheus_client
     (``mark_process_dead``), so each worker does it as it starts. Counts and latencies of the dead stay:
-    they happened. Returns the process ids forgotten.
+    they happened.
     """
-    gone = set()
-    for path in Path(folder).glob("gauge_live*_*.db"):
-        pid = path.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            gone.add(int(pid))
-    for pid in gone:
+    pids = {path.stem.rsplit("_", 1)[-1] for path in Path(folder).glob("gauge_live*_*.db")}
+    for pid in sorted(int(p) for p in pids if p.isdigit() and not _alive(int(p))):
         multiprocess.mark_process_dead(pid, folder)
-    return sorted(gone)
 
 
 def _alive(pid: int) -> bool:

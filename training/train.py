@@ -6,7 +6,6 @@ input runs before anything is logged, so bad input leaves no run and no model ve
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from models.baselines import ManualProcessClassifier, logistic_baseline
 from models.lead_model import LeadScoringModel, _threads
 from models.routing import fit_routing, load_routing
 from models.settings import MlflowSettings
+from models.threads import cores
 from training.metrics import binary_metrics
 from training.split import Split, split_frame
 
@@ -160,7 +160,7 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     # The logistic baseline (the longest, independent of the model) learns on a thread of its own: beside
     # LightGBM when LightGBM trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has
     # freed the cores, while the model predicts its holdout and the manual baselines learn.
-    concurrent = _threads(len(train), options.n_jobs) == 1 and (os.cpu_count() or 1) > 1
+    concurrent = _threads(len(train), options.n_jobs) == 1 and cores() > 1
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
         try:
