@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import random
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security, status
@@ -24,6 +25,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token (when keys are configured).")
 # How the scoring routes, which read the headers themselves, declare the same schemes in OpenAPI.
 SECURITY = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+_LOW_62 = (1 << 62) - 1
 
 
 async def get_state(request: Request) -> AppState:
@@ -77,14 +79,24 @@ Model = Annotated[LoadedModel, Depends(get_model)]
 
 
 def request_id(headers: Headers) -> str:
-    """The caller's ``X-Request-Id`` when it is a short token, else a new one (32 hex digits)."""
+    """The caller's ``X-Request-Id`` when it is a short token, else a new UUIDv7 (32 hex digits)."""
     given = headers.get("x-request-id", "")
     if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
         return given
-    # unique, not secret: 128 bits of Python's generator (seeded from the OS in each process) are as
-    # unlikely to repeat as a uuid4, and cost 0.4 us where uuid4 (an os.urandom system call) costs 2 us in
-    # a tight loop and about 15 us a request in a profile of the app
-    return f"{random.getrandbits(128):032x}"
+    return uuid7_hex()
+
+
+def uuid7_hex(now_ns: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: the Unix time in milliseconds, then 74 random bits.
+
+    Time-ordered ids go in at the end of the score log's ``request_id`` index rather than at random
+    places in it: about half the SQLite work of a logged score (measured on a 117 MB log). The random
+    bits come from Python's generator (seeded from the OS in each process): unique, not secret, and
+    0.5 us where ``uuid4`` (an ``os.urandom`` system call) costs 2 us in a tight loop.
+    """
+    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    bits = random.getrandbits(74)
+    return f"{ms << 80 | 0x7 << 76 | bits >> 62 << 64 | 0b10 << 62 | bits & _LOW_62:032x}"
 
 
 def scoring_context(state: AppState, headers: Headers) -> tuple[LoadedModel, str]:

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from features.schema import LeadRecord
 from models.scorer import Scorer
 from serving.app import create_app
-from serving.deps import BAD_KEY, NOT_READY
+from serving.deps import BAD_KEY, NOT_READY, uuid7_hex
 from serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
 from serving.settings import ServingSettings
 from serving.state import LoadedModel, StaticLoader
@@ -74,6 +75,19 @@ def test_request_ids_are_the_callers_short_token_or_new_and_distinct(client: Tes
     assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": "crm-42_a"}).json()["request_id"] == "crm-42_a"
     for bad in ("x" * 65, "a b", "a/b"):
         assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": bad}).json()["request_id"] not in made | {bad}
+
+
+def test_new_request_ids_are_uuid7_in_time_order() -> None:
+    """Time-ordered ids keep the score log's request_id index appending (README: score log)."""
+    moments = [1_700_000_000_000_000_000 + k * 1_000_000 for k in range(50)]  # one millisecond apart
+    ids = [uuid7_hex(ns) for ns in moments]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    for made, ns in zip(ids, moments, strict=True):
+        parsed = uuid.UUID(made)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and len(made) == 32
+        assert int(made[:12], 16) == ns // 1_000_000
+    before = time.time_ns() // 1_000_000
+    assert before <= int(uuid7_hex()[:12], 16) <= time.time_ns() // 1_000_000
 
 
 def test_sla_and_queue_follow_the_models_routing_policy(client: TestClient, fitted: FitResult) -> None:
