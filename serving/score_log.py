@@ -1,9 +1,16 @@
-"""The score log: every score appended to a SQL table, written in batches by a background thread.
+"""The score log: every score appended to a SQL table by a writer process, in batches.
 
 Rows hold a hash of the lead id (never the id, an email or a name), the model version, the answer and
-the time. ``append`` never blocks the request path and wakes no thread (a deque append): the writer
-wakes every ``flush_seconds`` and writes what has gathered, keeps rows through a database outage
-(retrying with a growing pause), and ``close`` flushes what is queued.
+the time. ``append`` never blocks the request path and wakes nothing (a list append). Every
+``flush_seconds`` a sender thread hands what has gathered to the writer process
+(:mod:`serving.score_log_writer`), which writes it in batches, keeps rows through a database outage
+(retrying with a growing pause) and reports what it wrote; ``close`` hands over what is left and waits
+for it to be written.
+
+Why a process: in the API's process any second thread that takes the GIL, even briefly, slows the
+event loop. A writer thread cost a busy uvloop loop 12-20% of its work at 2,300 rows a second (waking
+50 times a second to do nothing cost about as much), and a writer process none within noise
+(``bench/`` notes). The sender thread here wakes twice a second.
 """
 
 from __future__ import annotations
@@ -11,23 +18,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 log = logging.getLogger("leadscore.serving.score_log")
-RETRY_MIN_SECONDS = 0.25
-RETRY_MAX_SECONDS = 30.0
-# Rows inserted between two hand-overs of the GIL to the API's event loop: preparing rows is Python
-# work (about 11 us a row), and without a hand-over a request waits up to the interpreter's 5 ms switch
-# interval behind a 500-row batch (p99 2.5 ms at 3,300 requests/s without reasons, measured).
-YIELD_ROWS = 50
+WRITER_MODULE = "serving.score_log_writer"
 
 metadata = MetaData()
 score_log_table = Table(
@@ -62,7 +67,32 @@ def _sqlite_wal(connection: Any, record: Any) -> None:
     cursor.close()
 
 
+def open_engine(url: str) -> Engine:
+    """An engine for the score log, its table created (SQLite: the file's folder too, and write-ahead logging)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_wal)
+    metadata.create_all(engine)
+    return engine
+
+
+def write_batch(engine: Engine, batch: list[dict[str, Any]]) -> None:
+    """Insert ``batch`` in one transaction: all of it or none."""
+    with engine.begin() as conn:
+        conn.execute(score_log_table.insert(), batch)
+
+
 class ScoreLog:
+    """The API's side of the score log: queue rows, hand them to the writer process, count what it wrote.
+
+    ``written`` and the rows given to ``on_drop`` (queue full, stop deadline, or a writer process that
+    died with rows it had not written) are the writer's reports, read by the sender thread and by
+    ``close``. A writer process that dies is started again at the next hand-over.
+    """
+
     def __init__(
         self,
         url: str,
@@ -72,82 +102,122 @@ class ScoreLog:
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.url, self.flush_seconds, self.batch_rows, self.max_queued = url, flush_seconds, batch_rows, max_queued
-        self._queue: deque[dict[str, Any]] = deque()
-        self._stop = threading.Event()
+        self._pending: deque[dict[str, Any]] = deque()  # deque: appends and the sender's pops are atomic
         self._on_drop = on_drop or (lambda n: None)
-        self._thread: threading.Thread | None = None
-        self._engine: Any = None
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # the sender thread and close() both hand over and read reports
+        self._report = b""
         self.written = 0
-        self._failures = 0
-        self._deadline = float("inf")
+        self._settled = 0  # rows sent to the current writer that it reported written or dropped
+        self._sent = 0  # rows sent to the current writer
 
     def start(self) -> None:
-        parsed = make_url(self.url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self._engine = create_engine(self.url, pool_pre_ping=True)
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(self._engine, "connect", _sqlite_wal)
-        metadata.create_all(self._engine)
-        self._thread = threading.Thread(target=self._run, name="score-log-writer", daemon=True)
-        self._thread.start()
+        """Create the table (a bad URL fails here, in the API's start) and start the writer and the sender."""
+        open_engine(self.url).dispose()
+        self._writer = self._start_writer()
+        self._sender = threading.Thread(target=self._send_every_flush, name="score-log-sender", daemon=True)
+        self._sender.start()
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows for writing; never blocks (past ``max_queued`` rows, rows are dropped and counted)."""
-        room = self.max_queued - len(self._queue)
+        room = self.max_queued - len(self._pending)
         if room >= len(rows):
-            self._queue.extend(rows)
+            self._pending.extend(rows)
             return
-        self._queue.extend(rows[: max(room, 0)])
+        self._pending.extend(rows[: max(room, 0)])
         self._on_drop(len(rows) - max(room, 0))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued (retrying for at most ``timeout`` seconds), then stop the writer."""
-        if self._thread is None:
+        """Hand over what is queued, let the writer write it (retrying for at most ``timeout`` seconds), stop it."""
+        if self._sender is None:
             return
-        self._deadline = time.monotonic() + timeout
         self._stop.set()
-        self._thread.join(timeout + 5)
-        if self._thread.is_alive():
-            log.error("score log writer did not finish within %.0fs", timeout)
-        self._thread = None
-        if self._engine is not None:
-            self._engine.dispose()
+        self._sender.join()
+        self._sender = None
+        with self._lock:
+            self._hand_over({"stop": timeout})
+            writer, self._writer = self._writer, None
+            if writer is None:
+                return
+            try:
+                writer.wait(timeout + 10)
+            except subprocess.TimeoutExpired:
+                log.error("score log writer did not finish within %.0fs; stopping it", timeout)
+                writer.kill()
+                writer.wait()
+            self._read_reports(writer, final=True)
+            self._count_lost()
 
-    def _run(self) -> None:
-        """Every ``flush_seconds``, write what has gathered. When the database fails, the rows go back to the
-        front of the queue and the writer retries with a growing pause (up to ``RETRY_MAX_SECONDS``): an
-        outage loses nothing while the queue has room. On stop it keeps trying until ``close``'s deadline."""
-        pause = self.flush_seconds
-        while True:
-            stopping = self._stop.wait(pause)
-            pause = self.flush_seconds
-            while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(self.batch_rows, len(self._queue)))]
-                if not self._write(batch):
-                    self._queue.extendleft(reversed(batch))
-                    self._failures += 1
-                    pause = min(RETRY_MIN_SECONDS * 2 ** (self._failures - 1), RETRY_MAX_SECONDS)
-                    break
-                self._failures = 0
-            if stopping:
-                if not self._queue:
-                    return
-                if time.monotonic() + pause > self._deadline:
-                    log.error("score log: %d rows not written before the stop deadline", len(self._queue))
-                    self._on_drop(len(self._queue))
-                    self._queue.clear()
-                    return
-                time.sleep(pause)
+    def _start_writer(self) -> subprocess.Popen[bytes]:
+        """A new writer process; its settings go first on its input (a URL may hold a password: not in argv)."""
+        writer = subprocess.Popen([sys.executable, "-m", WRITER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert writer.stdin is not None and writer.stdout is not None
+        config = {"url": self.url, "batch_rows": self.batch_rows, "max_queued": self.max_queued,
+                  "log_level": logging.getLogger("leadscore").getEffectiveLevel()}
+        pickle.dump(config, writer.stdin)
+        writer.stdin.flush()
+        os.set_blocking(writer.stdout.fileno(), False)
+        self._report, self._sent, self._settled = b"", 0, 0
+        return writer
 
-    def _write(self, batch: list[dict[str, Any]]) -> bool:
+    def _send_every_flush(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            with self._lock:
+                self._hand_over(None)
+
+    def _hand_over(self, stop: dict[str, float] | None) -> None:
+        """Send the queued rows (and ``stop``) to the writer, starting a new one if it died; read its reports."""
+        rows = [self._pending.popleft() for _ in range(len(self._pending))]
+        if self._writer is not None:
+            self._read_reports(self._writer)
+            if self._writer.poll() is not None:
+                log.error("score log writer exited with %s; starting a new one", self._writer.returncode)
+                self._read_reports(self._writer, final=True)
+                self._count_lost()
+                self._writer = self._start_writer()
+        if self._writer is None or (not rows and stop is None):
+            return
+        stdin = self._writer.stdin
+        assert stdin is not None
+        delivered = False
         try:
-            with self._engine.begin() as conn:
-                for start in range(0, len(batch), YIELD_ROWS):
-                    conn.execute(score_log_table.insert(), batch[start : start + YIELD_ROWS])
-                    time.sleep(0)  # hand the GIL to the event loop between parts
-        except Exception as exc:  # noqa: BLE001 - the log must never take serving down
-            log.error("score log write of %d rows failed (attempt %d): %s", len(batch), self._failures + 1, type(exc).__name__)
-            return False
-        self.written += len(batch)
-        return True
+            if rows:
+                pickle.dump(rows, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.flush()
+                delivered, self._sent = True, self._sent + len(rows)
+            if stop is not None:
+                pickle.dump(stop, stdin)
+                stdin.close()
+        except OSError:  # the writer died: rows it did not receive whole go to the next one
+            log.error("score log writer went away during a hand-over")
+            if rows and not delivered:
+                self._pending.extendleft(reversed(rows))
+
+    def _read_reports(self, writer: subprocess.Popen[bytes], final: bool = False) -> None:
+        """Take in the writer's reports: lines ``written N`` and ``dropped N``."""
+        out = writer.stdout
+        assert out is not None
+        try:
+            chunk = out.read() if final else os.read(out.fileno(), 65536)
+        except BlockingIOError:
+            chunk = b""
+        self._report += chunk or b""
+        *lines, self._report = self._report.split(b"\n")
+        for line in lines:
+            what, _, count = line.decode().partition(" ")
+            n = int(count)
+            self._settled += n
+            if what == "written":
+                self.written += n
+            else:
+                self._on_drop(n)
+
+    def _count_lost(self) -> None:
+        """Rows a writer took but neither wrote nor reported dropped (it died with them): dropped."""
+        lost = self._sent - self._settled
+        if lost > 0:
+            log.error("score log: %d rows lost with a writer process that stopped", lost)
+            self._on_drop(lost)
+        self._sent = self._settled = 0

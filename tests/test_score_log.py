@@ -1,44 +1,32 @@
-"""The score log keeps every score through a database outage (while its queue has room) and never blocks a stop."""
+"""The score log keeps every score through a database outage (while its queue has room), never blocks a stop,
+and survives its writer process dying. Faults are real: a lock held by another connection, a trigger that
+refuses a row, a killed process."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-
-from sqlalchemy.exc import OperationalError
 
 from serving.score_log import ScoreLog
 
 
-def _rows(n: int) -> list[dict[str, Any]]:
+def _rows(n: int, first: int = 0) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [
         {"request_id": f"r{i}", "lead_hash": f"{i:064x}", "model_name": "m", "model_version": "1",
          "probability": 0.1, "score": 10, "tier": "C", "scored_at": now}
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
-class Outage:
-    """The real engine behind a gate that is down for the first ``failures`` transactions (or for good)."""
-
-    def __init__(self, engine: Any, failures: float) -> None:
-        self.engine, self.failures = engine, failures
-
-    def begin(self) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            raise OperationalError("INSERT", {}, ConnectionError("database unavailable"))
-        return self.engine.begin()
-
-    def dispose(self) -> None:
-        self.engine.dispose()
+def _url(path: Path) -> str:
+    return f"sqlite:///{path}?timeout=0.05"  # a locked database fails a write at once rather than in 5 s
 
 
 def _stored(path: Path) -> list[str]:
@@ -46,72 +34,103 @@ def _stored(path: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT request_id FROM score_log ORDER BY id")]
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holds the database's write lock: every write of the log fails meanwhile."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def _until(condition: Callable[[], bool], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_rows_written_during_an_outage_arrive_in_order_once_it_ends(tmp_path: Path) -> None:
     dropped: list[int] = []
-    log = ScoreLog(f"sqlite:///{tmp_path / 'scores.db'}", flush_seconds=0.05, batch_rows=4, on_drop=dropped.append)
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05, batch_rows=4, on_drop=dropped.append)
     log.start()
-    log._engine = Outage(log._engine, failures=3)
-    log.append(_rows(10))
-    deadline = time.monotonic() + 10
-    while log.written < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with _locked(tmp_path / "scores.db"):
+        log.append(_rows(10))
+        time.sleep(0.8)  # several failed attempts
+        assert log.written == 0
+    _until(lambda: log.written == 10)
     log.close()
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(10)]
-    assert log._engine.failures == 0 and not dropped
+    assert log.written == 10 and not dropped
 
 
 def test_a_stop_during_a_lasting_outage_ends_in_time_and_counts_what_it_could_not_write(tmp_path: Path) -> None:
     dropped: list[int] = []
-    log = ScoreLog(f"sqlite:///{tmp_path / 'scores.db'}", flush_seconds=0.05, on_drop=dropped.append)
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05, on_drop=dropped.append)
     log.start()
-    log._engine = Outage(log._engine, failures=float("inf"))
-    log.append(_rows(7))
-    began = time.monotonic()
-    log.close(timeout=1.0)
-    assert time.monotonic() - began < 3 and sum(dropped) == 7 and _stored(tmp_path / "scores.db") == []
+    with _locked(tmp_path / "scores.db"):
+        log.append(_rows(7))
+        began = time.monotonic()
+        log.close(timeout=1.0)
+        assert time.monotonic() - began < 4
+    assert sum(dropped) == 7 and log.written == 0 and _stored(tmp_path / "scores.db") == []
 
 
-class FailsMidBatch:
-    """The real engine, whose first transaction loses its connection at the second insert of a batch's parts."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine, self.armed, self.lost = engine, True, False
-
-    @contextmanager
-    def begin(self) -> Iterator[Any]:
-        with self.engine.begin() as conn:
-            if not self.armed:
-                yield conn
-                return
-            self.armed = False
-            inserts = []
-
-            def execute(*args: Any) -> Any:
-                inserts.append(args)
-                if len(inserts) == 2:
-                    self.lost = True
-                    raise OperationalError("INSERT", {}, ConnectionError("connection lost"))
-                return conn.execute(*args)
-
-            yield SimpleNamespace(execute=execute)
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-
-def test_a_batch_written_in_parts_is_still_all_or_nothing(tmp_path: Path) -> None:
-    """The writer hands the GIL to the event loop between parts of a batch; a failure in a later part keeps
-    none of the earlier ones, and the whole batch arrives once, in order, when the database answers again."""
-    from serving.score_log import YIELD_ROWS
-
-    log = ScoreLog(f"sqlite:///{tmp_path / 'scores.db'}", flush_seconds=0.05, batch_rows=500, on_drop=lambda n: None)
+def test_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
+    """A batch goes in one transaction: a row refused after others went in keeps none of them, and the whole
+    batch arrives once, in order, when the database takes it again."""
+    rows = 120
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05, batch_rows=500, on_drop=lambda n: None)
     log.start()
-    log._engine = FailsMidBatch(log._engine)
-    rows = 2 * YIELD_ROWS + 20
+    with sqlite3.connect(tmp_path / "scores.db") as conn:
+        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON score_log WHEN NEW.request_id = 'r{rows - 5}' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
     log.append(_rows(rows))
-    deadline = time.monotonic() + 10
-    while log.written < rows and time.monotonic() < deadline:
-        time.sleep(0.05)
+    time.sleep(0.8)  # each attempt inserted 115 rows, then one was refused
+    assert _stored(tmp_path / "scores.db") == [] and log.written == 0
+    with sqlite3.connect(tmp_path / "scores.db") as conn:
+        conn.execute("DROP TRIGGER refuse")
+    _until(lambda: log.written == rows)
     log.close()
-    assert log._engine.lost  # the batch went in parts, and one failed after another had gone in
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(rows)]
+
+
+def test_a_writer_that_dies_is_replaced_and_the_rows_it_held_are_counted_dropped(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05, on_drop=dropped.append)
+    log.start()
+    log.append(_rows(5))
+    _until(lambda: log.written == 5)
+    with _locked(tmp_path / "scores.db"):
+        log.append(_rows(4, first=5))
+        time.sleep(0.4)  # handed over; the writer holds them, failing to write
+        assert log._writer is not None
+        log._writer.kill()
+        log._writer.wait()
+    log.append(_rows(3, first=9))
+    _until(lambda: log.written == 8)
+    log.close()
+    assert log.written == 8 and dropped == [4]
+    assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in (*range(5), 9, 10, 11)]
+
+
+def test_the_writer_outlives_the_signals_a_terminal_or_service_manager_sends_its_group(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) and a service manager's SIGTERM reach every process of the group; the API stops the
+    writer itself, after handing over its last rows, so the writer takes no notice of either."""
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05)
+    log.start()
+    log.append(_rows(1))
+    _until(lambda: log.written == 1)  # the writer is at work, its handlers set
+    writer = log._writer
+    assert writer is not None
+    writer.send_signal(signal.SIGINT)
+    writer.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert writer.poll() is None  # alive: not a replacement writing the rows below
+    log.append(_rows(5, first=1))
+    _until(lambda: log.written == 6)
+    assert log._writer is writer
+    log.close()
+    assert log.written == 6 and _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(6)]
