@@ -150,6 +150,10 @@ class ScoreLog:
                 writer.wait()
             self._read_reports(writer, final=True)
             self._count_lost()
+            if self._pending:  # the writer went away during the last hand-over
+                log.error("score log: %d rows not handed over before the stop", len(self._pending))
+                self._on_drop(len(self._pending))
+                self._pending.clear()
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         """A new writer process; its settings go first on its input (a URL may hold a password: not in argv)."""
@@ -165,8 +169,11 @@ class ScoreLog:
 
     def _send_every_flush(self) -> None:
         while not self._stop.wait(self.flush_seconds):
-            with self._lock:
-                self._hand_over(None)
+            try:
+                with self._lock:
+                    self._hand_over(None)
+            except Exception as exc:  # noqa: BLE001 - keep handing over (rows wait in the queue meanwhile)
+                log.error("score log hand-over failed: %s", type(exc).__name__)
 
     def _hand_over(self, stop: dict[str, float] | None) -> None:
         """Send the queued rows (and ``stop``) to the writer, starting a new one if it died; read its reports."""
