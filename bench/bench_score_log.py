@@ -7,8 +7,8 @@ busy) counts the slices it gets through while scores are logged at a request rat
 
 - ``none``: the loop alone (rows are made, not logged);
 - ``ScoreLog``: the score log as the API runs it (rows handed to its writer process every flush);
-- ``thread, SQLite``: a writer thread in the loop's process inserting the same rows (the design
-  before the writer process);
+- ``thread, SQLite``: a writer thread in the loop's process inserting the same rows, one transaction
+  a flush (the design before the writer process, less the GIL hand-overs it made between parts);
 - ``thread, sleeping``: a thread that only wakes 50 times a second and sleeps again.
 
 It prints the median slices a second and each set-up's share of ``none``. Measured here (2 cores,
