@@ -26,7 +26,7 @@ class ServingSettings(MlflowSettings):
     score_log_url: str | None = Field(default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db).")
     score_log_flush_seconds: float = Field(default=0.5, gt=0, le=60, description="Most time a score waits before it is written.")
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
-    score_log_queue_rows: int = Field(default=200_000, ge=1, description="Scores held in memory before new ones are dropped.")
+    score_log_queue_rows: int = Field(default=200_000, ge=1, description="Scores held in memory before new ones are dropped (by the API and by its score-log writer, each).")
     lead_hash_key: SecretStr | None = Field(default=None, description="Optional HMAC key for hashing lead ids in the score log.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
