@@ -28,7 +28,11 @@ LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 
 
 @contextmanager
-def leadscore_serve(settings: MlflowSettings, tracking_uri: str, workers: int = 1, **env_vars: str) -> Iterator[str]:
+def leadscore_serve(
+    settings: MlflowSettings, tracking_uri: str, workers: int = 1, stop_group: signal.Signals | None = None, **env_vars: str
+) -> Iterator[str]:
+    """``leadscore serve`` on a free port, stopped by SIGTERM, or with ``stop_group`` sent to its whole process
+    group (as a terminal's Ctrl-C or a service manager does, reaching the score-log writer too)."""
     port = free_port()
     env = {
         **os.environ,
@@ -42,16 +46,19 @@ def leadscore_serve(settings: MlflowSettings, tracking_uri: str, workers: int = 
     }
     log = (settings.home / f"serve-{port}.log").open("w")
     command = [LEADSCORE, "serve", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=stop_group is not None)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/readyz", timeout=90, process=process)
         yield base
     finally:
-        process.send_signal(signal.SIGTERM)
+        if stop_group is None:
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, stop_group)
         try:
-            # uvicorn re-raises SIGTERM after a graceful shutdown, so -15 is a clean stop too
-            assert process.wait(timeout=30) in (0, -signal.SIGTERM), (settings.home / f"serve-{port}.log").read_text()
+            # uvicorn re-raises the signal after a graceful shutdown, so -15 (-2) is a clean stop too
+            assert process.wait(timeout=30) in (0, -signal.SIGTERM, -signal.SIGINT), (settings.home / f"serve-{port}.log").read_text()
         finally:
             if process.poll() is None:
                 process.kill()
@@ -118,12 +125,17 @@ def test_serve_follows_a_promotion_without_failing_a_request(server_settings: Ml
         logged = conn.execute("select count(*), count(distinct model_version) from score_log").fetchone()
     assert logged == (len(seen) + 1, 2)
 
-    # The registry is gone: a fresh process serves the cached champion and says so.
+    # The registry is gone: a fresh process serves the cached champion and says so. Stopped by a Ctrl-C
+    # to its whole process group, it still logs every score it answered.
     dead = f"http://127.0.0.1:{free_port()}"
-    with leadscore_serve(server_settings, dead) as base, httpx.Client(base_url=base, timeout=5) as http:
+    with leadscore_serve(server_settings, dead, stop_group=signal.SIGINT) as base, httpx.Client(base_url=base, timeout=5) as http:
         info = http.get("/v1/model").json()
         assert (info["source"], info["version"]) == ("cache", second.version)
-        assert http.post("/v1/score", json=EXAMPLE_LEAD).json()["model"]["version"] == second.version
+        answers = [http.post("/v1/score", json=EXAMPLE_LEAD).json() for _ in range(30)]
+        assert {a["model"]["version"] for a in answers} == {second.version}
+    with sqlite3.connect(server_settings.home / "scores.db") as conn:
+        ids = {r[0] for r in conn.execute("select request_id from score_log")}
+    assert {a["request_id"] for a in answers} <= ids
 
 
 def test_several_workers_serve_and_metrics_count_every_workers_requests(
