@@ -19,6 +19,7 @@ import pandas as pd
 OTHER = "__other__"
 _TRUE = {"true", "yes", "y", "1", "t"}
 _FALSE = {"false", "no", "n", "0", "f"}
+ROW_BY_ROW = 32  # records that ColumnCodes.transform_records encodes one by one
 
 
 def is_missing(value: Any, missing: frozenset[str]) -> bool:
@@ -224,11 +225,15 @@ class ColumnCodes:
         return out
 
     def transform_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Encode a list of dicts; keys that are not columns are ignored."""
-        if len(records) == 1:
-            return self.encode_row(records[0])[None, :]
-        columns = {name: [r.get(name) for r in records] for name in self.names}
-        return self.transform(columns) if records else np.empty((0, len(self.names)))
+        """Encode a list of dicts; keys that are not columns are ignored.
+
+        Up to ``ROW_BY_ROW`` records (a request, a micro-batch) are encoded one by one: the column path's
+        per-column set-up costs about 230 us for 2 records against 15 us one by one; they cost the same
+        at about 48 records (measured).
+        """
+        if len(records) <= ROW_BY_ROW:
+            return np.array([self.encode_row(r) for r in records], dtype=np.float64).reshape(len(records), len(self.names))
+        return self.transform({name: [r.get(name) for r in records] for name in self.names})
 
     def encode_row(self, record: Mapping[str, Any]) -> np.ndarray:
         """Encode one dict (a scoring request): the per-value functions of :meth:`transform`, called once each."""

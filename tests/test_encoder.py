@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from features.columns import ROW_BY_ROW
 from features.encoder import OTHER, FeatureEncoder, readable_label
 
 FRAME = pd.DataFrame(
@@ -92,13 +93,16 @@ values = st.one_of(st.none(), st.sampled_from(["inbound", "outbound", "Select", 
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(st.lists(st.fixed_dictionaries({"source": values, "employees": values, "is_mql": values}), min_size=1, max_size=20))
+@given(st.lists(st.fixed_dictionaries({"source": values, "employees": values, "is_mql": values}), min_size=1, max_size=2 * ROW_BY_ROW))
 def test_request_path_equals_batch_path(records: list[dict[str, object]]) -> None:
-    """Train/serve skew is impossible: a list of dicts and a DataFrame of the same rows encode identically."""
+    """Train/serve skew is impossible: a list of dicts and a DataFrame of the same rows encode identically,
+    one record at a time or together (micro-batches one by one, larger lists by column)."""
     enc = make().fit(FRAME)
     batch = enc.transform(pd.DataFrame(records, dtype=object))
     single = np.vstack([enc.transform_records([r]) for r in records])
     np.testing.assert_array_equal(batch, single)
+    np.testing.assert_array_equal(batch, enc.transform_records(records))
+    np.testing.assert_array_equal(batch, enc.transform_records(records * (ROW_BY_ROW // len(records) + 1))[: len(records)])
 
 
 many = st.one_of(values, st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "No", " outbound ", "1", "true", math.nan, pd.NA, pd.NaT]))
