@@ -13,7 +13,7 @@ busy) counts the slices it gets through while scores are logged at a request rat
 
 It prints the median slices a second and each set-up's share of ``none``. Measured here (2 cores,
 2,500 rows a second): ``ScoreLog`` 84-87%, a writer thread 79-81%, a thread that only wakes 50 times
-a second 80-81%: any second thread that takes the GIL often costs the loop, whatever it does. Medians
+a second 78-81%: any second thread that takes the GIL often costs the loop, whatever it does. Medians
 of ``--repeats`` runs, interleaved.
 """
 

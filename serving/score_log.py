@@ -8,7 +8,7 @@ the time. ``append`` never blocks the request path and wakes nothing (a deque ap
 for it to be written.
 
 Why a process: in the API's process any second thread that takes the GIL, even briefly, slows the
-event loop: a thread that only wakes 50 times a second cost a busy uvloop loop 16-20% of its work
+event loop: a thread that only wakes 50 times a second cost a busy uvloop loop 16-22% of its work
 (``bench/bench_score_log.py``). At 2,500 rows a second a writer thread cost it 19-21%, this design
 13-16% (the writer's own CPU time and the sender's two wake-ups a second); the API answered about a
 fifth more requests at 8 connections (wrk, medians of three runs).
