@@ -10,8 +10,9 @@ for it to be written.
 Why a process: in the API's process any second thread that takes the GIL, even briefly, slows the
 event loop: a thread that only wakes 50 times a second cost a busy uvloop loop 16-22% of its work
 (``bench/bench_score_log.py``). At 2,500 rows a second a writer thread cost it 19-21%, this design
-13-16% (the writer's own CPU time and the sender's two wake-ups a second); the API answered about a
-fifth more requests at 8 connections (wrk, medians of three runs).
+13-16% (which part of that is the writer's CPU time on the other core and which the sender's two
+wake-ups a second is not measured); the API answered about a fifth more requests at 8 connections
+(wrk, medians of three runs).
 """
 
 from __future__ import annotations
@@ -233,4 +234,3 @@ class ScoreLog:
         if lost > 0:
             log.error("score log: %d rows lost with a writer process that stopped", lost)
             self._on_drop(lost)
-        self._sent = self._settled = 0
