@@ -6,10 +6,15 @@ the synthetic generator writes them and ``features.build`` turns them into a poi
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# Activity times are aggregated as datetime64[ns], which would silently wrap around far outside this range;
+# pydantic checks it while parsing (in UTC; naive times are UTC), so a request outside it is a 422 on the field.
+EARLIEST_ACTIVITY = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_ACTIVITY = datetime(2200, 1, 1, tzinfo=UTC)
 
 SOURCES = ("inbound", "outbound", "referral", "event", "webinar", "partner", "paid")
 REGIONS = ("NA", "EMEA", "APAC", "LATAM")
@@ -63,7 +68,11 @@ class Activity(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(description="Activity type, e.g. 'pricing_page_view'; unknown types are ignored.")
-    occurred_at: datetime = Field(description="When it happened (ISO 8601; naive times are UTC).")
+    occurred_at: datetime = Field(
+        ge=EARLIEST_ACTIVITY,
+        lt=LATEST_ACTIVITY,
+        description="When it happened (ISO 8601; naive times are UTC), from 1900 up to 2200.",
+    )
 
 
 class LeadRecord(BaseModel):

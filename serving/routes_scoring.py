@@ -25,7 +25,7 @@ from features.schema import LeadRecord
 from serving.asgi import send_body, send_http_error, send_json, validation_errors
 from serving.deps import SECURITY, scoring_context
 from serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD, BatchRequest, BatchResponse, ScoreResponse
-from serving.scoring import check_moments, score_leads
+from serving.scoring import score_leads
 from serving.state import AppState, LoadedModel
 
 M = TypeVar("M", bound=BaseModel)
@@ -98,7 +98,6 @@ class ScoringEndpoint:
 async def score(state: AppState, model: LoadedModel, rid: str, body: bytes, explain: bool) -> dict[str, Any]:
     """Score one lead: probability, 0-100 score, tier, queue, SLA and the top reasons."""
     lead = _parse(LeadRecord, body)
-    check_moments([lead], ("body",))
     answer, row = await state.batcher.score(model, lead, rid, explain)
     state.score_log.append([row])
     state.metrics.count_tiers([answer["tier"]])
@@ -113,7 +112,6 @@ async def score_batch(state: AppState, model: LoadedModel, rid: str, body: bytes
             status.HTTP_413_CONTENT_TOO_LARGE,
             detail=f"batch of {len(batch.leads)} leads exceeds the limit of {state.settings.max_batch}",
         )
-    check_moments(batch.leads, ("body", "leads"))
     if len(batch.leads) <= _INLINE_LEADS:
         answers, rows = score_leads(model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead)
     else:

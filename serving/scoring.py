@@ -6,35 +6,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-
 from features.online import lead_feature_record
 from features.schema import LeadRecord
 from serving.state import LoadedModel
-
-# Activity times are aggregated as datetime64[ns]; outside this range they would silently wrap around.
-_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def check_moments(leads: Sequence[LeadRecord], loc: Sequence[str | int]) -> None:
-    """422 (with the field path) for activity times no engagement window can hold."""
-    errors = []
-    for i, lead in enumerate(leads):
-        for j, activity in enumerate(lead.activities or ()):
-            if not _EARLIEST <= _aware(activity.occurred_at) < _LATEST:
-                where = (*loc, i) if len(leads) > 1 or loc[-1] == "leads" else tuple(loc)
-                errors.append({
-                    "loc": (*where, "activities", j, "occurred_at"),
-                    "msg": "Activity time must be between 1900-01-01 and 2200-01-01",
-                    "type": "value_error",
-                })
-    if errors:
-        raise RequestValidationError(errors)
 
 
 def score_leads(

@@ -136,6 +136,8 @@ def test_missing_fields_and_unknown_categories_are_scored_not_rejected(client: T
         pytest.param({"lead_id": "x", "favourite_colour": "red"}, ["body", "favourite_colour"], id="unknown-field"),
         pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "soon"}]}, ["body", "activities", 0, "occurred_at"], id="bad-date"),
         pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "0001-01-01T00:00:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-out-of-range"),
+        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "1900-01-01T03:00:00+05:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-before-1900-in-utc"),
+        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "2199-12-31T23:00:00-05:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-after-2200-in-utc"),
     ],
 )
 def test_invalid_leads_get_422_with_the_field_path(client: TestClient, payload: dict[str, Any], loc: list[Any]) -> None:
@@ -165,6 +167,19 @@ def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> No
     response = client.post("/v1/score/batch", json={"leads": [lead(), {"lead_id": ""}]})
     assert response.status_code == 422
     assert ["body", "leads", 1, "lead_id"] in [e["loc"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("moment", ["1900-01-01T00:00:00-05:00", "1900-01-01T00:00:00", "2199-12-31T23:59:59Z", "2199-12-31T23:00:00"])
+def test_activity_times_just_inside_the_range_are_scored(client: TestClient, moment: str) -> None:
+    response = client.post("/v1/score", json=lead(activities=[{"type": "web_visit", "occurred_at": moment}]))
+    assert response.status_code == 200, response.text
+
+
+def test_batch_path_of_an_activity_time_out_of_range_names_both_indexes(client: TestClient) -> None:
+    bad = lead(activities=[{"type": "web_visit", "occurred_at": "2026-01-01T00:00:00Z"}, {"type": "web_visit", "occurred_at": "1850-06-01T00:00:00Z"}])
+    response = client.post("/v1/score/batch", json={"leads": [lead(), bad]})
+    assert response.status_code == 422
+    assert ["body", "leads", 1, "activities", 1, "occurred_at"] in [e["loc"] for e in response.json()["detail"]]
 
 
 def test_batch_over_the_limit_is_413(tmp_path: Path, scorer: Scorer) -> None:
