@@ -7,6 +7,7 @@ handful alike; only activities at or before each lead's scoring moment are count
 from __future__ import annotations
 
 import importlib
+from array import array
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -109,6 +110,25 @@ def aggregate_engagement(
     """
     matrix = engagement_matrix(lead_index, type_code, occurred_at, scoring_at, types)
     return dict(zip(_feature_names(tuple(types)), matrix.T, strict=True))
+
+
+def lead_engagement(activity_types: Sequence[str], occurred_ns: Sequence[int], scoring_ns: int) -> list[float]:
+    """One lead's row of :func:`engagement_matrix` (activity times and scoring moment as int nanoseconds).
+
+    The API's case: the same C kernel, handed plain ``array`` buffers, since building a dozen numpy
+    arrays for a request's few activities cost more than aggregating them.
+    """
+    kernel, k = _kernel(), len(ACTIVITY_TYPES)
+    codes = type_codes(activity_types).tolist()
+    if kernel is None:
+        lead_index = np.zeros(len(codes), dtype=np.int64)
+        moments = np.asarray(occurred_ns, dtype=np.int64).view("datetime64[ns]")
+        scoring_at = np.array([scoring_ns], dtype=np.int64).view("datetime64[ns]")
+        return engagement_matrix(lead_index, np.asarray(codes, dtype=np.int64), moments, scoring_at)[0].tolist()
+    out = array("d", bytes(8 * (2 * k + 4)))
+    kernel(array("q", bytes(8 * len(codes))), array("q", codes), array("q", occurred_ns), array("q", (scoring_ns,)),
+           k, WINDOW_DAYS * _DAY_NS, _DAY_NS, out)
+    return out.tolist()
 
 
 def engagement_matrix(

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-
-from features.engagement import engagement_feature_names, engagement_matrix, type_codes
+from features.engagement import engagement_feature_names, lead_engagement
 from features.schema import LeadRecord
 
 _NOT_FEATURES = {"activities", "engagement", "attributes", "email", "name"}
@@ -35,14 +33,9 @@ def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any
     """
     record = {k: v for k, v in lead.__dict__.items() if k not in _NOT_FEATURES}
     if lead.activities:
-        moments = np.array([_ns(a.occurred_at) for a in lead.activities], dtype=np.int64).view("datetime64[ns]")
-        aggregated = engagement_matrix(
-            np.zeros(len(moments), dtype=np.int64),
-            type_codes([a.type for a in lead.activities]),
-            moments,
-            np.array([_ns(scoring_at)], dtype=np.int64).view("datetime64[ns]"),
-        )
-        record.update(zip(_NAMES, aggregated[0].tolist(), strict=True))
+        activities = lead.activities
+        aggregated = lead_engagement([a.type for a in activities], [_ns(a.occurred_at) for a in activities], _ns(scoring_at))
+        record.update(zip(_NAMES, aggregated, strict=True))
     else:
         record.update(_NO_ACTIVITY)
         if lead.engagement:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from features.build import LABEL, CrmTables, build_crm_frame
@@ -189,6 +191,28 @@ def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int
     native = engagement_matrix(lead, kind, occurred, scoring)
     np.testing.assert_array_equal(native, engagement_matrix(lead, kind, occurred, scoring, native=False))
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([*ACTIVITY_TYPES, "unknown_type"]), st.integers(-(2**62), 2**62)), max_size=40),
+    st.integers(-(2**62), 2**62),
+    st.booleans(),
+)
+def test_one_leads_engagement_equals_the_matrix_row(activities: list[tuple[str, int]], moment: int, native: bool) -> None:
+    """The API's one-lead path (the kernel on array buffers, or numpy without it) gives the matrix's row."""
+    from features import engagement
+
+    kinds, occurred = [a[0] for a in activities], [a[1] for a in activities]
+    expected = engagement.engagement_matrix(
+        np.zeros(len(activities), dtype=np.int64), engagement.type_codes(kinds),
+        np.array(occurred, dtype=np.int64).view("datetime64[ns]"), np.array([moment], dtype=np.int64).view("datetime64[ns]"),
+        native=False,
+    )[0]
+    assume(not native or _engagement_kernel_built())
+    with patch.object(engagement, "_kernel", engagement._kernel if native else lambda: None):
+        got = engagement.lead_engagement(kinds, occurred, moment)
+    np.testing.assert_array_equal(np.array(got), expected)
 
 ENGAGEMENT_PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
     not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"))])
