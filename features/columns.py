@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -235,10 +236,18 @@ class ColumnCodes:
             return np.array([self.encode_row(r) for r in records], dtype=np.float64).reshape(len(records), len(self.names))
         return self.transform({name: [r.get(name) for r in records] for name in self.names})
 
-    def encode_row(self, record: Mapping[str, Any]) -> np.ndarray:
+    def encode_row(self, record: Mapping[str, Any]) -> list[float]:
         """Encode one dict (a scoring request): the per-value functions of :meth:`transform`, called once each."""
-        missing = self.missing
-        row = [_category_code(record.get(name), self.codes[name], float(self.codes[name][OTHER]), missing) for name in self.categorical]
-        row += [_number(record.get(name), missing) for name in self.numeric]
-        row += [_to_bool(record.get(name), missing) for name in self.boolean]
-        return np.array(row, dtype=np.float64)
+        missing, get = self.missing, record.get
+        row = [_category_code(get(name), codes, other, missing) for name, codes, other in self._category_tables]
+        row += [v if type(v) is float else _number(v, missing) for v in map(get, self.numeric)]  # as _number does
+        row += [_to_bool(get(name), missing) for name in self.boolean]
+        return row
+
+    @cached_property
+    def _category_tables(self) -> list[tuple[str, dict[str, int], float]]:
+        """Each categorical column's name, codes and ``OTHER`` code: looked up once, not for every request."""
+        return [(name, self.codes[name], float(self.codes[name][OTHER])) for name in self.categorical]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # the cached tables are rebuilt after loading

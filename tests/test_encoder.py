@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,17 @@ def test_request_path_equals_batch_path(records: list[dict[str, object]]) -> Non
     np.testing.assert_array_equal(batch, enc.transform_records(records))
     np.testing.assert_array_equal(batch, enc.transform_records(records * (ROW_BY_ROW // len(records) + 1))[: len(records)])
 
+
+
+def test_fitted_codes_pickle_without_their_cached_lookups() -> None:
+    """A scorer saved after serving holds only the fitted tables; loaded, it encodes the same."""
+    codes = make().fit(FRAME).columns_
+    records = [{"source": "inbound", "employees": 3, "is_mql": "yes"}, {"source": "nope"}]
+    before = codes.transform_records(records)  # builds the cached per-column lookups
+    loaded = pickle.loads(pickle.dumps(codes))
+    assert "_category_tables" not in vars(loaded)
+    assert loaded == codes
+    np.testing.assert_array_equal(loaded.transform_records(records), before)
 
 many = st.one_of(values, st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "No", " outbound ", "1", "true", math.nan, pd.NA, pd.NaT]))
 
