@@ -65,11 +65,17 @@ def positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[
     columns, a dict's for a handful of strings (the API's case, where setting up Arrow costs more
     than the lookups; tests hold the two equal).
     """
+    found = _few_positions(values, keys)
+    return np.array(found, dtype=np.int64) if found is not None else _arrow_positions(values, keys)
+
+
+def _few_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> list[int] | None:
+    """:func:`positions` by a dict, as a list; None unless the values and keys are a handful of strings (or None)."""
     if len(values) <= _SMALL and len(keys) <= _SMALL and all(type(v) is str or v is None for v in values):
         index = _key_index(tuple(keys))
         if index is not None:
-            return np.fromiter((-1 if v is None else index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
-    return _arrow_positions(values, keys)
+            return [-1 if v is None else index.get(v, -1) for v in values]
+    return None
 
 
 @lru_cache(maxsize=8)
@@ -119,7 +125,8 @@ def lead_engagement(activity_types: Sequence[str], occurred_ns: Sequence[int], s
     arrays for a request's few activities cost more than aggregating them.
     """
     kernel, k = _kernel(), len(ACTIVITY_TYPES)
-    codes = type_codes(activity_types).tolist()
+    codes = _few_positions(activity_types, ACTIVITY_TYPES)
+    codes = type_codes(activity_types).tolist() if codes is None else codes
     if kernel is None:
         lead_index = np.zeros(len(codes), dtype=np.int64)
         moments = np.asarray(occurred_ns, dtype=np.int64).view("datetime64[ns]")
