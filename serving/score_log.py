@@ -27,6 +27,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,14 @@ def write_batch(engine: Engine, batch: list[dict[str, Any]]) -> None:
         conn.execute(score_log_table.insert(), batch)
 
 
+def _close_pipes(writer: subprocess.Popen[bytes]) -> None:
+    """Close a finished writer's pipes (what a dead writer's input still buffers is lost with it)."""
+    for pipe in (writer.stdin, writer.stdout):
+        if pipe is not None:
+            with suppress(OSError):
+                pipe.close()
+
+
 class ScoreLog:
     """The API's side of the score log: queue rows, hand them to the writer process, count what it wrote.
 
@@ -132,7 +141,10 @@ class ScoreLog:
         self._on_drop(len(rows) - max(room, 0))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Hand over what is queued, let the writer write it (retrying for at most ``timeout`` seconds), stop it."""
+        """Hand over what is queued, let the writer write it (retrying for at most ``timeout`` seconds), stop it.
+
+        Rows a writer did not receive whole because it died during this last hand-over go to a new writer.
+        """
         if self._sender is None:
             return
         self._stop.set()
@@ -144,22 +156,28 @@ class ScoreLog:
             self._sender.join()
         self._sender = None
         with self._lock:
-            self._hand_over({"stop": timeout})
-            writer, self._writer = self._writer, None
-            if writer is None:
-                return
-            try:
-                writer.wait(timeout + 10)
-            except subprocess.TimeoutExpired:
-                log.error("score log writer did not finish within %.0fs; stopping it", timeout)
-                writer.kill()
-                writer.wait()
-            self._read_reports(writer, final=True)
-            self._count_lost()
-            if self._pending:  # the writer went away during the last hand-over
-                log.error("score log: %d rows not handed over before the stop", len(self._pending))
-                self._on_drop(len(self._pending))
-                self._pending.clear()
+            for last_try in (False, True):  # a writer that goes away during the last hand-over: a new one takes its rows
+                self._hand_over({"stop": timeout})
+                writer, self._writer = self._writer, None
+                if writer is None:
+                    return
+                try:
+                    writer.wait(timeout + 10)
+                except subprocess.TimeoutExpired:
+                    log.error("score log writer did not finish within %.0fs; stopping it", timeout)
+                    writer.kill()
+                    writer.wait()
+                self._read_reports(writer, final=True)
+                self._count_lost()
+                _close_pipes(writer)
+                if not self._pending:
+                    return
+                if not last_try:
+                    log.error("score log writer went away during the last hand-over; starting a new one")
+                    self._writer = self._start_writer()
+            log.error("score log: %d rows not handed over before the stop", len(self._pending))
+            self._on_drop(len(self._pending))
+            self._pending.clear()
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         """A new writer process; its settings go first on its input (a URL may hold a password: not in argv)."""
@@ -190,6 +208,7 @@ class ScoreLog:
                 log.error("score log writer exited with %s; starting a new one", self._writer.returncode)
                 self._read_reports(self._writer, final=True)
                 self._count_lost()
+                _close_pipes(self._writer)
                 self._writer = self._start_writer()
         if self._writer is None or (not rows and stop is None):
             return

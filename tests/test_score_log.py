@@ -117,6 +117,23 @@ def test_a_writer_that_dies_is_replaced_and_the_rows_it_held_are_counted_dropped
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in (*range(5), 9, 10, 11)]
 
 
+
+def test_rows_of_the_last_hand_over_go_to_a_new_writer_when_the_writer_dies_during_it(tmp_path: Path) -> None:
+    """The writer dies between the stop's check that it lives and the last hand-over (the pipe breaks):
+    close() starts a new writer for those rows instead of counting them dropped."""
+    dropped: list[int] = []
+    log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=60, on_drop=dropped.append)  # close() hands over
+    log.start()
+    log.append(_rows(7))
+    writer = log._writer
+    assert writer is not None
+    writer.kill()
+    writer.wait()
+    writer.poll = lambda: None  # type: ignore[method-assign]  # it still looks alive when the last hand-over starts
+    log.close()
+    assert dropped == [] and log.written == 7
+    assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(7)]
+
 def test_the_writer_outlives_the_signals_a_terminal_or_service_manager_sends_its_group(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) and a service manager's SIGTERM reach every process of the group; the API stops the
     writer itself, after handing over its last rows, so the writer takes no notice of either."""
