@@ -8,13 +8,26 @@
  *
  * Tests hold both equal to the numpy path and to LightGBM. bind() checks every index the tables hold
  * against the table it points into, once, so the loops that score rows need no check (checking each
- * access made explain() twice as slow). */
+ * access made explain() twice as slow).
+ *
+ * explain() reads a leaf's path decisions in one of two ways, with the same result: a loop over the
+ * leaf's path splits, or, for trees of at most 64 splits on a CPU with a fast PEXT instruction (BMI2;
+ * Intel since Haswell, AMD since Zen 3), one PEXT of the tree's decisions through the leaf's mask of
+ * path splits. A path's splits come in increasing positions (bind checks it), so PEXT yields the bits
+ * in path order. It spares the loop's data-dependent branches: one lead explained in 71-72 us against
+ * 82-101 over varied leads, 131-134 against 152-159 with the cache flushed, 19 against 23 for one lead
+ * repeated (measured, 150 trees of 15 leaves). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_PEXT 1
+#endif
 
 #define N_TABLES 20
 #define ZERO_THRESHOLD 1e-35
@@ -42,6 +55,7 @@ typedef struct {
     Py_buffer view[N_TABLES];
     Py_ssize_t n_features, n_trees, width, leaves, cat_columns, depth;
     Node *nodes;
+    uint64_t *leaf_mask; /* per leaf: its path splits as bits of its tree's decisions; NULL: the loop reads them */
 } Trees;
 
 static Py_ssize_t length(const Trees *t, int table) { return t->view[table].len / t->view[table].itemsize; }
@@ -52,6 +66,7 @@ static void trees_free(PyObject *capsule) {
     for (int i = 0; i < N_TABLES; i++)
         if (t->view[i].obj != NULL) PyBuffer_Release(&t->view[i]);
     PyMem_Free(t->nodes);
+    PyMem_Free(t->leaf_mask);
     PyMem_Free(t);
 }
 
@@ -115,12 +130,57 @@ static int check_leaves(const Trees *t) {
     return 0;
 }
 
-/* bind(tables, n_features, width, leaves, cat_columns) -> capsule holding the tables' buffers. */
+#ifdef HAVE_PEXT
+/* BMI2, and not an AMD CPU before Zen 3 (family 19h), where PEXT is microcoded and slower than the loop. */
+static int fast_pext(void) {
+    unsigned int eax, ebx, ecx, edx;
+    if (!__builtin_cpu_supports("bmi2")) return 0;
+    if (!__builtin_cpu_is("amd")) return 1;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    const unsigned int family = ((eax >> 8) & 0xf) == 0xf ? 0xf + ((eax >> 20) & 0xff) : (eax >> 8) & 0xf;
+    return family >= 0x19;
+}
+
+__attribute__((target("bmi2"))) static inline int32_t path_bits_pext(uint64_t left, uint64_t mask) {
+    return (int32_t)_pext_u64(left, mask);
+}
+#endif
+
+/* Each leaf's path splits as a bit mask of its tree's decisions, when PEXT can read them (see the top):
+ * at most 64 splits a tree, and a path's splits in increasing positions. 0: not used (or out of memory). */
+static int build_leaf_masks(Trees *t, int allowed) {
+#ifdef HAVE_PEXT
+    if (!allowed || t->width > 64 || !fast_pext()) return 0;
+    const Py_ssize_t n_leaves = t->n_trees * t->leaves;
+    const int32_t *path = t->view[LEAF_PATH].buf, *depth = t->view[LEAF_DEPTH].buf;
+    uint64_t *mask = PyMem_Calloc((size_t)(n_leaves > 0 ? n_leaves : 1), sizeof(uint64_t));
+    if (mask == NULL) return 0;
+    for (Py_ssize_t leaf = 0; leaf < n_leaves; leaf++) {
+        const int32_t *split = path + leaf * t->depth;
+        for (int32_t k = 0; k < depth[leaf]; k++) {
+            if (k > 0 && split[k] <= split[k - 1]) {
+                PyMem_Free(mask);
+                return 0;
+            }
+            mask[leaf] |= (uint64_t)1 << split[k];
+        }
+    }
+    t->leaf_mask = mask;
+    return 1;
+#else
+    (void)t;
+    (void)allowed;
+    return 0;
+#endif
+}
+
+/* bind(tables, n_features, width, leaves, cat_columns, pext=True) -> capsule holding the tables' buffers. */
 static PyObject *bind(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *tables;
     Py_ssize_t n_features, width, leaves, cat_columns;
-    if (!PyArg_ParseTuple(args, "O!nnnn", &PyTuple_Type, &tables, &n_features, &width, &leaves, &cat_columns))
+    int pext = 1;
+    if (!PyArg_ParseTuple(args, "O!nnnn|p", &PyTuple_Type, &tables, &n_features, &width, &leaves, &cat_columns, &pext))
         return NULL;
     if (PyTuple_GET_SIZE(tables) != N_TABLES) return PyErr_Format(PyExc_ValueError, "expected %d tables", N_TABLES);
     if (width <= 0 || width % 8 || leaves <= 0 || n_features <= 0 || cat_columns < 0)
@@ -173,6 +233,7 @@ static PyObject *bind(PyObject *self, PyObject *args) {
         Py_DECREF(capsule);
         return PyErr_Format(PyExc_ValueError, "the trees' tables hold an index out of range, or a child before its split");
     }
+    build_leaf_masks(t, pext);
     return capsule;
 }
 
@@ -218,6 +279,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     const uint8_t *cat_left = t->view[CAT_LEFT].buf;
     const double unknown = (double)(t->cat_columns - 2);
     const Py_ssize_t W = t->width, L = t->leaves, D = t->depth;
+    const uint64_t *leaf_mask = t->leaf_mask;
     const Py_ssize_t n_order = length(t, TREE_ORDER);
     double *tree_value = PyMem_Malloc((size_t)(t->n_trees + 1) * sizeof(double));
     uint8_t *go = PyMem_Malloc((size_t)W);
@@ -236,12 +298,19 @@ static PyObject *explain(PyObject *self, PyObject *args) {
         if (c != NULL) memset(c, 0, (size_t)F * sizeof(double));
         for (Py_ssize_t tree = 0; tree < t->n_trees; tree++) {
             const Node *nodes = t->nodes + tree * W;
-            for (Py_ssize_t i = 0; i < W; i++) /* every split's decision */
-                go[i] = (uint8_t)node_goes_left(&nodes[i], cat_left, unknown, x[nodes[i].feature]);
+            uint64_t left = 0; /* every split's decision: bit i for split i (with leaf masks), else go[i] */
+            if (leaf_mask != NULL)
+                for (Py_ssize_t i = 0; i < W; i++) left |= (uint64_t)node_goes_left(&nodes[i], cat_left, unknown, x[nodes[i].feature]) << i;
+            else
+                for (Py_ssize_t i = 0; i < W; i++) go[i] = (uint8_t)node_goes_left(&nodes[i], cat_left, unknown, x[nodes[i].feature]);
             double value = 0.0;
             for (Py_ssize_t j = 0; j < L; j++) {
                 const Py_ssize_t leaf = tree * L + j;
                 int32_t bits = 0; /* the decisions at the leaf's path splits, bit k for its k-th split */
+#ifdef HAVE_PEXT
+                if (leaf_mask != NULL) bits = path_bits_pext(left, leaf_mask[leaf]);
+                else
+#endif
                 for (int32_t k = 0; k < leaf_depth[leaf]; k++) bits |= (int32_t)go[leaf_path[leaf * D + k]] << k;
                 value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
                 if (c == NULL) continue;
@@ -328,8 +397,19 @@ static PyObject *margin(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* path_bits(capsule) -> "pext" or "loop". */
+static PyObject *path_bits(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    Trees *t = PyCapsule_GetPointer(capsule, "leadscore.trees");
+    if (t == NULL) return NULL;
+    return PyUnicode_FromString(t->leaf_mask != NULL ? "pext" : "loop");
+}
+
 static PyMethodDef METHODS[] = {
-    {"bind", bind, METH_VARARGS, "bind(tables, n_features, width, leaves, cat_columns) -> a handle on the tables"},
+    {"bind", bind, METH_VARARGS, "bind(tables, n_features, width, leaves, cat_columns, pext=True) -> a handle on the tables"},
+    {"path_bits", path_bits, METH_VARARGS, "path_bits(handle) -> how explain() reads a leaf's path decisions: 'pext' or 'loop'"},
     {"explain", explain, METH_VARARGS, "explain(handle, X, margin, contributions or None): fill margin and contributions"},
     {"margin", margin, METH_VARARGS, "margin(handle, X, margin): fill margin by walking each tree to its leaf"},
     {NULL, NULL, 0, NULL},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pickle
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,20 @@ def _kernel_built() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _cpu_has_fast_pext() -> bool | None:
+    """From /proc/cpuinfo: BMI2 on Intel, or on AMD from Zen 3 (family 25); None where it cannot tell."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return None
+    first_cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first_cpu.splitlines())}
+    bmi2 = "bmi2" in fields.get("flags", "").split()
+    if fields.get("vendor_id") == "GenuineIntel":
+        return bmi2
+    if fields.get("vendor_id") == "AuthenticAMD":
+        return bmi2 and int(fields.get("cpu family", "0")) >= 25
+    return None
 
 
 KERNEL = pytest.mark.skipif(not _kernel_built(), reason="the C kernel (models/_trees.c) was not built by the install")
@@ -113,6 +128,41 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
         bad.explain(probe[:2])
     assert pickle.loads(pickle.dumps(compiled)).explain(probe[:5])[1].tolist() == compiled.explain(probe[:5])[1].tolist()
 
+
+
+@KERNEL
+@pytest.mark.parametrize(
+    ("params", "wide"),
+    [
+        ({"num_leaves": 15}, False),
+        ({"num_leaves": 31, "zero_as_missing": True, "max_cat_threshold": 4}, False),
+        ({"num_leaves": 70, "max_depth": 8, "min_data_in_leaf": 5}, True),
+    ],
+    ids=["15-leaves", "31-leaves-zero-missing", "70-leaves"],
+)
+def test_both_ways_of_reading_path_decisions_give_the_numpy_paths_floats(params: dict, wide: bool) -> None:
+    """PEXT of a tree's decisions (where the CPU has a fast one, trees of at most 64 splits) and the loop over
+    a leaf's path splits: the same TreeSHAP floats, bit for bit."""
+    X, y = _data(7)
+    booster = lgb.train({"objective": "binary", **params, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 25)
+    compiled = CompiledTrees.from_booster(booster)
+    native = importlib.import_module("models._trees")
+    shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
+    tables = compiled._kernel_tables(*compiled._leaf_paths())
+    fast, loop = native.bind(tables, *shape), native.bind(tables, *shape, False)
+    assert (compiled.width > 64) == wide
+    assert native.path_bits(loop) == "loop"
+    if wide:  # over 64 splits a tree: always the loop
+        assert native.path_bits(fast) == "loop"
+    elif _cpu_has_fast_pext() is not None:
+        assert native.path_bits(fast) == ("pext" if _cpu_has_fast_pext() else "loop")
+    probe = _probe(7)
+    reference = compiled.explain(probe, native=False)
+    for handle in (fast, loop):
+        margin, contributions = np.empty(len(probe)), np.empty_like(probe)
+        native.explain(handle, probe, margin, contributions)
+        np.testing.assert_array_equal(margin, reference[0])
+        np.testing.assert_array_equal(contributions, reference[1])
 
 @KERNEL
 def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: pytest.MonkeyPatch) -> None:
