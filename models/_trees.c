@@ -332,7 +332,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
                 Py_ssize_t i = 0;
                 for (; i < t->n_numeric[tree]; i++) { /* isnan(v) ? nan_left : v <= threshold, without a branch (NaN <= t is false) */
                     const double v = x[split[i].feature];
-                    left |= (uint64_t)((v <= split[i].threshold) | (isnan(v) & split[i].nan_left)) << split[i].position;
+                    left |= (uint64_t)((v <= split[i].threshold) | ((isnan(v) != 0) & split[i].nan_left)) << split[i].position;
                 }
                 for (; i < W; i++)
                     left |= (uint64_t)node_goes_left(&split[i], cat_left, unknown, x[split[i].feature]) << split[i].position;
