@@ -140,6 +140,7 @@ static int check_leaves(const Trees *t) {
 /* BMI2, and not an AMD CPU before Zen 3 (family 19h), where PEXT is microcoded and slower than the loop. */
 static int fast_pext(void) {
     unsigned int eax, ebx, ecx, edx;
+    __builtin_cpu_init(); /* cheap, and safe however the module was loaded */
     if (!__builtin_cpu_supports("bmi2")) return 0;
     if (!__builtin_cpu_is("amd")) return 1;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
