@@ -278,6 +278,15 @@ def test_one_leafs_credits_by_brute_force_shapley() -> None:
             assert table[pattern, i] == pytest.approx(phi, abs=1e-12)
 
 
+def test_platt_curve_gives_one_margin_the_floats_it_gives_it_among_many() -> None:
+    """A request's single lead (numpy's scalar arithmetic) and a batch (its array arithmetic): the same floats."""
+    from models.curve import CalibrationCurve
+
+    curve = CalibrationCurve(slope=0.9247643684735383, intercept=-0.0701967787653831)
+    margins = np.random.default_rng(9).normal(size=20_000) * 4
+    many = curve(margins)
+    assert many.tolist() == [curve(m)[0] for m in margins] == [curve(np.array([m]))[0] for m in margins]
+
 def test_isotonic_curve_predicts_as_scikit_learn() -> None:
     rng = np.random.default_rng(0)
     margin = rng.normal(size=2000)
