@@ -3,7 +3,7 @@
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
 packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
 and the compiled-trees kernel, so the API process never imports scikit-learn or LightGBM: about 80 MiB
-less memory, and a lead encoded, scored and explained in about 0.07 ms (a tight loop, the serving
+less memory, and a lead encoded, scored and explained in about 0.06 ms (a tight loop, the serving
 benchmark's in-process line). Tests hold its answers equal to the artifact's.
 """
 
