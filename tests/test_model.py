@@ -146,6 +146,9 @@ def test_reasons_rank_by_contribution_keep_the_feature_order_on_ties_and_leave_o
     assert [f["feature"] for f in top["negative"]] == ["f7", "f1", "f4"]
     assert top["positive"][0] == {"feature": "f0", "label": "First", "value": 2.0, "contribution": 0.5}
     assert top["negative"][0]["value"] is None
+    shown = reasons(contributions, names, {}, {"f0": "inbound", "f2": 3.5, "f6": float("nan"), "f7": np.int64(4)}, k=3)
+    assert [f["value"] for f in shown["positive"]] == ["inbound", 3.5, None] and shown["negative"][0]["value"] == 4
+    assert type(shown["negative"][0]["value"]) is int  # numpy numbers leave as plain ones (JSON)
     few = reasons(np.array([0.0, 0.3, 0.0]), names[:3], {}, {}, k=3)
     assert few == {"positive": [{"feature": "f1", "label": "f1", "value": None, "contribution": 0.3}], "negative": []}
 
