@@ -18,7 +18,10 @@
  * 82-101 over varied leads, 131-134 against 152-159 with the cache flushed, 19 against 23 for one lead
  * repeated (measured, 150 trees of 15 leaves). On that path each tree's numeric splits are also decided
  * first, in a loop without branches, so that a split's kind and a missing value are no branches to
- * predict: 63-65 us against 71-97 over varied leads; the same for one lead repeated. */
+ * predict: 63-65 us against 71-97 over varied leads; the same for one lead repeated. Each tree's
+ * credits are then added in a second pass, after every leaf's row was found and prefetched, so that
+ * the scattered reads overlap: 129-141 us against 150-167 with the cache flushed, the same warm (over
+ * varied leads or one lead repeated) and, with the bench's one lead, in the server. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -312,9 +315,11 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     const Py_ssize_t n_order = length(t, TREE_ORDER);
     double *tree_value = PyMem_Malloc((size_t)(t->n_trees + 1) * sizeof(double));
     uint8_t *go = PyMem_Malloc((size_t)W);
-    if (tree_value == NULL || go == NULL) {
+    int32_t *leaf_row = PyMem_Malloc((size_t)L * sizeof(int32_t)); /* each leaf's row of credits in this tree */
+    if (tree_value == NULL || go == NULL || leaf_row == NULL) {
         PyMem_Free(tree_value);
         PyMem_Free(go);
+        PyMem_Free(leaf_row);
         PyErr_NoMemory();
         goto fail;
     }
@@ -350,10 +355,15 @@ static PyObject *explain(PyObject *self, PyObject *args) {
                 for (int32_t k = 0; k < leaf_depth[leaf]; k++) bits |= (int32_t)go[leaf_path[leaf * D + k]] << k;
                 value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
                 if (c == NULL) continue;
-                const int32_t row = outcome_row[leaf_base[leaf] + bits];
-                for (int64_t g = group_start[leaf]; g < group_start[leaf + 1]; g++) c[group_feature[g]] += credit[row + group_slot[g]];
+                leaf_row[j] = outcome_row[leaf_base[leaf] + bits];
+                __builtin_prefetch(credit + leaf_row[j]); /* the credits are added in a second pass, once all are asked for */
             }
             tree_value[tree] = value;
+            if (c == NULL) continue;
+            for (Py_ssize_t j = 0; j < L; j++) { /* the leaves' credits, leaf by leaf: the same additions in the same order */
+                const Py_ssize_t leaf = tree * L + j;
+                for (int64_t g = group_start[leaf]; g < group_start[leaf + 1]; g++) c[group_feature[g]] += credit[leaf_row[j] + group_slot[g]];
+            }
         }
         /* the trees summed one by one in the booster's order; -1 marks a single-leaf tree (its constant) */
         double sum = 0.0;
@@ -363,6 +373,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
     if (released != NULL) PyEval_RestoreThread(released);
     PyMem_Free(tree_value);
     PyMem_Free(go);
+    PyMem_Free(leaf_row);
     PyBuffer_Release(&xv);
     PyBuffer_Release(&mv);
     if (explaining) PyBuffer_Release(&cv);
