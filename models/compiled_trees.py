@@ -24,7 +24,7 @@ Yang 2021). Scoring rows is then a fixed chain of array operations with no loop 
    the booster's order, so the margin is the very float LightGBM computes.
 
 When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
-tables, row by row: 19 against 172 us a lead in a tight loop, 131-134 against 452 us with the cache
+tables, row by row: 19 against 172 us a lead in a tight loop, 129-141 against 452 us with the cache
 flushed before each lead (it checks the tables' indexes once, when it binds them, and reads path
 decisions with PEXT where the CPU has a fast one); without it the numpy path runs. Tests hold the two
 equal, float for float. For margins alone (batch scoring, ``explain=false``) the kernel walks each
