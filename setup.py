@@ -1,6 +1,6 @@
 """What pyproject.toml cannot declare without an experimental table: the two C kernels.
 
-``models._trees`` scores and explains compiled trees; ``features._engagement`` aggregates engagement.
+``leadscore.models._trees`` scores and explains compiled trees; ``leadscore.features._engagement`` aggregates engagement.
 Both are optional: where no C compiler is found, leadscore installs anyway and runs the numpy form of
 the same computation (``models/compiled_trees.py``, ``features/engagement.py``), which tests hold equal.
 """
@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("models._trees", sources=["models/_trees.c"], optional=True),
-        Extension("features._engagement", sources=["features/_engagement.c"], optional=True),
+        Extension("leadscore.models._trees", sources=["models/_trees.c"], optional=True),
+        Extension("leadscore.features._engagement", sources=["features/_engagement.c"], optional=True),
     ]
 )

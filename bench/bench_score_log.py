@@ -39,15 +39,23 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving.deps import uuid7_hex
-from serving.score_log import ScoreLog, open_engine, write_batch
+from leadscore.serving.deps import uuid7_hex
+from leadscore.serving.score_log import ScoreLog, open_engine, write_batch
 
 HASH = hashlib.sha256(b"L-2026-000123").hexdigest()
 
 
 def row() -> dict[str, Any]:
-    return {"request_id": uuid7_hex(), "lead_hash": HASH, "model_name": "lead-scoring", "model_version": "3",
-            "probability": random.random(), "score": 50, "tier": "B", "scored_at": datetime.now(UTC)}
+    return {
+        "request_id": uuid7_hex(),
+        "lead_hash": HASH,
+        "model_name": "lead-scoring",
+        "model_version": "3",
+        "probability": random.random(),
+        "score": 50,
+        "tier": "B",
+        "scored_at": datetime.now(UTC),
+    }
 
 
 class WriterThread:
@@ -148,9 +156,13 @@ def main() -> None:
             rates[label].append(busy_loop(sink, args.seconds, args.rows_per_second))
             sink.close()
             print(f"run {n + 1} {label:<28}{rates[label][-1]:>9.0f} slices/s", flush=True)
-    written = sum(sqlite3.connect(db).execute("SELECT count(*) FROM score_log").fetchone()[0] for db in folder.glob("process*.db"))
+    written = sum(
+        sqlite3.connect(db).execute("SELECT count(*) FROM score_log").fetchone()[0] for db in folder.glob("process*.db")
+    )
     base = statistics.median(rates["none"])
-    print(f"\n{'set-up':<30}{'slices/s':>10}{'of none':>9}   ({args.rows_per_second:.0f} rows/s; the writer process wrote {written} rows)")
+    print(
+        f"\n{'set-up':<30}{'slices/s':>10}{'of none':>9}   ({args.rows_per_second:.0f} rows/s; the writer process wrote {written} rows)"
+    )
     for label, values in rates.items():
         median = statistics.median(values)
         print(f"{label:<30}{median:>10.0f}{100 * median / base:>8.0f}%")

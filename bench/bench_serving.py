@@ -93,7 +93,13 @@ def parse_wrk(text: str) -> dict[str, float]:
     p99 = to_ms(re.search(r"\s99%\s+(\S+)", text).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     errors = re.search(r"Socket errors:.*", text)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(non2xx.group(1)) if non2xx else 0.0, "socket_errors": errors.group(0) if errors else ""}
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": errors.group(0) if errors else "",
+    }
 
 
 def load_wrk(url: str, body: bytes, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
@@ -105,7 +111,9 @@ def load_wrk(url: str, body: bytes, connections: int, seconds: float, workdir: P
     threads = min(2, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return parse_wrk(out)
 
@@ -119,6 +127,7 @@ def load_python(url: str, body: bytes, connections: int, seconds: float, workdir
         deadline = time.perf_counter() + seconds
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
             async def worker() -> None:
                 nonlocal failed
                 while time.perf_counter() < deadline:
@@ -136,11 +145,11 @@ def load_python(url: str, body: bytes, connections: int, seconds: float, workdir
 
 
 def train_model(home: Path) -> tuple[str, str]:
-    from models import registry
-    from models.settings import MlflowSettings
-    from training.promote import promote
-    from training.synthetic import generate_crm, write_crm
-    from training.train import TrainOptions, train
+    from leadscore.models import registry
+    from leadscore.models.settings import MlflowSettings
+    from leadscore.training.promote import promote
+    from leadscore.training.synthetic import generate_crm, write_crm
+    from leadscore.training.train import TrainOptions, train
 
     settings = MlflowSettings(home=home)
     client = registry.configure(settings)
@@ -159,9 +168,9 @@ def pyfunc_body(name: str, version: str, home: Path) -> bytes:
     """The same lead as MLflow's scoring server wants it: the model's input columns, one record."""
     import mlflow
 
-    from features.online import lead_feature_record
-    from features.schema import LeadRecord
-    from serving.schemas import EXAMPLE_LEAD
+    from leadscore.features.online import lead_feature_record
+    from leadscore.features.schema import LeadRecord
+    from leadscore.serving.schemas import EXAMPLE_LEAD
 
     mlflow.set_tracking_uri(f"sqlite:///{(home / 'mlflow.db').resolve()}")
     info = mlflow.models.get_model_info(f"models:/{name}/{version}")
@@ -177,7 +186,9 @@ def pyfunc_body(name: str, version: str, home: Path) -> bytes:
 
 
 def start(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -196,25 +207,35 @@ def in_process_costs(name: str, version: str, home: Path) -> None:
     the same lead over and over (the model's tables stay in the core's cache), and 1,000 varied leads."""
     import random
 
-    from features.online import lead_feature_record
-    from features.schema import LeadRecord
-    from models import registry
-    from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
-    from models.settings import MlflowSettings
-    from serving.schemas import EXAMPLE_LEAD
+    from leadscore.features.online import lead_feature_record
+    from leadscore.features.schema import LeadRecord
+    from leadscore.models import registry
+    from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+    from leadscore.models.settings import MlflowSettings
+    from leadscore.serving.schemas import EXAMPLE_LEAD
 
     settings = MlflowSettings(home=home)
-    folder, _, _ = registry.fetch_files(registry.configure(settings), f"models:/{name}/{version}", home / "cache", MODEL_FILES)
+    folder, _, _ = registry.fetch_files(
+        registry.configure(settings), f"models:/{name}/{version}", home / "cache", MODEL_FILES
+    )
     scorer = Scorer.load(folder / SCORER_FILE)
     rng = random.Random(0)
     same = [LeadRecord.model_validate(EXAMPLE_LEAD)] * 1000
     varied = [
-        LeadRecord.model_validate({
-            **EXAMPLE_LEAD, "lead_id": f"L-{i}", "employees": rng.randint(1, 20_000), "annual_revenue": rng.randint(10_000, 500_000_000),
-            "industry": rng.choice(["saas", "fintech", "retail", "manufacturing", "healthcare"]), "manual_score": rng.randint(0, 100),
-            "is_mql": rng.random() < 0.5, "bant_budget": rng.random() < 0.5, "bant_need": rng.random() < 0.5,
-            "activities": EXAMPLE_LEAD["activities"][: rng.randint(0, 3)],
-        })
+        LeadRecord.model_validate(
+            {
+                **EXAMPLE_LEAD,
+                "lead_id": f"L-{i}",
+                "employees": rng.randint(1, 20_000),
+                "annual_revenue": rng.randint(10_000, 500_000_000),
+                "industry": rng.choice(["saas", "fintech", "retail", "manufacturing", "healthcare"]),
+                "manual_score": rng.randint(0, 100),
+                "is_mql": rng.random() < 0.5,
+                "bant_budget": rng.random() < 0.5,
+                "bant_need": rng.random() < 0.5,
+                "activities": EXAMPLE_LEAD["activities"][: rng.randint(0, 3)],
+            }
+        )
         for i in range(1000)
     ]
     now = datetime.now(UTC)
@@ -224,12 +245,16 @@ def in_process_costs(name: str, version: str, home: Path) -> None:
             began = time.perf_counter()
             for lead in leads:
                 scorer.score_records([lead_feature_record(lead, now)], explain=explain)
-            print(f"in-process score one lead, explain={explain!s:<5}, {label:<13}: {(time.perf_counter() - began):.3f} ms/lead")
+            print(
+                f"in-process score one lead, explain={explain!s:<5}, {label:<13}: {(time.perf_counter() - began):.3f} ms/lead"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=None, help="Embedded store with a champion (default: a new temp one).")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="Embedded store with a champion (default: a new temp one)."
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="Load duration per server and concurrency.")
     parser.add_argument("--python-load", action="store_true", help="Use the Python load generator even if wrk exists.")
     args = parser.parse_args()
@@ -241,25 +266,50 @@ def main() -> None:
     print(f"model {name} v{version} in {home}")
     in_process_costs(name, version, home)
 
-    from serving.schemas import EXAMPLE_LEAD
+    from leadscore.serving.schemas import EXAMPLE_LEAD
 
     lead_body = json.dumps(EXAMPLE_LEAD).encode()
     load = load_python if args.python_load or shutil.which("wrk") is None else load_wrk
     print(f"load generator: {'wrk' if load is load_wrk else 'python (httpx)'}; {args.seconds:.0f}s per run")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "LEADSCORE_HOME": str(home),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LEADSCORE_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("LEADSCORE_TRACKING_URI", None)
     (workdir / "const_app.py").write_text(CONST_APP)
     uvicorn_fast = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
     servers = {
-        "a) constant FastAPI": (lambda p: [str(BIN / "uvicorn"), "const_app:app", "--port", str(p), *uvicorn_fast], "/v1/score", lead_body),
+        "a) constant FastAPI": (
+            lambda p: [str(BIN / "uvicorn"), "const_app:app", "--port", str(p), *uvicorn_fast],
+            "/v1/score",
+            lead_body,
+        ),
         "b) leadscore serve": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/v1/score", lead_body),
-        "b') leadscore ?explain=false": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/v1/score?explain=false", lead_body),
+        "b') leadscore ?explain=false": (
+            lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)],
+            "/v1/score?explain=false",
+            lead_body,
+        ),
         "c) mlflow models serve": (
-            lambda p: [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{version}", "--env-manager", "local",
-                       "-h", "127.0.0.1", "-p", str(p)],
-            "/invocations", pyfunc_body(name, version, home),
+            lambda p: [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{name}/{version}",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(p),
+            ],
+            "/invocations",
+            pyfunc_body(name, version, home),
         ),
     }
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -268,7 +318,9 @@ def main() -> None:
         port = free_port()
         process = start(command(port), env, workdir, workdir / f"{label.split(')')[0]}.log")
         try:
-            probe = f"http://127.0.0.1:{port}" + ("/ping" if "mlflow" in label else "/readyz" if "leadscore" in label else "/docs")
+            probe = f"http://127.0.0.1:{port}" + (
+                "/ping" if "mlflow" in label else "/readyz" if "leadscore" in label else "/docs"
+            )
             wait_ready(probe, process)
             url = f"http://127.0.0.1:{port}{path}"
             check = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -277,8 +329,11 @@ def main() -> None:
             load(url, body, 1, 2, workdir)  # warm-up
             for connections in (1, 8):
                 results[label, connections] = r = load(url, body, connections, args.seconds, workdir)
-                print(f"{label:<30} c={connections}: {r['rps']:>8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
-                      f"  non-2xx {int(r['non2xx'])} {r['socket_errors']}", flush=True)
+                print(
+                    f"{label:<30} c={connections}: {r['rps']:>8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+                    f"  non-2xx {int(r['non2xx'])} {r['socket_errors']}",
+                    flush=True,
+                )
             memory[label] = rss_mib(process.pid)
             print(f"{label:<30} RSS {memory[label]:.0f} MiB", flush=True)
         finally:
@@ -287,9 +342,14 @@ def main() -> None:
     print("\nsummary")
     print(f"{'server':<30}{'c':>3}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}")
     for (label, connections), r in results.items():
-        print(f"{label:<30}{connections:>3}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{memory.get(label, 0):>9.0f}")
+        print(
+            f"{label:<30}{connections:>3}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{memory.get(label, 0):>9.0f}"
+        )
     for connections in (1, 8):
-        b, a, c = (results.get((k, connections)) for k in ("b) leadscore serve", "a) constant FastAPI", "c) mlflow models serve"))
+        b, a, c = (
+            results.get((k, connections))
+            for k in ("b) leadscore serve", "a) constant FastAPI", "c) mlflow models serve")
+        )
         if a and b and c:
             print(f"c={connections}: (b)/(c) = {b['rps'] / c['rps']:.1f}x   (b)/(a) = {100 * b['rps'] / a['rps']:.0f}%")
     shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None

@@ -25,22 +25,22 @@ from pathlib import Path
 
 import lightgbm as lgb
 
-from features.build import LABEL, load_training_frame
-from features.mapping import default_crm_mapping
-from models.compiled_trees import CompiledTrees
-from models.lead_model import _threads
-from training.split import split_frame
-from training.synthetic import generate_crm, write_crm
-from training.train import TrainOptions, fit, make_encoder
+from leadscore.features.build import LABEL, load_training_frame
+from leadscore.features.mapping import default_crm_mapping
+from leadscore.models.compiled_trees import CompiledTrees
+from leadscore.models.lead_model import _threads
+from leadscore.training.split import split_frame
+from leadscore.training.synthetic import generate_crm, write_crm
+from leadscore.training.train import TrainOptions, fit, make_encoder
 
 
-def timed(func, *args, **kwargs):  # noqa: ANN001, ANN201
+def timed(func, *args, **kwargs):
     began = time.perf_counter()
     out = func(*args, **kwargs)
     return out, time.perf_counter() - began
 
 
-def median_time(repeats: int, func):  # noqa: ANN001, ANN201
+def median_time(repeats: int, func):
     """The last result and the median seconds of ``repeats`` calls."""
     times = []
     for _ in range(repeats):
@@ -65,7 +65,7 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     mapping = default_crm_mapping()
     options = TrainOptions(data=data)
 
-    def whole_job():  # noqa: ANN202
+    def whole_job():
         return fit(load_training_frame(data, mapping), options)
 
     result, ours = median_time(repeats, whole_job)
@@ -77,7 +77,7 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     model = result.artifact.model
     params = {**model.lgb_params(), "num_threads": _threads(len(y), None)}
 
-    def plain_train():  # noqa: ANN202
+    def plain_train():
         dataset = lgb.Dataset(matrix, label=y, categorical_feature=encoder.categorical_indices_)
         return lgb.train(params, dataset, num_boost_round=model.n_estimators)
 
@@ -92,8 +92,12 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     subprocess.run([cli, "promote"], env=env, check=True, capture_output=True)
     out = root / f"scores-{n}.parquet"
     began = time.perf_counter()
-    subprocess.run([cli, "score", "--input", str(data), "--output", str(out), "--model-uri", "models:/lead-scoring@champion"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [cli, "score", "--input", str(data), "--output", str(out), "--model-uri", "models:/lead-scoring@champion"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     score_cli = time.perf_counter() - began
     everyone = encoder.transform(tf.frame)
     margin, predict = timed(booster.predict, everyone, raw_score=True, num_threads=_threads(len(everyone), None))
@@ -104,9 +108,15 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
         raise AssertionError("the compiled trees' margins differ from Booster.predict's")
     scored_rows = n
     return {
-        "leads": n, "train_rows": len(y), "ours_train_s": ours, "plain_train_s": plain,
-        "score_rows": scored_rows, "ours_score_s": score_cli, "plain_predict_s": predict * scored_rows / len(everyone),
-        "walk_s": walk * scored_rows / len(everyone), "walk": "C" if compiled.native else "numpy",
+        "leads": n,
+        "train_rows": len(y),
+        "ours_train_s": ours,
+        "plain_train_s": plain,
+        "score_rows": scored_rows,
+        "ours_score_s": score_cli,
+        "plain_predict_s": predict * scored_rows / len(everyone),
+        "walk_s": walk * scored_rows / len(everyone),
+        "walk": "C" if compiled.native else "numpy",
     }
 
 
@@ -115,21 +125,28 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3, help="training runs per side and size; the median is shown")
     args = parser.parse_args()
-    print(f"{'leads':>10} {'train rows':>11} {'our job s':>10} {'lgb.train s':>12} {'ratio':>6} | "
-          f"{'score s':>8} {'predict s':>10} {'ratio':>6} {'rows/s ours':>12} {'rows/s plain':>13} | {'walk s':>7}")
+    print(
+        f"{'leads':>10} {'train rows':>11} {'our job s':>10} {'lgb.train s':>12} {'ratio':>6} | "
+        f"{'score s':>8} {'predict s':>10} {'ratio':>6} {'rows/s ours':>12} {'rows/s plain':>13} | {'walk s':>7}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         warm_up(Path(tmp))
         for n in args.sizes:
             r = bench(n, Path(tmp), args.repeats)
-            print(f"{r['leads']:>10,} {r['train_rows']:>11,} {r['ours_train_s']:>10.1f} {r['plain_train_s']:>12.1f} "
-                  f"{r['ours_train_s'] / r['plain_train_s']:>6.2f} | {r['ours_score_s']:>8.1f} {r['plain_predict_s']:>10.1f} "
-                  f"{r['ours_score_s'] / r['plain_predict_s']:>6.2f} {r['score_rows'] / r['ours_score_s']:>12,.0f} "
-                  f"{r['score_rows'] / r['plain_predict_s']:>13,.0f} | {r['walk_s']:>7.1f} ({r['walk']})", flush=True)
-    print(f"training: median of {args.repeats} runs per side, after one small warm-up job; "
-          "our job = read + point-in-time features + encode + LightGBM + calibration + logistic and manual baselines "
-          "(no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
-          "plain = the same LightGBM parameters on the already-built matrix; walk = the compiled trees' margins "
-          "(what `leadscore score` predicts with) on that matrix, checked equal to Booster.predict's.")
+            print(
+                f"{r['leads']:>10,} {r['train_rows']:>11,} {r['ours_train_s']:>10.1f} {r['plain_train_s']:>12.1f} "
+                f"{r['ours_train_s'] / r['plain_train_s']:>6.2f} | {r['ours_score_s']:>8.1f} {r['plain_predict_s']:>10.1f} "
+                f"{r['ours_score_s'] / r['plain_predict_s']:>6.2f} {r['score_rows'] / r['ours_score_s']:>12,.0f} "
+                f"{r['score_rows'] / r['plain_predict_s']:>13,.0f} | {r['walk_s']:>7.1f} ({r['walk']})",
+                flush=True,
+            )
+    print(
+        f"training: median of {args.repeats} runs per side, after one small warm-up job; "
+        "our job = read + point-in-time features + encode + LightGBM + calibration + logistic and manual baselines "
+        "(no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
+        "plain = the same LightGBM parameters on the already-built matrix; walk = the compiled trees' margins "
+        "(what `leadscore score` predicts with) on that matrix, checked equal to Booster.predict's."
+    )
 
 
 if __name__ == "__main__":

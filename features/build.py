@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import schema
-from features.engagement import (
+from leadscore.features import schema
+from leadscore.features.engagement import (
     aggregate_engagement,
     engagement_feature_names,
     monotone_engagement,
     positions,
     type_codes,
 )
-from features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
+from leadscore.features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
 
 LABEL = "label"
 SCORING_AT = "scoring_at"
@@ -79,13 +79,17 @@ def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
         raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
     paths = {name: find_table(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
     leads = read_table(paths["leads"])
-    require_columns(leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"])
+    require_columns(
+        leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"]
+    )
     leads[mapping.created_at] = parse_datetimes(leads, mapping.created_at, paths["leads"], required=True)
     if leads[mapping.id].duplicated().any():
         dup = leads.loc[leads[mapping.id].duplicated(), mapping.id].iloc[0]
         raise DataError(f"{paths['leads']}: column {mapping.id!r} has duplicate id {dup!r}")
     activities = _read_events(paths["activities"], mapping, {"occurred_at": True}, ["type"])
-    outcomes = _read_events(paths["outcomes"], mapping, {"opportunity_created_at": False, "closed_at": False}, ["stage"])
+    outcomes = _read_events(
+        paths["outcomes"], mapping, {"opportunity_created_at": False, "closed_at": False}, ["stage"]
+    )
     return CrmTables(leads=leads, activities=activities, outcomes=outcomes)
 
 
@@ -211,7 +215,9 @@ def build_flat_frame(path: Path, mapping: Mapping) -> TrainingFrame:
     require_columns(table, list(dict.fromkeys(needed)), path)
     raw_label = table[mapping.label.column]
     if raw_label.isna().any():
-        raise DataError(f"{path}: label column {mapping.label.column!r} is empty in {int(raw_label.isna().sum())} row(s)")
+        raise DataError(
+            f"{path}: label column {mapping.label.column!r} is empty in {int(raw_label.isna().sum())} row(s)"
+        )
     positive = {str(v) for v in mapping.label.positive}
     table[LABEL] = raw_label.map(lambda v: _label_text(v) in positive).astype(np.int8)
     timed = mapping.created_at is not None
@@ -264,7 +270,12 @@ def load_training_frame(
         frame = build_flat_frame(data, mapping)
     else:
         frame = build_crm_frame(
-            read_crm_tables(data, mapping), mapping, target=target, horizon_days=horizon_days,
-            observation_days=observation_days, as_of=as_of, source=str(data),
+            read_crm_tables(data, mapping),
+            mapping,
+            target=target,
+            horizon_days=horizon_days,
+            observation_days=observation_days,
+            as_of=as_of,
+            source=str(data),
         )
     return replace(frame, digest=data_digest(data))

@@ -104,7 +104,9 @@ def encode_categorical(values: Sequence[Any], codes: Mapping[str, int], missing:
     grouped = _per_distinct(values, bools_equal_numbers=False) if len(values) > 1 else None
     if grouped is not None:
         distinct, index = grouped
-        per = np.fromiter((_category_code(v, codes, other, missing) for v in distinct), dtype=np.float64, count=len(distinct))
+        per = np.fromiter(
+            (_category_code(v, codes, other, missing) for v in distinct), dtype=np.float64, count=len(distinct)
+        )
         return per[index]
     values = as_objects(values) if isinstance(values, pd.Series) else values
     return np.fromiter((_category_code(v, codes, other, missing) for v in values), dtype=np.float64, count=len(values))
@@ -191,7 +193,6 @@ def n_rows(X: Any) -> int:
     return len(next(iter(X.values()))) if X else 0
 
 
-
 @dataclass(frozen=True)
 class ColumnCodes:
     """Fitted encoding of lead columns into one float matrix: categorical, then numeric, then boolean.
@@ -233,7 +234,9 @@ class ColumnCodes:
         at about 48 records (measured).
         """
         if len(records) <= ROW_BY_ROW:
-            return np.array([self.encode_row(r) for r in records], dtype=np.float64).reshape(len(records), len(self.names))
+            return np.array([self.encode_row(r) for r in records], dtype=np.float64).reshape(
+                len(records), len(self.names)
+            )
         return self.transform({name: [r.get(name) for r in records] for name in self.names})
 
     def encode_row(self, record: Mapping[str, Any]) -> list[float]:

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from features.columns import (
+from leadscore.features.columns import (
     OTHER,
     ColumnCodes,
     as_objects,
@@ -79,7 +79,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame | Mapping[str, Sequence[Any]], y: Any = None) -> FeatureEncoder:
         names = [*self.categorical, *self.numeric, *self.boolean]
         if not names:
-            raise ValueError("FeatureEncoder needs at least one column; got no categorical, numeric or boolean columns.")
+            raise ValueError(
+                "FeatureEncoder needs at least one column; got no categorical, numeric or boolean columns."
+            )
         duplicated = sorted({c for c in names if names.count(c) > 1})
         if duplicated:
             raise ValueError(f"Columns listed under more than one kind: {duplicated}.")
@@ -97,7 +99,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         for name in self.categorical:
             column = column_values(X, name, n)
             if not (isinstance(column, pd.Series) and isinstance(column.dtype, pd.StringDtype)):
-                column = pd.Series(as_objects(column), dtype=object)  # text columns count as they are: str keys either way
+                column = pd.Series(
+                    as_objects(column), dtype=object
+                )  # text columns count as they are: str keys either way
             raw = column.value_counts(dropna=True)
             counts: dict[str, int] = {}
             for value, count in raw.items():  # normalise each distinct value once
@@ -109,7 +113,9 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
             self.categories_[name] = tuple(sorted(kept))
         for name in self.numeric:  # columns numpy cannot read as numbers first, then any column
             values = column_values(X, name, n)
-            if isinstance(values, pd.Series) and not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf"):
+            if isinstance(values, pd.Series) and not (
+                isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf"
+            ):
                 values = as_objects(values)
             try:
                 np.asarray(values, dtype=np.float64)

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.schema import ACTIVITY_TYPES
+from leadscore.features.schema import ACTIVITY_TYPES
 
 WINDOW_DAYS = 7
 # High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
@@ -48,7 +48,7 @@ def _feature_names(types: tuple[str, ...]) -> tuple[str, ...]:
 def _kernel() -> Any:
     """``features._engagement.aggregate``, or None when the install did not build it."""
     try:
-        return importlib.import_module("features._engagement").aggregate
+        return importlib.import_module("leadscore.features._engagement").aggregate
     except ImportError:
         return None
 
@@ -92,13 +92,17 @@ def _key_index(keys: tuple[object, ...]) -> dict[str, int] | None:
 def _arrow_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> np.ndarray:
     def text(items: object) -> pa.Array:
         array = pa.array(items, from_pandas=True)
-        return array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())
+        return (
+            array if pa.types.is_string(array.type) or pa.types.is_large_string(array.type) else array.cast(pa.string())
+        )
 
     found = pc.index_in(text(values), value_set=text(keys if isinstance(keys, (pd.Series, np.ndarray)) else list(keys)))
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def type_codes(activity_types: Sequence[str] | np.ndarray | pd.Series, types: Sequence[str] = ACTIVITY_TYPES) -> np.ndarray:
+def type_codes(
+    activity_types: Sequence[str] | np.ndarray | pd.Series, types: Sequence[str] = ACTIVITY_TYPES
+) -> np.ndarray:
     """Index of each activity's type in ``types``; unknown types -> -1 (ignored)."""
     return positions(activity_types, types)
 
@@ -133,8 +137,16 @@ def lead_engagement(activity_types: Sequence[str], occurred_ns: Sequence[int], s
         scoring_at = np.array([scoring_ns], dtype=np.int64).view("datetime64[ns]")
         return engagement_matrix(lead_index, np.asarray(codes, dtype=np.int64), moments, scoring_at)[0].tolist()
     out = array("d", bytes(8 * (2 * k + 4)))
-    kernel(array("q", bytes(8 * len(codes))), array("q", codes), array("q", occurred_ns), array("q", (scoring_ns,)),
-           k, WINDOW_DAYS * _DAY_NS, _DAY_NS, out)
+    kernel(
+        array("q", bytes(8 * len(codes))),
+        array("q", codes),
+        array("q", occurred_ns),
+        array("q", (scoring_ns,)),
+        k,
+        WINDOW_DAYS * _DAY_NS,
+        _DAY_NS,
+        out,
+    )
     return out.tolist()
 
 
@@ -172,8 +184,14 @@ def engagement_matrix(
     if kernel is not None:
         out = np.empty((n, 2 * k + 4))
         kernel(
-            np.ascontiguousarray(lead_index), np.ascontiguousarray(type_code), np.ascontiguousarray(occurred_ns),
-            np.ascontiguousarray(scoring_ns), k, WINDOW_DAYS * _DAY_NS, _DAY_NS, out,
+            np.ascontiguousarray(lead_index),
+            np.ascontiguousarray(type_code),
+            np.ascontiguousarray(occurred_ns),
+            np.ascontiguousarray(scoring_ns),
+            k,
+            WINDOW_DAYS * _DAY_NS,
+            _DAY_NS,
+            out,
         )
         return out
     valid = (lead_index >= 0) & (type_code >= 0)

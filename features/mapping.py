@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from features import schema
+from leadscore.features import schema
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -88,7 +88,8 @@ class Mapping(BaseModel):
     segments: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     monotone: dict[str, Literal[-1, 1]] = Field(
-        default_factory=dict, description="Numeric features whose increase never lowers (1) or never raises (-1) the score."
+        default_factory=dict,
+        description="Numeric features whose increase never lowers (1) or never raises (-1) the score.",
     )
 
     @model_validator(mode="after")
@@ -130,7 +131,9 @@ def default_crm_mapping() -> Mapping:
             ManualProcess(name="MQL flag", kind="flag", columns=["is_mql"]),
             ManualProcess(name="Manual points", kind="score", columns=["manual_score"], threshold=60),
             ManualProcess(
-                name="BANT", kind="count", columns=["bant_budget", "bant_authority", "bant_need", "bant_timing"],
+                name="BANT",
+                kind="count",
+                columns=["bant_budget", "bant_authority", "bant_need", "bant_timing"],
                 threshold=3,
             ),
         ],
@@ -203,7 +206,9 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: Path | str)
     """Fail with the file and the missing column names."""
     absent = [c for c in columns if c not in frame.columns]
     if absent:
-        raise DataError(f"{source}: column(s) {absent} named in the mapping are not in the file; it has {list(frame.columns)}")
+        raise DataError(
+            f"{source}: column(s) {absent} named in the mapping are not in the file; it has {list(frame.columns)}"
+        )
 
 
 def parse_datetimes(frame: pd.DataFrame, column: str, source: Path | str, *, required: bool) -> pd.Series:
@@ -215,7 +220,9 @@ def parse_datetimes(frame: pd.DataFrame, column: str, source: Path | str, *, req
         parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
         bad = raw.notna() & parsed.isna()
         if bad.any():
-            raise DataError(f"{source}: column {column!r} has unparseable date {raw[bad].iloc[0]!r} (row {int(bad.idxmax())})")
+            raise DataError(
+                f"{source}: column {column!r} has unparseable date {raw[bad].iloc[0]!r} (row {int(bad.idxmax())})"
+            )
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     parsed = parsed.astype("datetime64[ns]")

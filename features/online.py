@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from features.engagement import engagement_feature_names, lead_engagement
-from features.schema import LeadRecord
+from leadscore.features.engagement import engagement_feature_names, lead_engagement
+from leadscore.features.schema import LeadRecord
 
 _NOT_FEATURES = {"activities", "engagement", "attributes", "email", "name"}
 _NAMES = engagement_feature_names()
@@ -34,7 +34,9 @@ def lead_feature_record(lead: LeadRecord, scoring_at: datetime) -> dict[str, Any
     record = {k: v for k, v in lead.__dict__.items() if k not in _NOT_FEATURES}
     if lead.activities:
         activities = lead.activities
-        aggregated = lead_engagement([a.type for a in activities], [_ns(a.occurred_at) for a in activities], _ns(scoring_at))
+        aggregated = lead_engagement(
+            [a.type for a in activities], [_ns(a.occurred_at) for a in activities], _ns(scoring_at)
+        )
         record.update(zip(_NAMES, aggregated, strict=True))
     else:
         record.update(_NO_ACTIVITY)

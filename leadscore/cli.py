@@ -40,8 +40,8 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except Exception as exc:
             # Imported here, not before the command runs: `serve` must not load the training stack.
-            from features.mapping import DataError
-            from training.promote import GateFailed
+            from leadscore.features.mapping import DataError
+            from leadscore.training.promote import GateFailed
 
             if isinstance(exc, GateFailed):
                 if kwargs.get("as_json"):
@@ -69,7 +69,7 @@ def generate(
     csv: Annotated[bool, typer.Option("--csv", help="Write CSV instead of Parquet.")] = False,
 ) -> None:
     """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
-    from training.synthetic import generate_crm, write_crm
+    from leadscore.training.synthetic import generate_crm, write_crm
 
     began = time.perf_counter()
     tables = generate_crm(leads, seed=seed, start=start, end=end)
@@ -83,27 +83,47 @@ def generate(
 @app.command()
 @_fails_cleanly
 def train(
-    data: Annotated[Path, typer.Option(help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet file.")],
-    config: Annotated[Path | None, typer.Option(help="Mapping YAML (see data/mappings/); default: leadscore's CRM schema.")] = None,
+    data: Annotated[
+        Path, typer.Option(help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet file.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="Mapping YAML (see data/mappings/); default: leadscore's CRM schema.")
+    ] = None,
     target: Annotated[str, typer.Option(help="CRM form: 'opportunity' or 'closed_won'.")] = "opportunity",
-    horizon_days: Annotated[int, typer.Option(min=1, help="CRM form: a conversion counts if it happens within this many days of creation.")] = 90,
-    observation_days: Annotated[int, typer.Option(min=0, help="CRM form: leads are scored this many days after creation.")] = 7,
-    as_of: Annotated[str | None, typer.Option(help="CRM form: the moment the data is seen from (default: its latest timestamp).")] = None,
+    horizon_days: Annotated[
+        int, typer.Option(min=1, help="CRM form: a conversion counts if it happens within this many days of creation.")
+    ] = 90,
+    observation_days: Annotated[
+        int, typer.Option(min=0, help="CRM form: leads are scored this many days after creation.")
+    ] = 7,
+    as_of: Annotated[
+        str | None, typer.Option(help="CRM form: the moment the data is seen from (default: its latest timestamp).")
+    ] = None,
     holdout_fraction: Annotated[float, typer.Option(help="Share of leads in the holdout (the newest period).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the model (and the random split of untimed data).")] = 0,
     min_conversions: Annotated[int, typer.Option(min=1, help="Refuse data with fewer conversions than this.")] = 120,
-    routing: Annotated[Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")] = None,
+    routing: Annotated[
+        Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")
+    ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
-    from models.settings import get_mlflow_settings
-    from training.train import TrainOptions
-    from training.train import train as run_training
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.train import TrainOptions
+    from leadscore.training.train import train as run_training
 
     options = TrainOptions(
-        data=data, config=config, target=target, horizon_days=horizon_days, observation_days=observation_days,
-        as_of=as_of, holdout_fraction=holdout_fraction, seed=seed, min_conversions=min_conversions, routing=routing,
+        data=data,
+        config=config,
+        target=target,
+        horizon_days=horizon_days,
+        observation_days=observation_days,
+        as_of=as_of,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        min_conversions=min_conversions,
+        routing=routing,
     )
     extra = _report_writer() if report else None
     result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
@@ -116,7 +136,7 @@ def train(
 
 def _report_writer() -> Callable[..., Any] | None:
     try:
-        from training.report import write_fit_report
+        from leadscore.training.report import write_fit_report
     except ImportError:
         return None
     return write_fit_report
@@ -135,13 +155,15 @@ def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
 @_fails_cleanly
 def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote (default: the 'challenger').")] = None,
-    tolerance: Annotated[float, typer.Option(help="How much lower the candidate's holdout ROC AUC may be than the champion's.")] = 0.005,
+    tolerance: Annotated[
+        float, typer.Option(help="How much lower the candidate's holdout ROC AUC may be than the champion's.")
+    ] = 0.005,
     max_ece: Annotated[float, typer.Option(help="Largest holdout calibration error a champion may have.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Move 'champion' to a version only if it passes the gates (calibrated; not worse than the champion)."""
-    from models.settings import get_mlflow_settings
-    from training.promote import promote as run_promote
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.promote import promote as run_promote
 
     result = run_promote(get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece)
     if as_json:
@@ -159,8 +181,8 @@ def promote(
 @_fails_cleanly
 def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
     """List every recorded alias move (who, when, from, to, why), newest first."""
-    from models import registry
-    from models.settings import get_mlflow_settings
+    from leadscore.models import registry
+    from leadscore.models.settings import get_mlflow_settings
 
     settings = get_mlflow_settings()
     moves = registry.alias_history(registry.configure(settings), settings.model_name)
@@ -179,15 +201,17 @@ def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lin
 def score(
     input: Annotated[Path, typer.Option("--input", help="Leads to score: a .csv/.parquet file, or a CRM-form folder.")],
     output: Annotated[Path, typer.Option(help="Where to write scores (.csv or .parquet), atomically.")],
-    model_uri: Annotated[str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")] = "models:/lead-scoring@champion",
+    model_uri: Annotated[
+        str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")
+    ] = "models:/lead-scoring@champion",
     as_of: Annotated[str | None, typer.Option(help="CRM folder input: aggregate engagement as of this moment.")] = None,
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
-    from features.mapping import Mapping
-    from models import registry
-    from models.scorer import MODEL_FILES
-    from models.settings import get_mlflow_settings
-    from training.batch import batch_model, load_leads, score_leads, write_atomic
+    from leadscore.features.mapping import Mapping
+    from leadscore.models import registry
+    from leadscore.models.scorer import MODEL_FILES
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.batch import batch_model, load_leads, score_leads, write_atomic
 
     settings = get_mlflow_settings()
     client = registry.configure(settings)
@@ -199,7 +223,9 @@ def score(
     scored = score_leads(leads, scorer, mapping, name, version)
     write_atomic(scored, output)
     tiers = scored["tier"].value_counts().sort_index().to_dict()
-    typer.echo(f"scored {len(scored):,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; tiers {tiers}")
+    typer.echo(
+        f"scored {len(scored):,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; tiers {tiers}"
+    )
 
 
 @app.command()
@@ -207,7 +233,9 @@ def score(
 def demo(
     workdir: Annotated[Path, typer.Option(help="Folder for the generated data and scores.")] = Path("demo"),
     leads: Annotated[int, typer.Option(min=2000, help="Synthetic leads to generate.")] = 50_000,
-    serve_check: Annotated[bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")] = True,
+    serve_check: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")
+    ] = True,
 ) -> None:
     """End to end on the embedded store: generate -> train -> promote -> score a sample -> serve one score."""
     data = workdir / "crm"
@@ -227,35 +255,58 @@ def demo(
 @app.command()
 @_fails_cleanly
 def evaluate(
-    data: Annotated[Path, typer.Option(help="A CRM-form folder or a flat .csv/.parquet file (the training data, or newer data).")],
-    model_uri: Annotated[str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")] = "models:/lead-scoring@champion",
-    config: Annotated[Path | None, typer.Option(help="Mapping YAML; default: the mapping the model was trained with.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, CSV tables and charts.")] = Path("report"),
-    leads_per_rep_week: Annotated[float | None, typer.Option(min=1, help="Leads one rep can work per week (capacity view).")] = None,
+    data: Annotated[
+        Path, typer.Option(help="A CRM-form folder or a flat .csv/.parquet file (the training data, or newer data).")
+    ],
+    model_uri: Annotated[
+        str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")
+    ] = "models:/lead-scoring@champion",
+    config: Annotated[
+        Path | None, typer.Option(help="Mapping YAML; default: the mapping the model was trained with.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.html, summary.json, CSV tables and charts.")] = Path(
+        "report"
+    ),
+    leads_per_rep_week: Annotated[
+        float | None, typer.Option(min=1, help="Leads one rep can work per week (capacity view).")
+    ] = None,
     reps: Annotated[int | None, typer.Option(min=1, help="Number of reps working leads (capacity view).")] = None,
-    rules: Annotated[Path | None, typer.Option(help="Points rules YAML (see data/rules/) to compare as one more manual process.")] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="Points rules YAML (see data/rules/) to compare as one more manual process.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report summary as one JSON object.")] = False,
 ) -> None:
     """Judge a registered model and the manual processes on the leads it never trained on; write the HTML report."""
-    from models.settings import get_mlflow_settings
-    from training.evaluate import evaluate as run_evaluate
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.evaluate import evaluate as run_evaluate
 
     began = time.perf_counter()
     summary = run_evaluate(
-        get_mlflow_settings(), model_uri, data, config, out, leads_per_rep_week=leads_per_rep_week, reps=reps, rules=rules,
+        get_mlflow_settings(),
+        model_uri,
+        data,
+        config,
+        out,
+        leads_per_rep_week=leads_per_rep_week,
+        reps=reps,
+        rules=rules,
     )
     if as_json:
         _echo_json(summary)
         return
     holdout = summary["holdout"]
     typer.echo(f"{summary['model']}: {summary['split_rule']}")
-    typer.echo(f"{holdout['n']:,} holdout leads, {holdout['conversions']:,} conversions; report in {time.perf_counter() - began:.1f}s")
+    typer.echo(
+        f"{holdout['n']:,} holdout leads, {holdout['conversions']:,} conversions; report in {time.perf_counter() - began:.1f}s"
+    )
     for name, values in summary["metrics"].items():
         auc = values["roc_auc"]
         typer.echo(f"  {name:<44} ROC AUC {auc if auc is None else f'{auc:.3f}'}")
     for name, v in summary["equal_volume"].items():
         if v["volume"]:
-            typer.echo(f"  same volume as {name} ({v['volume']:,} leads): manual {v['manual_wins']:,} wins, model {v['model_wins']:,} wins")
+            typer.echo(
+                f"  same volume as {name} ({v['volume']:,} leads): manual {v['manual_wins']:,} wins, model {v['model_wins']:,} wins"
+            )
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
@@ -266,16 +317,18 @@ def evaluate(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads the model and follows the alias).")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each loads the model and follows the alias).")
+    ] = 1,
 ) -> None:
     """Serve the scoring API: models:/<LEADSCORE_MODEL_NAME>@<LEADSCORE_ALIAS>, reloaded when the alias moves."""
-    from serving.run import run
+    from leadscore.serving.run import run
 
     run(host=host, port=port, workers=workers)
 
 
 def _serve_once() -> None:
-    from serving.demo import score_one_over_http
+    from leadscore.serving.demo import score_one_over_http
 
     typer.echo(json.dumps(score_one_over_http(), indent=2, default=str))
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.compiled_trees import CompiledTrees
-from models.lead_model import LeadScoringModel
-from models.routing import RoutingPolicy
-from models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of, scored_columns
+from leadscore.models.compiled_trees import CompiledTrees
+from leadscore.models.lead_model import LeadScoringModel
+from leadscore.models.routing import RoutingPolicy
+from leadscore.models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of, scored_columns
 
 __all__ = ["ARTIFACT_FILE", "ScoringArtifact"]
 

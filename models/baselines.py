@@ -14,10 +14,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, SplineTransformer
 from sklearn.utils.validation import check_is_fitted
 
-from features.columns import encode_boolean, encode_numeric
-from features.encoder import FeatureEncoder
-from features.mapping import ManualProcess
-from models.threads import cores, in_row_blocks
+from leadscore.features.columns import encode_boolean, encode_numeric
+from leadscore.features.encoder import FeatureEncoder
+from leadscore.features.mapping import ManualProcess
+from leadscore.models.threads import cores, in_row_blocks
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -60,7 +60,13 @@ class RowSample(ClassifierMixin, BaseEstimator):
     170k holdout leads in 1.2 s instead of 2.6 s on 2 cores.
     """
 
-    def __init__(self, estimator: Any = None, max_rows: int | None = LOGISTIC_MAX_ROWS, random_state: int = 0, block_rows: int = 50_000):
+    def __init__(
+        self,
+        estimator: Any = None,
+        max_rows: int | None = LOGISTIC_MAX_ROWS,
+        random_state: int = 0,
+        block_rows: int = 50_000,
+    ):
         self.estimator = estimator
         self.max_rows = max_rows
         self.random_state = random_state
@@ -155,7 +161,9 @@ class ManualProcessClassifier(ClassifierMixin, BaseEstimator):
     :meth:`passed` is its own hand-off decision (flag set, grade in ``passed``, points over threshold).
     """
 
-    def __init__(self, process: ManualProcess | None = None, missing_values: tuple[str, ...] = ("",), smoothing: float = 1.0):
+    def __init__(
+        self, process: ManualProcess | None = None, missing_values: tuple[str, ...] = ("",), smoothing: float = 1.0
+    ):
         self.process = process
         self.missing_values = missing_values
         self.smoothing = smoothing

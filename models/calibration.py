@@ -8,7 +8,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from models.curve import CalibrationCurve
+from leadscore.models.curve import CalibrationCurve
 
 
 class MarginCalibrator(BaseEstimator):

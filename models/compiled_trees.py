@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from models.threads import cores, in_row_blocks
+from leadscore.models.threads import cores, in_row_blocks
 
 # LightGBM's zero threshold (kZeroThreshold) and missing-value types.
 _ZERO = 1e-35
@@ -123,7 +123,9 @@ class CompiledTrees:
     cat_nodes: np.ndarray  # categorical splits, and for each the codes that go left
     cat_left: np.ndarray
     width: int
-    path_lookup: np.ndarray  # (trees, width / 8, 256, leaves per tree): each leaf's path decisions, by byte of its tree's
+    path_lookup: (
+        np.ndarray
+    )  # (trees, width / 8, 256, leaves per tree): each leaf's path decisions, by byte of its tree's
     leaf_base: np.ndarray  # (trees * leaves per tree,): where each leaf's outcomes start in ``outcome_row``
     outcome_row: np.ndarray  # leaf base + path decisions -> the row of the leaf's outcome in ``credit``
     reached_value: np.ndarray  # leaf base + path decisions -> the leaf's value if they lead to it, else 0.0
@@ -156,9 +158,18 @@ class CompiledTrees:
         byte_bits = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8)
         leaves_per_tree = max(len(t.leaves) for t in trees) if trees else 1
         depth = max((len(path) for t in trees for _, _, path in t.leaves), default=0)
-        path_lookup = np.zeros((len(trees), width // 8, 256, leaves_per_tree), dtype=np.int16 if depth < 15 else np.int32)
+        path_lookup = np.zeros(
+            (len(trees), width // 8, 256, leaves_per_tree), dtype=np.int16 if depth < 15 else np.int32
+        )
         leaf_base = np.zeros((len(trees), leaves_per_tree), dtype=np.int32)  # padding leaves: outcome 0, never read
-        outcome_row, reached_value, group_leaf, group_slot, group_feature, credit = [np.zeros(1, dtype=np.int32)], [np.zeros(1)], [], [], [], []
+        outcome_row, reached_value, group_leaf, group_slot, group_feature, credit = (
+            [np.zeros(1, dtype=np.int32)],
+            [np.zeros(1)],
+            [],
+            [],
+            [],
+            [],
+        )
         rows = entries = 0
         outcome_base = 1
         for t, tree in enumerate(trees):
@@ -249,7 +260,7 @@ class CompiledTrees:
         """The C kernel (``models._trees``) and its handle on these tables; None when it was not built or no tree
         has a split."""
         try:
-            native = importlib.import_module("models._trees")
+            native = importlib.import_module("leadscore.models._trees")
         except ImportError:
             return None
         if not len(self.split_trees):
@@ -306,7 +317,9 @@ class CompiledTrees:
         """
         trees, n_bytes, _, leaves = self.path_lookup.shape
         lookup = self.path_lookup.astype(np.int64)
-        flips = np.stack([lookup[:, i // 8, 1 << (i % 8), :] - lookup[:, i // 8, 0, :] for i in range(8 * n_bytes)], axis=1)
+        flips = np.stack(
+            [lookup[:, i // 8, 1 << (i % 8), :] - lookup[:, i // 8, 0, :] for i in range(8 * n_bytes)], axis=1
+        )
         tree, split, leaf = np.nonzero(flips)  # (trees, splits, leaves)
         position = np.log2(flips[tree, split, leaf]).astype(np.int64)
         depth = np.zeros((trees, leaves), dtype=np.int32)
@@ -371,7 +384,9 @@ class CompiledTrees:
             # LightGBM truncates the code toward zero: (-1, 0) reads as 0; NaN, negative and unseen codes go right
             codes = np.clip(np.nan_to_num(values[:, self.cat_nodes], nan=unknown), -1, unknown).astype(np.intp) + 1
             go[:, self.cat_nodes] = self.cat_left[self._cat_rows, codes]
-        packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[..., 0]  # (n, trees, bytes)
+        packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[
+            ..., 0
+        ]  # (n, trees, bytes)
         trees = self._trees
         bits = self.path_lookup[trees, 0, packed[:, :, 0]].astype(np.int32)
         for byte in range(1, packed.shape[2]):
@@ -419,7 +434,9 @@ class CompiledTrees:
         if native and self._kernel is not None:
             return self._native(X, explain=False)[0]
         if len(X) > _NUMPY_ROWS:
-            return np.concatenate([self.margin(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, len(X), _NUMPY_ROWS)])
+            return np.concatenate(
+                [self.margin(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, len(X), _NUMPY_ROWS)]
+            )
         return self._margin(self._decisions(X) if len(self.split_trees) else None, len(X))
 
     def explain(self, X: np.ndarray, native: bool = True) -> tuple[np.ndarray, np.ndarray]:

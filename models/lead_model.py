@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
-from features.encoder import FeatureEncoder
-from models.calibration import MarginCalibrator
+from leadscore.features.encoder import FeatureEncoder
+from leadscore.models.calibration import MarginCalibrator
 
 PARALLEL_ROWS = 100_000
 
@@ -114,14 +114,16 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             self.booster_ = self._train(matrix, y)
             self.calibrator_ = MarginCalibrator(self.calibration).fit(margin, y)
         else:
-            cut = int(round(len(y) * (1 - self.calibration_fraction)))
+            cut = round(len(y) * (1 - self.calibration_fraction))
             for part, labels in (("training", y[:cut]), ("calibration", y[cut:])):
                 if len(np.unique(labels)) < 2:
                     raise ValueError(f"the {part} part needs both converted and not converted leads")
             self.encoder_ = clone(self.encoder).fit(X.iloc[:cut])
             matrix = self.encoder_.transform(X)
             self.booster_ = self._train(matrix[:cut], y[:cut])
-            self.calibrator_ = MarginCalibrator(self.calibration).fit(self.booster_.predict(matrix[cut:], raw_score=True), y[cut:])
+            self.calibrator_ = MarginCalibrator(self.calibration).fit(
+                self.booster_.predict(matrix[cut:], raw_score=True), y[cut:]
+            )
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = self.encoder_.n_features_in_
         return self

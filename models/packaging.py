@@ -10,10 +10,10 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from models import registry
-from models.artifact import ARTIFACT_FILE, ScoringArtifact
-from models.pyfunc import LeadScoringPyfunc
-from models.scorer import MODEL_FILES, SCORER_FILE
+from leadscore.models import registry
+from leadscore.models.artifact import ARTIFACT_FILE, ScoringArtifact
+from leadscore.models.pyfunc import LeadScoringPyfunc
+from leadscore.models.scorer import MODEL_FILES, SCORER_FILE
 
 
 def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
@@ -21,7 +21,10 @@ def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> mlflow.
     example = input_example.reset_index(drop=True)
     signature = infer_signature(example, artifact.score_frame(example).reset_index(drop=True))
     with tempfile.TemporaryDirectory() as tmp:
-        files = {ARTIFACT_FILE: artifact.save(Path(tmp) / ARTIFACT_FILE), SCORER_FILE: artifact.scorer().save(Path(tmp) / SCORER_FILE)}
+        files = {
+            ARTIFACT_FILE: artifact.save(Path(tmp) / ARTIFACT_FILE),
+            SCORER_FILE: artifact.scorer().save(Path(tmp) / SCORER_FILE),
+        }
         info = mlflow.pyfunc.log_model(
             name=registry.MODEL_PATH,
             python_model=LeadScoringPyfunc(),
@@ -36,7 +39,9 @@ def log_model(artifact: ScoringArtifact, input_example: pd.DataFrame) -> mlflow.
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")]
+    return [
+        f"{p}=={version(p)}" for p in ("lightgbm", "scikit-learn", "pandas", "numpy", "joblib", "mlflow", "pydantic")
+    ]
 
 
 def fetch_artifact(client: MlflowClient, model_uri: str, cache_dir: Path) -> tuple[ScoringArtifact, str, str]:

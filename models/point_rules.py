@@ -42,8 +42,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from features.columns import encode_numeric
-from features.mapping import DataError, load_yaml_model, validation_error_text
+from leadscore.features.columns import encode_numeric
+from leadscore.features.mapping import DataError, load_yaml_model, validation_error_text
 
 Scalar = str | float | bool
 TEXT_OPS = ("in", "not_in", "eq", "ne", "contains")
@@ -75,7 +75,9 @@ class Condition(BaseModel):
             ops = ", ".join(["in", *TEXT_OPS[1:], *NUMBER_OPS, "missing"])
             raise ValueError(f"condition on {self.column!r} has no operator; use one of: {ops}")
         if self.between is not None and self.between[0] > self.between[1]:
-            raise ValueError(f"'between' on {self.column!r} needs [low, high] with low <= high; got {list(self.between)}")
+            raise ValueError(
+                f"'between' on {self.column!r} needs [low, high] with low <= high; got {list(self.between)}"
+            )
         return self
 
 
@@ -139,9 +141,15 @@ def _text(value: Any) -> str:
 
 def _missing_mask(values: np.ndarray, missing: frozenset[str]) -> np.ndarray:
     return np.fromiter(
-        (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() in missing)
-         for v in values),
-        dtype=bool, count=len(values),
+        (
+            v is None
+            or v is pd.NA
+            or (isinstance(v, float) and math.isnan(v))
+            or (isinstance(v, str) and v.strip() in missing)
+            for v in values
+        ),
+        dtype=bool,
+        count=len(values),
     )
 
 
@@ -168,7 +176,9 @@ def condition_mask(condition: Condition, X: pd.DataFrame, missing_values: tuple[
             ok &= np.array([any(n in t for n in needles) for t in text], dtype=bool)
         ok &= ~missing
     if any(getattr(condition, op) is not None for op in NUMBER_OPS):
-        number = encode_numeric([float(v) if isinstance(v, bool | np.bool_) else v for v in values], frozenset(missing_values))
+        number = encode_numeric(
+            [float(v) if isinstance(v, bool | np.bool_) else v for v in values], frozenset(missing_values)
+        )
         known = ~np.isnan(number)
         with np.errstate(invalid="ignore"):
             if condition.gt is not None:
@@ -198,7 +208,9 @@ class PointRulesClassifier(ClassifierMixin, BaseEstimator):
         Where the rules came from (a file name), quoted in error messages.
     """
 
-    def __init__(self, rules: PointRules | dict | None = None, missing_values: tuple[str, ...] = ("",), source: str = ""):
+    def __init__(
+        self, rules: PointRules | dict | None = None, missing_values: tuple[str, ...] = ("",), source: str = ""
+    ):
         self.rules = rules
         self.missing_values = missing_values
         self.source = source
@@ -225,7 +237,9 @@ class PointRulesClassifier(ClassifierMixin, BaseEstimator):
         for i, rule in enumerate(spec.rules):
             for condition in rule.conditions:
                 if condition.column not in X.columns:
-                    raise DataError(f"{self._where}: field 'rules.{i}.when': column {condition.column!r} is not in the data")
+                    raise DataError(
+                        f"{self._where}: field 'rules.{i}.when': column {condition.column!r} is not in the data"
+                    )
         if spec.decay is not None and spec.decay.column not in X.columns:
             raise DataError(f"{self._where}: field 'decay.column': column {spec.decay.column!r} is not in the data")
 
@@ -252,7 +266,9 @@ class PointRulesClassifier(ClassifierMixin, BaseEstimator):
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if len(np.unique(y)) < 2:
-            raise ValueError(f"{self._where}: the training leads need both conversions and non-conversions; got only {np.unique(y)}")
+            raise ValueError(
+                f"{self._where}: the training leads need both conversions and non-conversions; got only {np.unique(y)}"
+            )
         self.spec_ = spec
         points = self.points(X)
         self.scale_ = float(np.std(points)) or 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow.pyfunc
 import pandas as pd
 
-from models.artifact import ARTIFACT_FILE, ScoringArtifact
+from leadscore.models.artifact import ARTIFACT_FILE, ScoringArtifact
 
 
 class LeadScoringPyfunc(mlflow.pyfunc.PythonModel):
@@ -14,5 +14,7 @@ class LeadScoringPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.artifact = ScoringArtifact.load(context.artifacts[ARTIFACT_FILE])
 
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         return self.artifact.score_frame(model_input).reset_index(drop=True)

@@ -19,7 +19,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.settings import MlflowSettings
+from leadscore.models.settings import MlflowSettings
 
 MODEL_PATH = "model"
 HISTORY_SUFFIX = "-alias-history"
@@ -44,15 +44,15 @@ def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> 
     return client.create_experiment(name, artifact_location=location)
 
 
-def register(client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]) -> str:
+def register(
+    client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]
+) -> str:
     """Create a new version of registered model ``name`` from a logged model; returns the version number as text."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
-    version = client.create_model_version(
-        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
-    )
+    version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
     return str(version.version)
 
 
@@ -74,7 +74,9 @@ class AliasMove:
     reason: str
 
 
-def move_alias(client: MlflowClient, settings: MlflowSettings, name: str, alias: str, version: str, reason: str) -> AliasMove:
+def move_alias(
+    client: MlflowClient, settings: MlflowSettings, name: str, alias: str, version: str, reason: str
+) -> AliasMove:
     """Point ``alias`` at ``version`` and record the move (who, when, from, to, why) in the history experiment."""
     move = AliasMove(
         alias=alias,
@@ -101,13 +103,17 @@ def alias_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     if found is None:
         return []
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
-    return [{k.removeprefix("leadscore."): v for k, v in r.data.tags.items() if k.startswith("leadscore.")} for r in runs]
+    return [
+        {k.removeprefix("leadscore."): v for k, v in r.data.tags.items() if k.startswith("leadscore.")} for r in runs
+    ]
 
 
 def resolve_version(client: MlflowClient, model_uri: str) -> tuple[str, str]:
     """``models:/name@alias`` or ``models:/name/version`` -> (name, version)."""
     if not model_uri.startswith("models:/"):
-        raise ValueError(f"model URI {model_uri!r} is not of the form models:/<name>@<alias> or models:/<name>/<version>")
+        raise ValueError(
+            f"model URI {model_uri!r} is not of the form models:/<name>@<alias> or models:/<name>/<version>"
+        )
     rest = model_uri.removeprefix("models:/")
     if "@" in rest:
         name, alias = rest.split("@", 1)
@@ -145,15 +151,21 @@ def fetch_files(client: MlflowClient, model_uri: str, cache_dir: Path, files: Se
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
         try:
-            local = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging / "download"), tracking_uri=client.tracking_uri
-            ))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=str(staging / "download"),
+                    tracking_uri=client.tracking_uri,
+                )
+            )
             ready = staging / "ready"
             ready.mkdir()
             for file in files:
                 found = next(local.rglob(file), None)
                 if found is None:
-                    raise FileNotFoundError(f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)")
+                    raise FileNotFoundError(
+                        f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)"
+                    )
                 shutil.move(found, ready / file)
             if target.is_dir():
                 shutil.rmtree(target, ignore_errors=True)

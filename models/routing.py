@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.mapping import load_yaml_model
+from leadscore.features.mapping import load_yaml_model
 
 
 class TierSpec(BaseModel):
@@ -84,16 +85,30 @@ def fit_routing(spec: RoutingSpec, probability: np.ndarray, leads_per_week: floa
     for tier in spec.tiers[:-1]:
         if tier.per_week is not None:
             if not leads_per_week:
-                raise ValueError(f"tier {tier.name!r} is sized per week, but the data has no timestamps for a lead rate")
+                raise ValueError(
+                    f"tier {tier.name!r} is sized per week, but the data has no timestamps for a lead rate"
+                )
             share = tier.per_week / leads_per_week
         else:
             share = tier.share
         taken = min(1.0, taken + share)
-        k = max(1, int(round(taken * len(p))))
+        k = max(1, round(taken * len(p)))
         cutoff = float(p[min(k, len(p)) - 1])
-        tiers.append(Tier(name=tier.name, queue=tier.queue, sla_hours=tier.sla_hours, min_probability=cutoff, expected_share=share))
+        tiers.append(
+            Tier(
+                name=tier.name, queue=tier.queue, sla_hours=tier.sla_hours, min_probability=cutoff, expected_share=share
+            )
+        )
     last = spec.tiers[-1]
-    tiers.append(Tier(name=last.name, queue=last.queue, sla_hours=last.sla_hours, min_probability=0.0, expected_share=max(0.0, 1 - taken)))
-    for upper, lower in zip(tiers, tiers[1:], strict=False):
+    tiers.append(
+        Tier(
+            name=last.name,
+            queue=last.queue,
+            sla_hours=last.sla_hours,
+            min_probability=0.0,
+            expected_share=max(0.0, 1 - taken),
+        )
+    )
+    for upper, lower in itertools.pairwise(tiers):
         lower.min_probability = min(lower.min_probability, upper.min_probability)
     return RoutingPolicy(tiers=tiers, leads_per_week=leads_per_week)

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 import joblib
 import numpy as np
 
-from features.columns import ColumnCodes
-from features.files import write_via_temp
-from models.compiled_trees import CompiledTrees
-from models.curve import CalibrationCurve
-from models.explain import reasons
-from models.routing import RoutingPolicy
+from leadscore.features.columns import ColumnCodes
+from leadscore.features.files import write_via_temp
+from leadscore.models.compiled_trees import CompiledTrees
+from leadscore.models.curve import CalibrationCurve
+from leadscore.models.explain import reasons
+from leadscore.models.routing import RoutingPolicy
 
 ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
 SCORER_FILE = "scorer.joblib"  # its serving form
@@ -35,12 +35,19 @@ def score_of(score_reference: np.ndarray, probability: np.ndarray) -> np.ndarray
     return np.searchsorted(score_reference, probability, side="right").clip(1, 101) - 1
 
 
-def scored_columns(probability: np.ndarray, score_reference: np.ndarray, routing: RoutingPolicy) -> dict[str, np.ndarray]:
+def scored_columns(
+    probability: np.ndarray, score_reference: np.ndarray, routing: RoutingPolicy
+) -> dict[str, np.ndarray]:
     """The probability, 0-100 score, tier and queue columns of calibrated probabilities."""
     tier = routing.tier_index(probability)
     names = np.array([t.name for t in routing.tiers], dtype=object)
     queues = np.array([t.queue for t in routing.tiers], dtype=object)
-    return {"probability": probability, "score": score_of(score_reference, probability), "tier": names[tier], "queue": queues[tier]}
+    return {
+        "probability": probability,
+        "score": score_of(score_reference, probability),
+        "tier": names[tier],
+        "queue": queues[tier],
+    }
 
 
 def load_checked(path: Path, cls: type[T], what: str) -> T:

@@ -15,15 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import routes_health, routes_model, routes_scoring
-from serving.asgi import validation_errors
-from serving.batcher import MicroBatcher
-from serving.metrics import Metrics
-from serving.middleware import Guard
-from serving.openapi import document
-from serving.score_log import ScoreLog, lead_hasher
-from serving.settings import ServingSettings, get_serving_settings
-from serving.state import AppState, ModelLoader, RegistryLoader
+from leadscore.serving import routes_health, routes_model, routes_scoring
+from leadscore.serving.asgi import validation_errors
+from leadscore.serving.batcher import MicroBatcher
+from leadscore.serving.metrics import Metrics
+from leadscore.serving.middleware import Guard
+from leadscore.serving.openapi import document
+from leadscore.serving.score_log import ScoreLog, lead_hasher
+from leadscore.serving.settings import ServingSettings, get_serving_settings
+from leadscore.serving.state import AppState, ModelLoader, RegistryLoader
 
 log = logging.getLogger("leadscore.serving")
 
@@ -33,7 +33,9 @@ INITIAL_RETRY_SECONDS = 5.0
 def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_lead(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return JSONResponse(
+            {"detail": validation_errors(exc.errors())}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -55,7 +57,7 @@ class ScoringAPI(FastAPI):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path, root = scope["path"], scope.get("root_path", "")
-            endpoint = self.scoring.get(path[len(root):] if root and path.startswith(root) else path)
+            endpoint = self.scoring.get(path[len(root) :] if root and path.startswith(root) else path)
             if endpoint is not None:
                 scope["app"] = self
                 await endpoint(scope, receive, send)
@@ -66,7 +68,11 @@ class ScoringAPI(FastAPI):
 async def _poll(state: AppState) -> None:
     """Follow the alias: check every poll_seconds (retry sooner while nothing serves yet)."""
     while True:
-        wait = state.settings.poll_seconds if state.model is not None else min(INITIAL_RETRY_SECONDS, state.settings.poll_seconds or INITIAL_RETRY_SECONDS)
+        wait = (
+            state.settings.poll_seconds
+            if state.model is not None
+            else min(INITIAL_RETRY_SECONDS, state.settings.poll_seconds or INITIAL_RETRY_SECONDS)
+        )
         if state.model is not None and state.settings.poll_seconds <= 0:
             return
         await asyncio.sleep(wait)
@@ -97,7 +103,12 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         source = loader if loader is not None else await asyncio.to_thread(RegistryLoader, settings)
         hash_lead = lead_hasher(key)
         state = AppState(
-            settings=settings, loader=source, score_log=score_log, metrics=metrics, hash_lead=hash_lead, batcher=MicroBatcher(hash_lead, metrics.batch_size.observe)
+            settings=settings,
+            loader=source,
+            score_log=score_log,
+            metrics=metrics,
+            hash_lead=hash_lead,
+            batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
         )
         app.state.leadscore = state
         try:
@@ -132,5 +143,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     app.include_router(routes_health.router)
     _add_handlers(app)
     app.add_middleware(Guard, metrics=app.state.metrics, max_bytes=settings.max_body_bytes)
-    app.scoring = {path: Guard(endpoint, app.state.metrics, settings.max_body_bytes) for path, endpoint in scoring.items()}
+    app.scoring = {
+        path: Guard(endpoint, app.state.metrics, settings.max_body_bytes) for path, endpoint in scoring.items()
+    }
     return app

@@ -19,9 +19,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from features.schema import LeadRecord
-from serving.scoring import score_leads
-from serving.state import LoadedModel
+from leadscore.features.schema import LeadRecord
+from leadscore.serving.scoring import score_leads
+from leadscore.serving.state import LoadedModel
 
 Answer = tuple[dict[str, Any], dict[str, Any]]  # the answer, and its score-log row
 
@@ -72,7 +72,9 @@ class MicroBatcher:
         for items in groups.values():
             model, explain = items[0][0], items[0][3]
             try:
-                answers, rows = score_leads(model, [i[1] for i in items], [i[2] for i in items], explain, self.hash_lead)
+                answers, rows = score_leads(
+                    model, [i[1] for i in items], [i[2] for i in items], explain, self.hash_lead
+                )
             except Exception as exc:  # noqa: BLE001 - each request fails as it would have alone
                 for *_, future in items:
                     if not future.done():

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from serving.settings import ServingSettings
+from leadscore.serving.settings import ServingSettings
 
 
 def _free_port() -> int:
@@ -22,8 +22,8 @@ def score_one_over_http(settings: ServingSettings | None = None, timeout: float 
     """Start the API in this process (default settings: the embedded store in LEADSCORE_HOME), score the example lead."""
     import uvicorn
 
-    from serving.app import create_app
-    from serving.run import server_options
+    from leadscore.serving.app import create_app
+    from leadscore.serving.run import server_options
 
     settings = settings or ServingSettings()
     port = _free_port()
@@ -45,7 +45,9 @@ def score_one_over_http(settings: ServingSettings | None = None, timeout: float 
                     raise RuntimeError(f"the scoring API at {base} did not become ready within {timeout:.0f}s")
                 time.sleep(0.2)
             spec = client.get("/openapi.json").json()
-            example = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["examples"]["full"]["value"]
+            example = spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["examples"][
+                "full"
+            ]["value"]
             headers = {"X-API-Key": settings.api_keys[0].get_secret_value()} if settings.api_keys else {}
             response = client.post("/v1/score", json=example, headers=headers)
             response.raise_for_status()

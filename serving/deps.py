@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 
-from serving.state import AppState, LoadedModel
+from leadscore.serving.state import AppState, LoadedModel
 
 NOT_READY = "model not ready"
 BAD_KEY = "missing or invalid API key"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 if TYPE_CHECKING:
-    from serving.state import LoadedModel
+    from leadscore.serving.state import LoadedModel
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,23 +49,35 @@ class Metrics:
             forget_dead_workers(os.environ[MULTIPROCESS_ENV])
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "leadscore_http_requests_total", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=self.registry,
+            "leadscore_http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "leadscore_http_request_duration_seconds", "Request latency by route and status.", ["route", "status"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,
+            "leadscore_http_request_duration_seconds",
+            "Request latency by route and status.",
+            ["route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
         )
         self.scores = Counter("leadscore_scores_total", "Leads scored, by tier.", ["tier"], registry=self.registry)
         self.batch_size = Histogram(
-            "leadscore_single_lead_batch_size", "Single-lead requests scored together (micro-batching).",
-            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+            "leadscore_single_lead_batch_size",
+            "Single-lead requests scored together (micro-batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
         )
         self.model_info = Gauge(
-            "leadscore_model_info", "The model version serving (value 1; with several workers, 1 while any serves it).",
-            ["name", "version", "source"], registry=self.registry, multiprocess_mode="livemax",
+            "leadscore_model_info",
+            "The model version serving (value 1; with several workers, 1 while any serves it).",
+            ["name", "version", "source"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
-        self.reloads = Counter("leadscore_model_reloads_total", "Model swaps by result.", ["result"], registry=self.registry)
+        self.reloads = Counter(
+            "leadscore_model_reloads_total", "Model swaps by result.", ["result"], registry=self.registry
+        )
         self.score_log_dropped = Counter(
             "leadscore_score_log_dropped_total", "Scores not written to the score log.", registry=self.registry
         )
@@ -104,6 +116,9 @@ class Metrics:
         key = (route, method if method in _METHODS else "other", status)
         series = self._requests.get(key)
         if series is None:
-            series = self._requests[key] = (self.requests.labels(key[0], key[1], str(status)), self.latency.labels(route, str(status)))
+            series = self._requests[key] = (
+                self.requests.labels(key[0], key[1], str(status)),
+                self.latency.labels(route, str(status)),
+            )
         series[0].inc()
         series[1].observe(seconds)

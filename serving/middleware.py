@@ -12,8 +12,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from serving.asgi import send_http_error, send_json
-from serving.metrics import Metrics
+from leadscore.serving.asgi import send_http_error, send_json
+from leadscore.serving.metrics import Metrics
 
 log = logging.getLogger("leadscore.serving")
 
@@ -92,4 +92,3 @@ class Guard:
                 except ValueError:
                     return -1
         return -1
-

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi, validation_error_definition, validation_error_response_definition
 
-from features.schema import LeadRecord
-from serving.routes_scoring import openapi_paths
-from serving.schemas import BatchRequest, BatchResponse, ScoreResponse
+from leadscore.features.schema import LeadRecord
+from leadscore.serving.routes_scoring import openapi_paths
+from leadscore.serving.schemas import BatchRequest, BatchResponse, ScoreResponse
 
 _REF = "#/components/schemas/{model}"
 
@@ -21,7 +21,9 @@ def document(app: FastAPI) -> dict[str, Any]:
         doc["paths"] = {**openapi_paths(), **doc.get("paths", {})}
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         for model in (LeadRecord, BatchRequest, ScoreResponse, BatchResponse):
-            schema = model.model_json_schema(ref_template=_REF, mode="serialization" if model in (ScoreResponse, BatchResponse) else "validation")
+            schema = model.model_json_schema(
+                ref_template=_REF, mode="serialization" if model in (ScoreResponse, BatchResponse) else "validation"
+            )
             schemas.update(schema.pop("$defs", {}))
             schemas[model.__name__] = schema
         schemas.setdefault("ValidationError", validation_error_definition)

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.deps import NOT_READY, State
-from serving.schemas import Health, Readiness
+from leadscore.serving.deps import NOT_READY, State
+from leadscore.serving.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
 

@@ -6,14 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from serving.deps import Model, State, require_key
-from serving.schemas import ModelInfo
-from serving.state import model_info
+from leadscore.serving.deps import Model, State, require_key
+from leadscore.serving.schemas import ModelInfo
+from leadscore.serving.state import model_info
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_key)])
 
 
-@router.get("/model", response_model=ModelInfo, responses={401: {"description": "Missing or invalid API key."}, 503: {"description": "No model is loaded yet."}})
+@router.get(
+    "/model",
+    response_model=ModelInfo,
+    responses={401: {"description": "Missing or invalid API key."}, 503: {"description": "No model is loaded yet."}},
+)
 async def get_model_info(state: State, model: Model) -> Any:
     """The serving model: name, version, alias, source, training window, holdout metrics, thresholds, features."""
     return model_info(state, model)

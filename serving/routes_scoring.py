@@ -21,12 +21,12 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException  # FastAPI's, and the body limit's, are both kinds of it
 from starlette.routing import Route
 
-from features.schema import LeadRecord
-from serving.asgi import send_body, send_http_error, send_json, validation_errors
-from serving.deps import SECURITY, scoring_context
-from serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD, BatchRequest, BatchResponse, ScoreResponse
-from serving.scoring import score_leads
-from serving.state import AppState, LoadedModel
+from leadscore.features.schema import LeadRecord
+from leadscore.serving.asgi import send_body, send_http_error, send_json, validation_errors
+from leadscore.serving.deps import SECURITY, scoring_context
+from leadscore.serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD, BatchRequest, BatchResponse, ScoreResponse
+from leadscore.serving.scoring import score_leads
+from leadscore.serving.state import AppState, LoadedModel
 
 M = TypeVar("M", bound=BaseModel)
 # Small batches are scored on the event loop (well under a millisecond each); bigger ones in the thread pool.
@@ -43,7 +43,9 @@ def _parse(schema: type[M], raw: bytes) -> M:
     try:
         return schema.model_validate_json(raw)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 def _explain(scope: dict[str, Any]) -> bool:
@@ -55,7 +57,9 @@ def _explain(scope: dict[str, Any]) -> bool:
     try:
         return _FLAG.validate_python(given[-1])
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("query", "explain")} for e in exc.errors(include_url=False)]) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("query", "explain")} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 async def _body(receive: Any) -> bytes:
@@ -115,7 +119,9 @@ async def score_batch(state: AppState, model: LoadedModel, rid: str, body: bytes
     if len(batch.leads) <= _INLINE_LEADS:
         answers, rows = score_leads(model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead)
     else:
-        answers, rows = await run_in_threadpool(score_leads, model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead)
+        answers, rows = await run_in_threadpool(
+            score_leads, model, batch.leads, [rid] * len(batch.leads), explain, state.hash_lead
+        )
     state.score_log.append(rows)
     state.metrics.count_tiers([a["tier"] for a in answers])
     return {"results": answers, "model": {"name": model.name, "version": model.version}, "request_id": rid}
@@ -123,13 +129,23 @@ async def score_batch(state: AppState, model: LoadedModel, rid: str, body: bytes
 
 # path -> (handler, request body schema, its examples, response schema)
 ROUTES: dict[str, tuple[Handler, type[BaseModel], dict[str, Any], type[BaseModel]]] = {
-    "/v1/score": (score, LeadRecord, {
-        "full": {"summary": "A lead with firmographics and raw activities", "value": EXAMPLE_LEAD},
-        "minimal": {"summary": "Only what is known: missing fields are scored as missing", "value": MINIMAL_LEAD},
-    }, ScoreResponse),
-    "/v1/score/batch": (score_batch, BatchRequest, {
-        "two": {"summary": "Two leads", "value": {"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}},
-    }, BatchResponse),
+    "/v1/score": (
+        score,
+        LeadRecord,
+        {
+            "full": {"summary": "A lead with firmographics and raw activities", "value": EXAMPLE_LEAD},
+            "minimal": {"summary": "Only what is known: missing fields are scored as missing", "value": MINIMAL_LEAD},
+        },
+        ScoreResponse,
+    ),
+    "/v1/score/batch": (
+        score_batch,
+        BatchRequest,
+        {
+            "two": {"summary": "Two leads", "value": {"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}},
+        },
+        BatchResponse,
+    ),
 }
 
 
@@ -155,23 +171,46 @@ def openapi_paths() -> dict[str, Any]:
     paths = {}
     for path, (handler, body, examples, answer) in ROUTES.items():
         summary = (handler.__doc__ or "").partition(":")[0]
-        paths[path] = {"post": {
-            "tags": ["scoring"],
-            "summary": summary.strip(),
-            "description": (handler.__doc__ or "").strip(),
-            "operationId": f"{handler.__name__}_v1",
-            "security": SECURITY,
-            "parameters": [{
-                "name": "explain", "in": "query", "required": False, "description": EXPLAIN_HELP,
-                "schema": {"type": "boolean", "default": True, "title": "Explain", "description": EXPLAIN_HELP},
-            }],
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{body.__name__}"}, "examples": examples,
-            }}},
-            "responses": {
-                "200": {"description": "Successful Response", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}}},
-                **{code: {"description": text} for code, text in _ERRORS.items()},
-                "422": {"description": "Invalid lead: `detail[].loc` is the field path.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
-            },
-        }}
+        paths[path] = {
+            "post": {
+                "tags": ["scoring"],
+                "summary": summary.strip(),
+                "description": (handler.__doc__ or "").strip(),
+                "operationId": f"{handler.__name__}_v1",
+                "security": SECURITY,
+                "parameters": [
+                    {
+                        "name": "explain",
+                        "in": "query",
+                        "required": False,
+                        "description": EXPLAIN_HELP,
+                        "schema": {"type": "boolean", "default": True, "title": "Explain", "description": EXPLAIN_HELP},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{body.__name__}"},
+                            "examples": examples,
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Successful Response",
+                        "content": {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{answer.__name__}"}}
+                        },
+                    },
+                    **{code: {"description": text} for code, text in _ERRORS.items()},
+                    "422": {
+                        "description": "Invalid lead: `detail[].loc` is the field path.",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+                        },
+                    },
+                },
+            }
+        }
     return paths

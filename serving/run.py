@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from serving.metrics import MULTIPROCESS_ENV
-from serving.settings import ServingSettings, get_serving_settings
+from leadscore.serving.metrics import MULTIPROCESS_ENV
+from leadscore.serving.settings import ServingSettings, get_serving_settings
 
 
 def server_options(settings: ServingSettings) -> dict[str, Any]:
@@ -58,8 +58,10 @@ def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: S
     options = server_options(resolved)
     if workers > 1:
         with shared_metrics_folder():
-            uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options)
+            uvicorn.run(
+                "leadscore.serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options
+            )
         return
-    from serving.app import create_app
+    from leadscore.serving.app import create_app
 
     uvicorn.run(create_app(resolved), host=host, port=port, **options)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.schema import LeadRecord
+from leadscore.features.schema import LeadRecord
 
 EXAMPLE_LEAD: dict[str, Any] = {
     "lead_id": "L-2026-000123",
@@ -43,9 +43,7 @@ MINIMAL_LEAD: dict[str, Any] = {"lead_id": "L-2026-000124", "source": "webinar",
 class BatchRequest(BaseModel):
     """Leads to score in one call (at most ``LEADSCORE_MAX_BATCH``)."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}]})
 
     leads: list[LeadRecord] = Field(min_length=1, description="Leads, answered in the same order.")
 
@@ -110,14 +108,18 @@ class ModelInfo(BaseModel):
     training_window: dict[str, Any] | None = None
     holdout_window: dict[str, Any] | None = None
     metrics: dict[str, float] = Field(default_factory=dict, description="Holdout metrics of the model.")
-    baseline_metrics: dict[str, dict[str, float]] = Field(default_factory=dict, description="Holdout metrics of baselines and manual processes.")
+    baseline_metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Holdout metrics of baselines and manual processes."
+    )
     tiers: list[TierInfo]
     leads_per_week: float | None = None
     feature_columns: list[str]
     poll_seconds: float
     last_checked_at: datetime | None = None
     last_reload_at: datetime | None = None
-    last_reload_error: str | None = Field(default=None, description="Why the newest alias target was refused, if it was.")
+    last_reload_error: str | None = Field(
+        default=None, description="Why the newest alias target was refused, if it was."
+    )
 
 
 class Health(BaseModel):

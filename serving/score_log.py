@@ -35,7 +35,7 @@ from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table
 from sqlalchemy.engine import Engine, make_url
 
 log = logging.getLogger("leadscore.serving.score_log")
-WRITER_MODULE = "serving.score_log_writer"
+WRITER_MODULE = "leadscore.serving.score_log_writer"
 
 metadata = MetaData()
 score_log_table = Table(
@@ -156,7 +156,10 @@ class ScoreLog:
             self._sender.join()
         self._sender = None
         with self._lock:
-            for last_try in (False, True):  # a writer that goes away during the last hand-over: a new one takes its rows
+            for last_try in (
+                False,
+                True,
+            ):  # a writer that goes away during the last hand-over: a new one takes its rows
                 self._hand_over({"stop": timeout})
                 writer, self._writer = self._writer, None
                 if writer is None:
@@ -183,8 +186,12 @@ class ScoreLog:
         """A new writer process; its settings go first on its input (a URL may hold a password: not in argv)."""
         writer = subprocess.Popen([sys.executable, "-m", WRITER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert writer.stdin is not None and writer.stdout is not None
-        config = {"url": self.url, "batch_rows": self.batch_rows, "max_queued": self.max_queued,
-                  "log_level": logging.getLogger("leadscore").getEffectiveLevel()}
+        config = {
+            "url": self.url,
+            "batch_rows": self.batch_rows,
+            "max_queued": self.max_queued,
+            "log_level": logging.getLogger("leadscore").getEffectiveLevel(),
+        }
         pickle.dump(config, writer.stdin)
         writer.stdin.flush()
         os.set_blocking(writer.stdout.fileno(), False)

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from serving.score_log import open_engine, write_batch
+from leadscore.serving.score_log import open_engine, write_batch
 
 log = logging.getLogger("leadscore.serving.score_log")
 RETRY_MIN_SECONDS = 0.25
@@ -89,7 +89,9 @@ def run(source: BinaryIO) -> None:
                 rows.extendleft(reversed(batch))
                 failures += 1
                 retry_at = time.monotonic() + min(RETRY_MIN_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
-                log.error("score log write of %d rows failed (attempt %d): %s", len(batch), failures, type(exc).__name__)
+                log.error(
+                    "score log write of %d rows failed (attempt %d): %s", len(batch), failures, type(exc).__name__
+                )
                 break
             failures = 0
             _report("written", len(batch))

@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from features.online import lead_feature_record
-from features.schema import LeadRecord
-from serving.state import LoadedModel
+from leadscore.features.online import lead_feature_record
+from leadscore.features.schema import LeadRecord
+from leadscore.serving.state import LoadedModel
 
 
 def score_leads(
@@ -25,26 +25,30 @@ def score_leads(
     ref = {"name": model.name, "version": model.version}
     answers, rows = [], []
     for lead, request_id, item in zip(leads, request_ids, scored, strict=True):
-        answers.append({
-            "lead_id": lead.lead_id,
-            "probability": item["probability"],
-            "score": item["score"],
-            "tier": item["tier"],
-            "queue": item["queue"],
-            "sla_hours": item["sla_hours"],
-            "reasons": item.get("reasons"),
-            "model": ref,
-            "scored_at": now,
-            "request_id": request_id,
-        })
-        rows.append({
-            "request_id": request_id,
-            "lead_hash": hash_lead(lead.lead_id),
-            "model_name": model.name,
-            "model_version": model.version,
-            "probability": item["probability"],
-            "score": item["score"],
-            "tier": item["tier"],
-            "scored_at": now,
-        })
+        answers.append(
+            {
+                "lead_id": lead.lead_id,
+                "probability": item["probability"],
+                "score": item["score"],
+                "tier": item["tier"],
+                "queue": item["queue"],
+                "sla_hours": item["sla_hours"],
+                "reasons": item.get("reasons"),
+                "model": ref,
+                "scored_at": now,
+                "request_id": request_id,
+            }
+        )
+        rows.append(
+            {
+                "request_id": request_id,
+                "lead_hash": hash_lead(lead.lead_id),
+                "model_name": model.name,
+                "model_version": model.version,
+                "probability": item["probability"],
+                "score": item["score"],
+                "tier": item["tier"],
+                "scored_at": now,
+            }
+        )
     return answers, rows

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from models.settings import MlflowSettings
+from leadscore.models.settings import MlflowSettings
 
 
 class ServingSettings(MlflowSettings):
@@ -17,17 +17,29 @@ class ServingSettings(MlflowSettings):
 
     alias: str = Field(default="champion", min_length=1, description="Registry alias to serve and follow.")
     cache_dir: Path | None = Field(default=None, description="Local model cache (default: <home>/cache).")
-    poll_seconds: float = Field(default=30.0, ge=0, description="How often to check the alias for a new version; 0 = never.")
+    poll_seconds: float = Field(
+        default=30.0, ge=0, description="How often to check the alias for a new version; 0 = never."
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted API keys, comma-separated; empty = no authentication."
     )
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="Most leads in one batch request.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
-    score_log_url: str | None = Field(default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db).")
-    score_log_flush_seconds: float = Field(default=0.5, gt=0, le=60, description="Most time a score waits before it is written.")
+    score_log_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
+    )
+    score_log_flush_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Most time a score waits before it is written."
+    )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
-    score_log_queue_rows: int = Field(default=200_000, ge=1, description="Scores held in memory before new ones are dropped (by the API and by its score-log writer, each).")
-    lead_hash_key: SecretStr | None = Field(default=None, description="Optional HMAC key for hashing lead ids in the score log.")
+    score_log_queue_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="Scores held in memory before new ones are dropped (by the API and by its score-log writer, each).",
+    )
+    lead_hash_key: SecretStr | None = Field(
+        default=None, description="Optional HMAC key for hashing lead ids in the score log."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
 

@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from features.online import lead_feature_record
-from features.schema import LeadRecord
-from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
-from serving.schemas import EXAMPLE_LEAD
-from serving.settings import ServingSettings
+from leadscore.features.online import lead_feature_record
+from leadscore.features.schema import LeadRecord
+from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+from leadscore.serving.schemas import EXAMPLE_LEAD
+from leadscore.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
-    from serving.batcher import MicroBatcher
-    from serving.metrics import Metrics
-    from serving.score_log import ScoreLog
+    from leadscore.serving.batcher import MicroBatcher
+    from leadscore.serving.metrics import Metrics
+    from leadscore.serving.score_log import ScoreLog
 
 log = logging.getLogger("leadscore.serving")
 
@@ -74,7 +74,7 @@ class RegistryLoader:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        from models import registry
+        from leadscore.models import registry
 
         self._registry = registry
         self.settings = settings
@@ -99,11 +99,19 @@ class RegistryLoader:
     def load_initial(self) -> LoadedModel:
         try:
             scorer, name, version = self._fetch(self.settings.model_uri)
-        except Exception as exc:  # noqa: BLE001 - any registry failure: fall back to the cache
+        except Exception as exc:
             cached = self._cached_version()
             if cached is None:
-                raise RuntimeError(f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version") from exc
-            log.warning("registry unavailable (%s: %s): serving cached %s version %s", type(exc).__name__, _short(exc), self.settings.model_name, cached)
+                raise RuntimeError(
+                    f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version"
+                ) from exc
+            log.warning(
+                "registry unavailable (%s: %s): serving cached %s version %s",
+                type(exc).__name__,
+                _short(exc),
+                self.settings.model_name,
+                cached,
+            )
             folder = self._registry.cached_folder(self.cache_dir, self.settings.model_name, cached)
             return LoadedModel(Scorer.load(folder / SCORER_FILE), self.settings.model_name, cached, "cache")
         self._remember(version)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from features.build import CrmTables
-from models.scorer import Scorer
-from models.settings import MlflowSettings, get_mlflow_settings
+from leadscore.features.build import CrmTables
+from leadscore.models.scorer import Scorer
+from leadscore.models.settings import MlflowSettings, get_mlflow_settings
+from leadscore.training.train import FitResult
 from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
-from training.train import FitResult
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 X_EDUCATION = SHARED / "datasets" / "x-education-leads" / "Leads.csv"

@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator
 
-from features.build import CrmTables, build_crm_frame
-from features.mapping import default_crm_mapping
-from training.synthetic import generate_crm, write_crm
-from training.train import FitResult, TrainOptions, fit
+from leadscore.features.build import CrmTables, build_crm_frame
+from leadscore.features.mapping import default_crm_mapping
+from leadscore.training.synthetic import generate_crm, write_crm
+from leadscore.training.train import FitResult, TrainOptions, fit
 
 
 def make_crm(n: int = 6000, seed: int = 7) -> CrmTables:
@@ -64,13 +64,23 @@ def mlflow_server(root: Path) -> Iterator[str]:
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", (root / "artifacts").as_uri(),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        (root / "artifacts").as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     log = (root / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{uri}/health", timeout=90, process=process)

@@ -23,8 +23,15 @@ def flat(tmp_path: Path, n: int = 400, positives: int = 150, **columns: object) 
     rng = np.random.default_rng(0)
     label = np.zeros(n, dtype=int)
     label[:positives] = 1
-    frame = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "source": rng.choice(["a", "b"], n),
-                          "visits": rng.integers(0, 9, n), "converted": label, **columns})
+    frame = pd.DataFrame(
+        {
+            "lead_id": [f"L{i}" for i in range(n)],
+            "source": rng.choice(["a", "b"], n),
+            "visits": rng.integers(0, 9, n),
+            "converted": label,
+            **columns,
+        }
+    )
     data, mapping = tmp_path / "leads.csv", tmp_path / "mapping.yaml"
     frame.to_csv(data, index=False)
     mapping.write_text(FLAT_MAPPING)
@@ -79,7 +86,9 @@ def test_no_positive_labels(home: Path, tmp_path: Path) -> None:
 
 def test_fewer_conversions_than_the_minimum_states_the_minimum(home: Path, tmp_path: Path) -> None:
     data, mapping = flat(tmp_path, positives=60)
-    assert_refused(home, *run_train("--data", str(data), "--config", str(mapping)), "only 60 conversions", "at least 120")
+    assert_refused(
+        home, *run_train("--data", str(data), "--config", str(mapping)), "only 60 conversions", "at least 120"
+    )
 
 
 def test_mapping_names_a_column_that_is_not_there(home: Path, tmp_path: Path) -> None:
@@ -114,7 +123,9 @@ def test_score_output_is_never_left_half_written(home: Path, tmp_path: Path) -> 
     """A refused scoring run leaves no output (and no temporary file) behind."""
     data, _ = flat(tmp_path)
     out = tmp_path / "scores.csv"
-    result = CliRunner().invoke(app, ["score", "--input", str(data), "--output", str(out), "--model-uri", "models:/nothing@champion"])
+    result = CliRunner().invoke(
+        app, ["score", "--input", str(data), "--output", str(out), "--model-uri", "models:/nothing@champion"]
+    )
     assert result.exit_code == 2
     assert "nothing" in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".scores.csv*"))
@@ -124,4 +135,9 @@ def test_bad_routing_file_names_the_file_and_field(home: Path, tmp_path: Path) -
     data, mapping = flat(tmp_path)
     routing = tmp_path / "routing.yaml"
     routing.write_text("tiers:\n  - {name: A, queue: ae, share: 0.1}\n  - {name: D, queue: nurture, share: 0.5}\n")
-    assert_refused(home, *run_train("--data", str(data), "--config", str(mapping), "--routing", str(routing)), "routing.yaml", "last tier")
+    assert_refused(
+        home,
+        *run_train("--data", str(data), "--config", str(mapping), "--routing", str(routing)),
+        "routing.yaml",
+        "last tier",
+    )

@@ -27,7 +27,7 @@ def test_demo_runs_the_main_job_end_to_end_and_serves_a_score(home: Path, tmp_pa
     scores = pd.read_csv(tmp_path / "demo" / "scores.csv")
     assert len(scores) == 4000 and scores["model_version"].eq(1).all()
     assert set(scores["tier"]) == {"A", "B", "C", "D"}
-    served = json.loads(out[out.index("== serve") + len("== serve"):])
+    served = json.loads(out[out.index("== serve") + len("== serve") :])
     assert served["model"] == {"name": "lead-scoring", "version": "1"}
     assert 0 <= served["score"] <= 100 and served["reasons"]["positive"]
     assert (home / "mlflow.db").exists()

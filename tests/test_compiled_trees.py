@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from models.calibration import MarginCalibrator
-from models.compiled_trees import CompiledTrees, leaf_credit_table
-from models.scorer import Scorer
+from leadscore.models.calibration import MarginCalibrator
+from leadscore.models.compiled_trees import CompiledTrees, leaf_credit_table
+from leadscore.models.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,9 @@ def _data(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
     X[:, 0] = rng.integers(0, 12, n)  # a categorical column
     X[:, 1] = np.where(rng.random(n) < 0.3, 0.0, X[:, 1])  # many exact zeros
     X[rng.random(X.shape) < 0.15] = np.nan
-    logit = np.nan_to_num(X[:, 2]) + (np.nan_to_num(X[:, 0]) % 3 == 0) - np.isnan(X[:, 3]) + 0.5 * np.nan_to_num(X[:, 1])
+    logit = (
+        np.nan_to_num(X[:, 2]) + (np.nan_to_num(X[:, 0]) % 3 == 0) - np.isnan(X[:, 3]) + 0.5 * np.nan_to_num(X[:, 1])
+    )
     return X, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
 
 
@@ -44,7 +46,7 @@ def _probe(seed: int) -> np.ndarray:
 
 def _kernel_built() -> bool:
     try:
-        importlib.import_module("models._trees")
+        importlib.import_module("leadscore.models._trees")
     except ImportError:
         return False
     return True
@@ -81,7 +83,9 @@ PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=KERNE
 )
 def test_margin_and_contributions_equal_lightgbms(params: dict, native: bool) -> None:
     X, y = _data(0)
-    booster = lgb.train({**params, "verbosity": -1, "seed": 0, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 40)
+    booster = lgb.train(
+        {**params, "verbosity": -1, "seed": 0, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 40
+    )
     compiled = CompiledTrees.from_booster(booster)
     probe = _probe(0)
     shap = booster.predict(probe, pred_contrib=True)
@@ -98,15 +102,23 @@ def test_margin_and_contributions_equal_lightgbms(params: dict, native: bool) ->
 @KERNEL
 def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> None:
     X, y = _data(2)
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(X, y, categorical_feature=[0]), 30)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, y, categorical_feature=[0]),
+        30,
+    )
     compiled = CompiledTrees.from_booster(booster)
     probe = _probe(2)
     wide = dataclasses.replace(compiled, path_lookup=compiled.path_lookup.astype(np.int32))  # deep trees' tables
     # a tree without a split in the middle of the ensemble (LightGBM makes one when no split gains)
     order = np.arange(31)
-    mixed = dataclasses.replace(compiled, n_trees=31, split_trees=np.delete(order, 5), single_leaf_trees=order[5:6],
-                                single_leaf_value=np.array([0.3]))
+    mixed = dataclasses.replace(
+        compiled,
+        n_trees=31,
+        split_trees=np.delete(order, 5),
+        single_leaf_trees=order[5:6],
+        single_leaf_value=np.array([0.3]),
+    )
     assert mixed.margin(probe[:1])[0] != compiled.margin(probe[:1])[0]
     for trees in (compiled, wide, mixed):
         for rows in (probe, probe[3:4]):
@@ -118,16 +130,21 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
         with pytest.raises(ValueError, match="4 columns; the trees read 6"):
             compiled.explain(probe[:, :4], native=native)
         margin, contributions = compiled.explain(probe[:0], native=native)
-        assert margin.shape == (0,) and contributions.shape == (0, 6) and compiled.margin([], native=native).shape == (0,)
+        assert (
+            margin.shape == (0,) and contributions.shape == (0, 6) and compiled.margin([], native=native).shape == (0,)
+        )
     with pytest.raises(TypeError, match="format"):  # a table of the wrong type is refused, not read
         tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
         tables[5] = tables[5].astype(np.float64)
-        importlib.import_module("models._trees").bind(tuple(tables), 6, compiled.width, 15, compiled.cat_left.shape[1])
+        importlib.import_module("leadscore.models._trees").bind(
+            tuple(tables), 6, compiled.width, 15, compiled.cat_left.shape[1]
+        )
     bad = dataclasses.replace(compiled, node_feature=compiled.node_feature + 100)
     with pytest.raises(ValueError, match="out of range"):
         bad.explain(probe[:2])
-    assert pickle.loads(pickle.dumps(compiled)).explain(probe[:5])[1].tolist() == compiled.explain(probe[:5])[1].tolist()
-
+    assert (
+        pickle.loads(pickle.dumps(compiled)).explain(probe[:5])[1].tolist() == compiled.explain(probe[:5])[1].tolist()
+    )
 
 
 @KERNEL
@@ -144,9 +161,13 @@ def test_both_ways_of_reading_path_decisions_give_the_numpy_paths_floats(params:
     """PEXT of a tree's decisions (where the CPU has a fast one, trees of at most 64 splits) and the loop over
     a leaf's path splits: the same TreeSHAP floats, bit for bit."""
     X, y = _data(7)
-    booster = lgb.train({"objective": "binary", **params, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 25)
+    booster = lgb.train(
+        {"objective": "binary", **params, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, y, categorical_feature=[0]),
+        25,
+    )
     compiled = CompiledTrees.from_booster(booster)
-    native = importlib.import_module("models._trees")
+    native = importlib.import_module("leadscore.models._trees")
     shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
     tables = compiled._kernel_tables(*compiled._leaf_paths())
     fast, loop = native.bind(tables, *shape), native.bind(tables, *shape, False)
@@ -164,20 +185,37 @@ def test_both_ways_of_reading_path_decisions_give_the_numpy_paths_floats(params:
         np.testing.assert_array_equal(margin, reference[0])
         np.testing.assert_array_equal(contributions, reference[1])
 
+
 @KERNEL
 def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batch scoring walks the trees in C on every core: the same floats as LightGBM, in row order."""
-    from models import compiled_trees
+    from leadscore.models import compiled_trees
 
     X, y = _data(3)
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(X, y, categorical_feature=[0]), 40)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, y, categorical_feature=[0]),
+        40,
+    )
     compiled = CompiledTrees.from_booster(booster)
     rows = np.concatenate([_probe(3)] * 7)  # 3,500 rows: a part per thread, none a multiple of the kernel's block
     calls = []
     kernel, handle = compiled._kernel
-    monkeypatch.setattr(compiled, "_kernel", (type("Spy", (), {"margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a)),
-                                                              "explain": staticmethod(kernel.explain)}), handle))
+    monkeypatch.setattr(
+        compiled,
+        "_kernel",
+        (
+            type(
+                "Spy",
+                (),
+                {
+                    "margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a)),
+                    "explain": staticmethod(kernel.explain),
+                },
+            ),
+            handle,
+        ),
+    )
     monkeypatch.setattr(compiled_trees, "_WORK_PER_THREAD", 1000)
     monkeypatch.setattr(compiled_trees, "cores", lambda: 3)
     np.testing.assert_array_equal(compiled.margin(rows), booster.predict(rows, raw_score=True))
@@ -186,11 +224,14 @@ def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: py
 
 def test_the_numpy_path_takes_large_batches_in_parts_with_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its split values are rows x trees x splits floats: a million leads at once would need about 19 GB."""
-    from models import compiled_trees
+    from leadscore.models import compiled_trees
 
     X, y = _data(5)
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(X, y, categorical_feature=[0]), 20)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
+        lgb.Dataset(X, y, categorical_feature=[0]),
+        20,
+    )
     compiled = CompiledTrees.from_booster(booster)
     rows = _probe(5)
     whole_margin, (margin, contributions) = compiled.margin(rows, native=False), compiled.explain(rows, native=False)
@@ -205,9 +246,11 @@ def test_the_numpy_path_takes_large_batches_in_parts_with_the_same_floats(monkey
 @KERNEL
 def test_the_kernel_refuses_a_tree_walk_that_could_loop_or_leave_its_tree() -> None:
     X, y = _data(4)
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5
+    )
     compiled = CompiledTrees.from_booster(booster)
-    native = importlib.import_module("models._trees")
+    native = importlib.import_module("leadscore.models._trees")
     shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
     for slot, value in ((3, 0), (0, ~15)):  # a split's child back at the root; a leaf past the tree's leaves
         tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
@@ -233,9 +276,11 @@ def test_the_kernel_refuses_a_tree_walk_that_could_loop_or_leave_its_tree() -> N
 def test_the_kernel_refuses_tables_that_point_out_of_range_when_it_binds_them(table: int, at: int, value: int) -> None:
     """The kernel checks every index once, when it binds the tables, so scoring rows needs no check."""
     X, y = _data(6)
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 5
+    )
     compiled = CompiledTrees.from_booster(booster)
-    native = importlib.import_module("models._trees")
+    native = importlib.import_module("leadscore.models._trees")
     shape = (6, compiled.width, compiled.path_lookup.shape[-1], compiled.cat_left.shape[1])
     tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
     native.bind(tuple(tables), *shape)  # as they are: accepted
@@ -248,7 +293,9 @@ def test_the_kernel_refuses_tables_that_point_out_of_range_when_it_binds_them(ta
 @PATHS
 def test_trees_without_splits_add_their_constant(native: bool) -> None:
     X, _ = _data(1, 300)
-    booster = lgb.train({"objective": "regression", "verbosity": -1, "min_data_in_leaf": 10}, lgb.Dataset(X, np.full(300, 2.5)), 5)
+    booster = lgb.train(
+        {"objective": "regression", "verbosity": -1, "min_data_in_leaf": 10}, lgb.Dataset(X, np.full(300, 2.5)), 5
+    )
     compiled = CompiledTrees.from_booster(booster)
     np.testing.assert_array_equal(compiled.margin(X[:10], native=native), booster.predict(X[:10], raw_score=True))
     margin, contributions = compiled.explain(X[:10], native=native)
@@ -273,19 +320,21 @@ def test_one_leafs_credits_by_brute_force_shapley() -> None:
             others = [j for j in range(d) if j != i]
             phi = sum(
                 factorial(len(s)) * factorial(d - len(s) - 1) / factorial(d) * (value((*s, i)) - value(s))
-                for k in range(d) for s in combinations(others, k)
+                for k in range(d)
+                for s in combinations(others, k)
             )
             assert table[pattern, i] == pytest.approx(phi, abs=1e-12)
 
 
 def test_platt_curve_gives_one_margin_the_floats_it_gives_it_among_many() -> None:
     """A request's single lead (numpy's scalar arithmetic) and a batch (its array arithmetic): the same floats."""
-    from models.curve import CalibrationCurve
+    from leadscore.models.curve import CalibrationCurve
 
     curve = CalibrationCurve(slope=0.9247643684735383, intercept=-0.0701967787653831)
     margins = np.random.default_rng(9).normal(size=20_000) * 4
     many = curve(margins)
     assert many.tolist() == [curve(m)[0] for m in margins] == [curve(np.array([m]))[0] for m in margins]
+
 
 def test_isotonic_curve_predicts_as_scikit_learn() -> None:
     rng = np.random.default_rng(0)
@@ -297,11 +346,13 @@ def test_isotonic_curve_predicts_as_scikit_learn() -> None:
     np.testing.assert_allclose(calibrator.predict(probe), reference.predict(probe), rtol=0, atol=1e-12)
 
 
-def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn_or_lightgbm(scorer: Scorer, tmp_path: Path) -> None:
+def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn_or_lightgbm(
+    scorer: Scorer, tmp_path: Path
+) -> None:
     path = scorer.save(tmp_path / "scorer.joblib")
     code = (
-        "import sys; from serving.app import create_app; from models import registry; from models.scorer import Scorer\n"
-        "from leadscore.cli import app; from training.batch import load_leads, score_leads, write_atomic\n"
+        "import sys; from leadscore.serving.app import create_app; from leadscore.models import registry; from leadscore.models.scorer import Scorer\n"
+        "from leadscore.cli import app; from leadscore.training.batch import load_leads, score_leads, write_atomic\n"
         f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}]); s.score_table({{'source': ['web', 'event']}})\n"
         "heavy = sorted(m for m in ('sklearn', 'lightgbm') if m in sys.modules); assert not heavy, heavy"
     )

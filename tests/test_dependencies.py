@@ -36,12 +36,17 @@ def _closure(names: set[str]) -> set[str]:
 def test_runtime_code_imports_only_declared_dependencies() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     allowed = _closure({_name(r) for r in declared} | {"uvicorn", "uvloop", "httptools", "websockets", "watchfiles"})
-    providers = {module: {d.lower().replace("_", "-") for d in dists} for module, dists in packages_distributions().items()}
+    providers = {
+        module: {d.lower().replace("_", "-") for d in dists} for module, dists in packages_distributions().items()
+    }
     missing = {}
     for path in (p for package in PACKAGES for p in (ROOT / package).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            )
             for module in modules:
                 top = module.split(".")[0]
                 if top in PACKAGES or top in sys.stdlib_module_names or top not in providers:

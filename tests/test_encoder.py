@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from features.columns import ROW_BY_ROW
-from features.encoder import OTHER, FeatureEncoder, readable_label
+from leadscore.features.columns import ROW_BY_ROW
+from leadscore.features.encoder import OTHER, FeatureEncoder, readable_label
 
 FRAME = pd.DataFrame(
     {
@@ -26,7 +26,14 @@ FRAME = pd.DataFrame(
 
 
 def make(**kw: object) -> FeatureEncoder:
-    return FeatureEncoder(categorical=["source"], numeric=["employees"], boolean=["is_mql"], missing_values=("Select", ""), min_frequency=2, **kw)
+    return FeatureEncoder(
+        categorical=["source"],
+        numeric=["employees"],
+        boolean=["is_mql"],
+        missing_values=("Select", ""),
+        min_frequency=2,
+        **kw,
+    )
 
 
 def test_init_only_stores_params_and_clone_round_trips() -> None:
@@ -49,7 +56,15 @@ def test_transform_before_fit_raises() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("inbound", 0.0), ("outbound", 1.0), (" inbound ", 0.0), ("referral", 2.0), ("never-seen", 2.0), ("Select", math.nan), (None, math.nan)],
+    [
+        ("inbound", 0.0),
+        ("outbound", 1.0),
+        (" inbound ", 0.0),
+        ("referral", 2.0),
+        ("never-seen", 2.0),
+        ("Select", math.nan),
+        (None, math.nan),
+    ],
     ids=["known", "known-2", "stripped", "rare-is-other", "unseen-is-other", "missing-token", "none"],
 )
 def test_category_codes(value: object, expected: float) -> None:
@@ -90,11 +105,23 @@ def test_readable_labels() -> None:
     assert make(labels={"employees": "Company size"}).fit(FRAME).feature_labels()["employees"] == "Company size"
 
 
-values = st.one_of(st.none(), st.sampled_from(["inbound", "outbound", "Select", "x", " inbound"]), st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=False), st.booleans())
+values = st.one_of(
+    st.none(),
+    st.sampled_from(["inbound", "outbound", "Select", "x", " inbound"]),
+    st.integers(-3, 3),
+    st.floats(allow_nan=True, allow_infinity=False),
+    st.booleans(),
+)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(st.lists(st.fixed_dictionaries({"source": values, "employees": values, "is_mql": values}), min_size=1, max_size=2 * ROW_BY_ROW))
+@given(
+    st.lists(
+        st.fixed_dictionaries({"source": values, "employees": values, "is_mql": values}),
+        min_size=1,
+        max_size=2 * ROW_BY_ROW,
+    )
+)
 def test_request_path_equals_batch_path(records: list[dict[str, object]]) -> None:
     """Train/serve skew is impossible: a list of dicts and a DataFrame of the same rows encode identically,
     one record at a time or together (micro-batches one by one, larger lists by column)."""
@@ -103,8 +130,9 @@ def test_request_path_equals_batch_path(records: list[dict[str, object]]) -> Non
     single = np.vstack([enc.transform_records([r]) for r in records])
     np.testing.assert_array_equal(batch, single)
     np.testing.assert_array_equal(batch, enc.transform_records(records))
-    np.testing.assert_array_equal(batch, enc.transform_records(records * (ROW_BY_ROW // len(records) + 1))[: len(records)])
-
+    np.testing.assert_array_equal(
+        batch, enc.transform_records(records * (ROW_BY_ROW // len(records) + 1))[: len(records)]
+    )
 
 
 def test_fitted_codes_pickle_without_their_cached_lookups() -> None:
@@ -117,19 +145,23 @@ def test_fitted_codes_pickle_without_their_cached_lookups() -> None:
     assert loaded == codes
     np.testing.assert_array_equal(loaded.transform_records(records), before)
 
-many = st.one_of(values, st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "No", " outbound ", "1", "true", math.nan, pd.NA, pd.NaT]))
+
+many = st.one_of(
+    values,
+    st.sampled_from([True, False, 1.0, 0.0, -0.0, "yes", "No", " outbound ", "1", "true", math.nan, pd.NA, pd.NaT]),
+)
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.lists(many, min_size=2, max_size=60))
 def test_once_per_distinct_value_equals_once_per_value(column: list[object]) -> None:
     """The encoders normalise each distinct value once; that is exactly the per-value result, whatever the mix of types."""
-    from features.columns import _category_code, _to_bool, encode_boolean, encode_categorical
+    from leadscore.features.columns import _category_code, _to_bool, encode_boolean, encode_categorical
 
     enc = make().fit(FRAME)
     codes, missing = enc.codes_["source"], frozenset(enc.missing_values)
     other = float(codes[OTHER])
-    for values in (column, np.asarray(column + [None], dtype=object)[:-1]):
+    for values in (column, np.asarray([*column, None], dtype=object)[:-1]):
         per_value = np.array([_category_code(v, codes, other, missing) for v in values])
         np.testing.assert_array_equal(encode_categorical(values, codes, missing), per_value)
         np.testing.assert_array_equal(encode_boolean(values, missing), np.array([_to_bool(v, missing) for v in values]))

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import load_training_frame
-from features.mapping import load_mapping
-from models.settings import MlflowSettings
+from leadscore.features.build import load_training_frame
+from leadscore.features.mapping import load_mapping
+from leadscore.models.settings import MlflowSettings
+from leadscore.training.evaluate import evaluate, evaluate_artifact
+from leadscore.training.report import write_fit_report
+from leadscore.training.split import split_frame
+from leadscore.training.train import FitResult, TrainOptions, fit, train
 from tests.factories import write_crm_folder
-from training.evaluate import evaluate, evaluate_artifact
-from training.report import write_fit_report
-from training.split import split_frame
-from training.train import FitResult, TrainOptions, fit, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "data" / "rules" / "example-points.yaml"
@@ -47,7 +47,9 @@ def test_evaluate_scores_only_the_training_runs_holdout(small_fit, small_crm, tm
     assert f"at or after {cutoff}" in summary["split_rule"]
     # the same leads, the same model: the same figures as the training run measured
     assert summary["metrics"]["model"]["roc_auc"] == pytest.approx(small_fit.metrics["model"]["roc_auc"])
-    assert summary["metrics"]["manual: MQL flag"]["roc_auc"] == pytest.approx(small_fit.metrics["manual:MQL flag"]["roc_auc"])
+    assert summary["metrics"]["manual: MQL flag"]["roc_auc"] == pytest.approx(
+        small_fit.metrics["manual:MQL flag"]["roc_auc"]
+    )
     assert "Example points (Marketo-style)" in summary["equal_volume"]
     assert summary["capacity"]["available"] and summary["capacity"]["capacity_per_week"] == 10
     assert summary["notes"] == []  # same data as training: no digest warning
@@ -95,7 +97,9 @@ def test_x_education_report_has_lead_quality_as_the_manual_process(x_education, 
 def test_evaluate_a_registered_model(small_crm, tmp_path, monkeypatch):
     """Through the registry: train (with the report hook) into an embedded store, then evaluate by model URI."""
     settings = MlflowSettings(home=tmp_path / "home", model_name="eval-test", experiment="eval-test")
-    trained = train(TrainOptions(data=small_crm, n_estimators=30, min_conversions=40), settings, extra_artifacts=write_fit_report)
+    trained = train(
+        TrainOptions(data=small_crm, n_estimators=30, min_conversions=40), settings, extra_artifacts=write_fit_report
+    )
     summary = evaluate(settings, f"models:/eval-test/{trained.version}", small_crm, None, tmp_path / "out", rules=None)
     assert summary["model"] == f"eval-test v{trained.version}"
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["holdout"]["n"] == len(trained.fit.split.holdout)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features.files import write_via_temp
+from leadscore.features.files import write_via_temp
 
 
 def test_a_written_file_is_whole_and_readable_by_others(tmp_path: Path) -> None:

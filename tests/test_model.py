@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from features.build import SCORING_AT
-from features.encoder import FeatureEncoder
-from features.online import lead_feature_record
-from features.schema import Activity, LeadRecord
-from models.artifact import ScoringArtifact
-from models.baselines import ManualProcessClassifier
-from models.lead_model import LeadScoringModel
-from models.routing import RoutingSpec, TierSpec, fit_routing
-from models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
-from training.metrics import binary_metrics, expected_calibration_error, top_share
-from training.train import FitResult
+from leadscore.features.build import SCORING_AT
+from leadscore.features.encoder import FeatureEncoder
+from leadscore.features.online import lead_feature_record
+from leadscore.features.schema import Activity, LeadRecord
+from leadscore.models.artifact import ScoringArtifact
+from leadscore.models.baselines import ManualProcessClassifier
+from leadscore.models.lead_model import LeadScoringModel
+from leadscore.models.routing import RoutingSpec, TierSpec, fit_routing
+from leadscore.models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
+from leadscore.training.metrics import binary_metrics, expected_calibration_error, top_share
+from leadscore.training.train import FitResult
 
 
 def holdout_rows(fitted: FitResult, n: int = 200) -> pd.DataFrame:
@@ -60,7 +60,9 @@ def test_request_records_score_exactly_as_the_batch_frame(fitted: FitResult, sco
         many = scorer.score_records(records, explain=explain)
         one_by_one = [scorer.score_records([r], explain=explain)[0] for r in records]
         for answers in (many, one_by_one):
-            np.testing.assert_allclose([a["probability"] for a in answers], batch["probability"].to_numpy(), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(
+                [a["probability"] for a in answers], batch["probability"].to_numpy(), rtol=0, atol=1e-12
+            )
             assert [a["tier"] for a in answers] == list(batch["tier"])
             assert [a["score"] for a in answers] == list(batch["score"])
 
@@ -78,9 +80,9 @@ def test_batch_scoring_with_the_serving_form_gives_the_artifacts_floats(fitted: 
 def test_batch_scoring_falls_back_to_lightgbm_where_no_kernel_was_built(
     fitted: FitResult, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from features.mapping import Mapping
-    from models.compiled_trees import CompiledTrees
-    from training.batch import batch_model, score_leads
+    from leadscore.features.mapping import Mapping
+    from leadscore.models.compiled_trees import CompiledTrees
+    from leadscore.training.batch import batch_model, score_leads
 
     fitted.artifact.save(tmp_path / ARTIFACT_FILE)
     scorer.save(tmp_path / SCORER_FILE)
@@ -92,15 +94,37 @@ def test_batch_scoring_falls_back_to_lightgbm_where_no_kernel_was_built(
         assert isinstance(model, Scorer if built else ScoringArtifact)
         answers.append(score_leads(fitted.holdout, model, mapping, "lead-scoring", "7"))
     pd.testing.assert_frame_equal(*answers)
-    assert list(answers[0].columns) == [mapping.id, "probability", "score", "tier", "queue", "model_name", "model_version"]
+    assert list(answers[0].columns) == [
+        mapping.id,
+        "probability",
+        "score",
+        "tier",
+        "queue",
+        "model_name",
+        "model_version",
+    ]
 
 
 def test_a_lead_from_the_api_schema_scores_like_its_training_row(fitted: FitResult, scorer: Scorer, crm_tables) -> None:
     row = holdout_rows(fitted).iloc[3]
     acts = crm_tables.activities[crm_tables.activities["lead_id"] == row["lead_id"]]
     lead = LeadRecord(
-        **{k: (None if pd.isna(row[k]) else row[k]) for k in ("lead_id", "source", "campaign", "country", "region", "industry",
-                                                             "employees", "annual_revenue", "title", "seniority", "department")},
+        **{
+            k: (None if pd.isna(row[k]) else row[k])
+            for k in (
+                "lead_id",
+                "source",
+                "campaign",
+                "country",
+                "region",
+                "industry",
+                "employees",
+                "annual_revenue",
+                "title",
+                "seniority",
+                "department",
+            )
+        },
         activities=[Activity(type=t, occurred_at=o) for t, o in zip(acts["type"], acts["occurred_at"], strict=True)],
     )
     record = lead_feature_record(lead, row[SCORING_AT].to_pydatetime())
@@ -124,20 +148,27 @@ def test_reasons_name_readable_factors_that_are_lightgbms_treeshap_values(fitted
     scored = scorer.score_records([record])[0]
     reasons = scored["reasons"]
     assert 1 <= len(reasons["positive"]) <= 3 and 1 <= len(reasons["negative"]) <= 3
-    assert all(r["contribution"] > 0 for r in reasons["positive"]) and all(r["contribution"] < 0 for r in reasons["negative"])
+    assert all(r["contribution"] > 0 for r in reasons["positive"]) and all(
+        r["contribution"] < 0 for r in reasons["negative"]
+    )
     assert all(r["label"] and r["label"] != r["feature"] for r in reasons["positive"] + reasons["negative"])
     matrix = fitted.artifact.model.encoder_.transform_records([record])
-    shap = fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, :-1] * fitted.artifact.model.calibrator_.slope_
+    shap = (
+        fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, :-1]
+        * fitted.artifact.model.calibrator_.slope_
+    )
     names = list(fitted.artifact.input_columns)
     for factor in reasons["positive"] + reasons["negative"]:
         assert factor["contribution"] == pytest.approx(shap[names.index(factor["feature"])], abs=1e-4)
     top = sorted(names, key=lambda n: -shap[names.index(n)])[: len(reasons["positive"])]
     assert [f["feature"] for f in reasons["positive"]] == top
-    assert scored["probability"] == pytest.approx(scorer.score_records([record], explain=False)[0]["probability"], abs=1e-12)
+    assert scored["probability"] == pytest.approx(
+        scorer.score_records([record], explain=False)[0]["probability"], abs=1e-12
+    )
 
 
 def test_reasons_rank_by_contribution_keep_the_feature_order_on_ties_and_leave_out_no_effect() -> None:
-    from models.explain import reasons
+    from leadscore.models.explain import reasons
 
     contributions = np.array([0.5, -0.2, 0.5, 0.0, -0.2, 0.1, 0.5, -0.7, 0.0])
     names = [f"f{i}" for i in range(9)]
@@ -159,12 +190,20 @@ def test_score_is_the_percentile_among_recent_leads_and_tiers_follow_the_policy(
     assert (scored["score"] >= 90).mean() == pytest.approx(0.10, abs=0.02)
     shares = scored["tier"].value_counts(normalize=True)
     assert shares["A"] == pytest.approx(0.10, abs=0.02) and shares["B"] == pytest.approx(0.20, abs=0.03)
-    assert list(fitted.artifact.routing.tiers[0].model_dump()) == ["name", "queue", "sla_hours", "min_probability", "expected_share"]
+    assert list(fitted.artifact.routing.tiers[0].model_dump()) == [
+        "name",
+        "queue",
+        "sla_hours",
+        "min_probability",
+        "expected_share",
+    ]
 
 
 def test_capacity_routing_sizes_the_a_tier_by_leads_per_week() -> None:
     p = np.linspace(0, 1, 1000)
-    spec = RoutingSpec(tiers=[TierSpec(name="A", queue="ae", sla_hours=1, per_week=50), TierSpec(name="D", queue="nurture")])
+    spec = RoutingSpec(
+        tiers=[TierSpec(name="A", queue="ae", sla_hours=1, per_week=50), TierSpec(name="D", queue="nurture")]
+    )
     policy = fit_routing(spec, p, leads_per_week=500)
     assert (policy.tier_index(p) == 0).mean() == pytest.approx(0.10, abs=0.002)
     with pytest.raises(ValueError, match="per week"):
@@ -205,7 +244,7 @@ def test_metrics_by_hand() -> None:
 
 
 def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
-    from models.baselines import RowSample, logistic_baseline
+    from leadscore.models.baselines import RowSample, logistic_baseline
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=500), "c": rng.choice(["a", "b"], size=500)})
@@ -219,15 +258,21 @@ def test_logistic_baseline_learns_on_a_seeded_sample_above_max_rows() -> None:
     direct = clone(sampled.estimator).fit(frame.iloc[rows], y[rows])
     np.testing.assert_array_equal(sampled.predict_proba(frame), direct.predict_proba(frame))
     everything = logistic_baseline(encoder, max_rows=None).fit(frame, y)
-    np.testing.assert_array_equal(everything.predict_proba(frame), clone(everything.estimator).fit(frame, y).predict_proba(frame))
+    np.testing.assert_array_equal(
+        everything.predict_proba(frame), clone(everything.estimator).fit(frame, y).predict_proba(frame)
+    )
 
 
-def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_all_rows_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from models import baselines
-    from models.baselines import logistic_baseline
+def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_all_rows_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadscore.models import baselines
+    from leadscore.models.baselines import logistic_baseline
 
     rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"x": rng.normal(size=1000), "z": rng.exponential(size=1000), "c": rng.choice(["a", "b", "c"], size=1000)})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=1000), "z": rng.exponential(size=1000), "c": rng.choice(["a", "b", "c"], size=1000)}
+    )
     y = (frame["x"] + rng.normal(size=1000) > 0).astype(int).to_numpy()
     model = logistic_baseline(FeatureEncoder(categorical=["c"], numeric=["x", "z"])).fit(frame, y)
     whole = model.estimator_.predict_proba(frame)
@@ -243,10 +288,12 @@ def test_logistic_baseline_predicts_large_inputs_in_blocks_with_the_answers_of_a
 def test_logistic_baseline_clipping_changes_no_spline_value_and_new_missing_numbers_score() -> None:
     """The clip before the spline only spares slow paths: out-of-range and newly missing numbers score as with a
     spline that extrapolates by a constant and no clip."""
-    from models.baselines import logistic_baseline
+    from leadscore.models.baselines import logistic_baseline
 
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x": rng.normal(size=400), "z": rng.exponential(size=400), "c": rng.choice(["a", "b"], size=400)})
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=400), "z": rng.exponential(size=400), "c": rng.choice(["a", "b"], size=400)}
+    )
     frame.loc[::7, "z"] = np.nan
     y = (frame["x"] + rng.normal(size=400) > 0).astype(int).to_numpy()
     encoder = FeatureEncoder(categorical=["c"], numeric=["x", "z"])
@@ -265,7 +312,7 @@ def test_manual_points_and_counts_get_the_logistic_curve_fitted_on_every_row() -
     """Fitting the curve once per distinct (value, outcome) pair, weighted by its count, is the row-by-row fit."""
     from sklearn.linear_model import LogisticRegression
 
-    from features.mapping import ManualProcess
+    from leadscore.features.mapping import ManualProcess
 
     rng = np.random.default_rng(2)
     points = rng.integers(0, 60, size=3000).astype(float)
@@ -274,8 +321,14 @@ def test_manual_points_and_counts_get_the_logistic_curve_fitted_on_every_row() -
     frame = pd.concat([pd.DataFrame({"points": points}), bant], axis=1)
     y = (rng.random(3000) < 1 / (1 + np.exp(-(np.nan_to_num(points, nan=30) / 15 - 2)))).astype(int)
     processes = (
-        (ManualProcess(name="points", kind="score", columns=["points"], threshold=40), np.nan_to_num(points, nan=np.nanmedian(points))),
-        (ManualProcess(name="BANT", kind="count", columns=list("bant"), threshold=3), bant.sum(axis=1).to_numpy(dtype=float)),
+        (
+            ManualProcess(name="points", kind="score", columns=["points"], threshold=40),
+            np.nan_to_num(points, nan=np.nanmedian(points)),
+        ),
+        (
+            ManualProcess(name="BANT", kind="count", columns=list("bant"), threshold=3),
+            bant.sum(axis=1).to_numpy(dtype=float),
+        ),
     )
     for process, x in processes:
         clf = ManualProcessClassifier(process).fit(frame, y)

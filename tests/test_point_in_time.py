@@ -10,20 +10,36 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from features.build import LABEL, CrmTables, build_crm_frame
-from features.engagement import aggregate_engagement, engagement_feature_names, type_codes
-from features.mapping import DataError, default_crm_mapping
-from features.schema import ACTIVITY_TYPES
+from leadscore.features.build import LABEL, CrmTables, build_crm_frame
+from leadscore.features.engagement import aggregate_engagement, engagement_feature_names, type_codes
+from leadscore.features.mapping import DataError, default_crm_mapping
+from leadscore.features.schema import ACTIVITY_TYPES
 
 MAPPING = default_crm_mapping()
 T0 = pd.Timestamp("2025-01-01")
 
 
 def tables(leads: list[dict], activities: list[dict], outcomes: list[dict]) -> CrmTables:
-    base = {"source": "inbound", "campaign": "c", "country": "US", "region": "NA", "industry": "saas", "title": "CTO",
-            "seniority": "c_level", "department": "it", "employees": 50.0, "annual_revenue": 1e6, "is_mql": True,
-            "manual_score": 50, "bant_budget": True, "bant_authority": True, "bant_need": False, "bant_timing": False,
-            "email": "a@example.com", "name": "A"}
+    base = {
+        "source": "inbound",
+        "campaign": "c",
+        "country": "US",
+        "region": "NA",
+        "industry": "saas",
+        "title": "CTO",
+        "seniority": "c_level",
+        "department": "it",
+        "employees": 50.0,
+        "annual_revenue": 1e6,
+        "is_mql": True,
+        "manual_score": 50,
+        "bant_budget": True,
+        "bant_authority": True,
+        "bant_need": False,
+        "bant_timing": False,
+        "email": "a@example.com",
+        "name": "A",
+    }
     lead_frame = pd.DataFrame([{**base, **lead} for lead in leads])
     act = pd.DataFrame(activities, columns=["lead_id", "occurred_at", "type"])
     act["occurred_at"] = pd.to_datetime(act["occurred_at"])
@@ -38,16 +54,20 @@ def day(n: float) -> pd.Timestamp:
 
 
 def frame(t: CrmTables, **kw: object) -> pd.DataFrame:
-    return build_crm_frame(t, MAPPING, **{"horizon_days": 90, "observation_days": 7, "as_of": day(400), **kw}).frame.set_index("lead_id")
+    return build_crm_frame(
+        t, MAPPING, **{"horizon_days": 90, "observation_days": 7, "as_of": day(400), **kw}
+    ).frame.set_index("lead_id")
 
 
 def test_engagement_counts_only_up_to_the_scoring_moment() -> None:
     t = tables(
         [{"lead_id": "a", "created_at": T0}],
-        [{"lead_id": "a", "occurred_at": day(-2), "type": "web_visit"},
-         {"lead_id": "a", "occurred_at": day(1), "type": "pricing_page_view"},
-         {"lead_id": "a", "occurred_at": day(6.9), "type": "pricing_page_view"},
-         {"lead_id": "a", "occurred_at": day(7.1), "type": "demo_request"}],
+        [
+            {"lead_id": "a", "occurred_at": day(-2), "type": "web_visit"},
+            {"lead_id": "a", "occurred_at": day(1), "type": "pricing_page_view"},
+            {"lead_id": "a", "occurred_at": day(6.9), "type": "pricing_page_view"},
+            {"lead_id": "a", "occurred_at": day(7.1), "type": "demo_request"},
+        ],
         [],
     )
     row = frame(t).loc["a"]
@@ -82,9 +102,21 @@ def test_censored_leads_are_left_out_not_counted_negative() -> None:
 def test_label_is_the_target_within_the_horizon_and_visible_at_as_of() -> None:
     leads = [{"lead_id": x, "created_at": T0} for x in ("in", "late", "won", "unseen")]
     outcomes = [
-        {"lead_id": "in", "opportunity_created_at": day(30), "closed_at": day(100), "stage": "closed_lost", "amount": 1.0},
+        {
+            "lead_id": "in",
+            "opportunity_created_at": day(30),
+            "closed_at": day(100),
+            "stage": "closed_lost",
+            "amount": 1.0,
+        },
         {"lead_id": "late", "opportunity_created_at": day(95), "closed_at": pd.NaT, "stage": "open", "amount": 1.0},
-        {"lead_id": "won", "opportunity_created_at": day(20), "closed_at": day(80), "stage": "closed_won", "amount": 1.0},
+        {
+            "lead_id": "won",
+            "opportunity_created_at": day(20),
+            "closed_at": day(80),
+            "stage": "closed_won",
+            "amount": 1.0,
+        },
         {"lead_id": "unseen", "opportunity_created_at": day(60), "closed_at": pd.NaT, "stage": "open", "amount": 1.0},
     ]
     t = tables(leads, [], outcomes)
@@ -119,8 +151,10 @@ def test_aggregation_of_one_request_equals_the_training_aggregation(crm_tables: 
     row = built.frame.iloc[5]
     acts = crm_tables.activities[crm_tables.activities["lead_id"] == row["lead_id"]]
     single = aggregate_engagement(
-        np.zeros(len(acts), dtype=np.int64), type_codes(acts["type"].to_numpy()),
-        acts["occurred_at"].to_numpy("datetime64[ns]"), np.array([row["scoring_at"]], dtype="datetime64[ns]"),
+        np.zeros(len(acts), dtype=np.int64),
+        type_codes(acts["type"].to_numpy()),
+        acts["occurred_at"].to_numpy("datetime64[ns]"),
+        np.array([row["scoring_at"]], dtype="datetime64[ns]"),
     )
     for name in engagement_feature_names():
         assert single[name][0] == pytest.approx(row[name], nan_ok=True), name
@@ -138,7 +172,7 @@ def test_aggregation_of_one_request_equals_the_training_aggregation(crm_tables: 
     ids=["text-with-missing", "pandas-strings", "integer-ids", "empty", "text-against-number-keys"],
 )
 def test_positions_match_exactly_and_mark_absent(values: object, keys: object, expected: list[int]) -> None:
-    from features.engagement import positions
+    from leadscore.features.engagement import positions
 
     assert positions(values, list(keys)).tolist() == expected
     assert positions(values, pd.Series(list(keys), dtype=object)).tolist() == expected  # a column of keys, as built
@@ -146,42 +180,57 @@ def test_positions_match_exactly_and_mark_absent(values: object, keys: object, e
 
 @settings(max_examples=200, deadline=None)
 @given(
-    values=st.lists(st.one_of(st.none(), st.sampled_from([*ACTIVITY_TYPES, "Web_Visit", " web_visit", ""]), st.text(max_size=4)), max_size=70),
+    values=st.lists(
+        st.one_of(st.none(), st.sampled_from([*ACTIVITY_TYPES, "Web_Visit", " web_visit", ""]), st.text(max_size=4)),
+        max_size=70,
+    ),
     keys=st.lists(st.sampled_from([*ACTIVITY_TYPES, ""]), min_size=1, max_size=12),
 )
 def test_a_requests_few_strings_find_the_positions_arrow_finds(values: list[str | None], keys: list[str]) -> None:
     """The dict lookup used for a request's handful of activities and Arrow's lookup for columns agree."""
-    from features.engagement import _arrow_positions, positions
+    from leadscore.features.engagement import _arrow_positions, positions
 
     assert positions(values, keys).tolist() == _arrow_positions(values, keys).tolist()
 
 
 @settings(max_examples=200, deadline=None)
-@given(moment=st.datetimes(min_value=pd.Timestamp("1900-01-02").to_pydatetime(), max_value=pd.Timestamp("2199-12-30").to_pydatetime(),
-                           timezones=st.one_of(st.none(), st.timezones())))
+@given(
+    moment=st.datetimes(
+        min_value=pd.Timestamp("1900-01-02").to_pydatetime(),
+        max_value=pd.Timestamp("2199-12-30").to_pydatetime(),
+        timezones=st.one_of(st.none(), st.timezones()),
+    )
+)
 def test_a_requests_times_become_the_datetime64_training_uses(moment) -> None:
     """Request activity times (aware or naive = UTC) land on the same nanosecond as a pandas UTC column's."""
-    from features.online import _ns
+    from leadscore.features.online import _ns
 
-    expected = pd.Timestamp(moment).tz_localize("UTC") if moment.tzinfo is None else pd.Timestamp(moment).tz_convert("UTC")
+    expected = (
+        pd.Timestamp(moment).tz_localize("UTC") if moment.tzinfo is None else pd.Timestamp(moment).tz_convert("UTC")
+    )
     assert _ns(moment) == expected.value
 
 
 def _engagement_kernel_built() -> bool:
-    from features.engagement import _kernel
+    from leadscore.features.engagement import _kernel
 
     return _kernel() is not None
 
 
-@pytest.mark.skipif(not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install")
+@pytest.mark.skipif(
+    not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"
+)
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(-1, 4), st.integers(-1, len(ACTIVITY_TYPES) - 1), st.integers(-(2**62), 2**62)), max_size=40),
+    st.lists(
+        st.tuples(st.integers(-1, 4), st.integers(-1, len(ACTIVITY_TYPES) - 1), st.integers(-(2**62), 2**62)),
+        max_size=40,
+    ),
     st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=5),
 )
 def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int, int]], moments: list[int]) -> None:
     """Counts, windows, distinct types and recency: the C pass and the numpy operations give the same floats."""
-    from features.engagement import engagement_matrix
+    from leadscore.features.engagement import engagement_matrix
 
     n = len(moments)
     lead = np.array([min(a[0], n - 1) for a in activities], dtype=np.int64)
@@ -192,21 +241,24 @@ def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int
     np.testing.assert_array_equal(native, engagement_matrix(lead, kind, occurred, scoring, native=False))
 
 
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.tuples(st.sampled_from([*ACTIVITY_TYPES, "unknown_type"]), st.integers(-(2**62), 2**62)), max_size=40),
     st.integers(-(2**62), 2**62),
     st.booleans(),
 )
-def test_one_leads_engagement_equals_the_matrix_row(activities: list[tuple[str, int]], moment: int, native: bool) -> None:
+def test_one_leads_engagement_equals_the_matrix_row(
+    activities: list[tuple[str, int]], moment: int, native: bool
+) -> None:
     """The API's one-lead path (the kernel on array buffers, or numpy without it) gives the matrix's row."""
-    from features import engagement
+    from leadscore.features import engagement
 
     kinds, occurred = [a[0] for a in activities], [a[1] for a in activities]
     expected = engagement.engagement_matrix(
-        np.zeros(len(activities), dtype=np.int64), engagement.type_codes(kinds),
-        np.array(occurred, dtype=np.int64).view("datetime64[ns]"), np.array([moment], dtype=np.int64).view("datetime64[ns]"),
+        np.zeros(len(activities), dtype=np.int64),
+        engagement.type_codes(kinds),
+        np.array(occurred, dtype=np.int64).view("datetime64[ns]"),
+        np.array([moment], dtype=np.int64).view("datetime64[ns]"),
         native=False,
     )[0]
     assume(not native or _engagement_kernel_built())
@@ -214,13 +266,25 @@ def test_one_leads_engagement_equals_the_matrix_row(activities: list[tuple[str, 
         got = engagement.lead_engagement(kinds, occurred, moment)
     np.testing.assert_array_equal(np.array(got), expected)
 
-ENGAGEMENT_PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"))])
+
+ENGAGEMENT_PATHS = pytest.mark.parametrize(
+    "native",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not _engagement_kernel_built(),
+                reason="the C kernel (features/_engagement.c) was not built by the install",
+            ),
+        ),
+    ],
+)
 
 
 @ENGAGEMENT_PATHS
 def test_engagement_refuses_an_out_of_range_lead_or_type(native: bool) -> None:
-    from features.engagement import engagement_matrix
+    from leadscore.features.engagement import engagement_matrix
 
     when = np.array([0], dtype=np.int64).view("datetime64[ns]")
     with pytest.raises(ValueError, match="out of range"):
@@ -232,7 +296,7 @@ def test_engagement_refuses_an_out_of_range_lead_or_type(native: bool) -> None:
 @ENGAGEMENT_PATHS
 def test_engagement_without_leads_or_with_unknown_moments(native: bool) -> None:
     """No lead: an empty matrix. A missing (NaT) activity time or scoring moment counts nothing."""
-    from features.engagement import engagement_matrix
+    from leadscore.features.engagement import engagement_matrix
 
     k = len(ACTIVITY_TYPES)
     when = np.array(["2025-01-02", "NaT"], dtype="datetime64[ns]")
@@ -247,16 +311,18 @@ def test_engagement_without_leads_or_with_unknown_moments(native: bool) -> None:
 @ENGAGEMENT_PATHS
 def test_engagement_window_and_moment_boundaries(native: bool) -> None:
     """At the scoring moment counts; 1 ns after does not; exactly 7 days before is outside the 7-day window."""
-    from features.engagement import WINDOW_DAYS, engagement_matrix
+    from leadscore.features.engagement import WINDOW_DAYS, engagement_matrix
 
     day, k = 86_400 * 10**9, len(ACTIVITY_TYPES)
     scoring = np.array([100 * day], dtype=np.int64)
     ages = np.array([0, -1, WINDOW_DAYS * day - 1, WINDOW_DAYS * day, 30 * day], dtype=np.int64)
     occurred = (scoring[0] - ages).view("datetime64[ns]")
-    row = engagement_matrix(np.zeros(5, dtype=np.int64), np.array([0, 0, 1, 2, 2]), occurred,
-                            scoring.view("datetime64[ns]"), native=native)[0]
+    row = engagement_matrix(
+        np.zeros(5, dtype=np.int64), np.array([0, 0, 1, 2, 2]), occurred, scoring.view("datetime64[ns]"), native=native
+    )[0]
     assert row[:3].tolist() == [1, 1, 0] and row[k : k + 3].tolist() == [1, 1, 2]  # window counts, all-time counts
     assert row[2 * k :].tolist() == [2, 4, 3, 0.0]  # in the window, in all, distinct types, days since the last
-    alone = engagement_matrix(np.zeros(1, dtype=np.int64), np.array([3]), occurred[4:], scoring.view("datetime64[ns]"),
-                              native=native)[0]
+    alone = engagement_matrix(
+        np.zeros(1, dtype=np.int64), np.array([3]), occurred[4:], scoring.view("datetime64[ns]"), native=native
+    )[0]
     assert alone[2 * k + 3] == 30.0

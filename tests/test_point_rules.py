@@ -10,9 +10,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from features.build import build_crm_frame
-from features.mapping import DataError, default_crm_mapping
-from models.point_rules import PointRulesClassifier, load_point_rules
+from leadscore.features.build import build_crm_frame
+from leadscore.features.mapping import DataError, default_crm_mapping
+from leadscore.models.point_rules import PointRulesClassifier, load_point_rules
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "rules" / "example-points.yaml"
 
@@ -23,19 +23,25 @@ RULES = {
     "rules": [
         {"when": {"column": "title", "in": ["VP Sales", "cto"]}, "points": 20, "decays": False},
         {"when": {"column": "pricing_page_view_total", "gte": 2}, "points": 16},
-        {"when": [{"column": "employees", "gte": 100}, {"column": "employees", "lt": 1000}], "points": 8, "decays": False},
+        {
+            "when": [{"column": "employees", "gte": 100}, {"column": "employees", "lt": 1000}],
+            "points": 8,
+            "decays": False,
+        },
         {"when": {"column": "title", "contains": "student"}, "points": -10, "decays": False},
     ],
 }
 
 
 def _leads() -> pd.DataFrame:
-    return pd.DataFrame({
-        "title": ["VP Sales", "CTO ", "Student", "Analyst", None, "vp sales"],
-        "pricing_page_view_total": [3, 2, 5, 1, 2, 0],
-        "employees": [150, 50, np.nan, 999, 1000, "500"],
-        "days_since_last_activity": [0, 25, 9.9, np.nan, 10, 3],
-    })
+    return pd.DataFrame(
+        {
+            "title": ["VP Sales", "CTO ", "Student", "Analyst", None, "vp sales"],
+            "pricing_page_view_total": [3, 2, 5, 1, 2, 0],
+            "employees": [150, 50, np.nan, 999, 1000, "500"],
+            "days_since_last_activity": [0, 25, 9.9, np.nan, 10, 3],
+        }
+    )
 
 
 def test_points_by_hand_with_decay():
@@ -77,7 +83,10 @@ def test_estimator_contract():
         ("threshold: 10\nrules:\n  - when: {column: title, in: [a]}\n    points: lots\n", "rules.0.points"),
         ("rules:\n  - when: {column: title, in: [a]}\n    points: 5\n", "threshold"),
         ("threshold: 10\nrules: []\n", "rules"),
-        ("threshold: 10\ndecay: {every_days: 0}\nrules:\n  - when: {column: title, in: [a]}\n    points: 5\n", "decay.every_days"),
+        (
+            "threshold: 10\ndecay: {every_days: 0}\nrules:\n  - when: {column: title, in: [a]}\n    points: 5\n",
+            "decay.every_days",
+        ),
         ("threshold: 10\nrules:\n  - when: {column: title, in: [a], since: 3}\n    points: 5\n", "rules.0.when"),
     ],
     ids=["text-for-number", "no-operator", "bad-points", "no-threshold", "no-rules", "zero-decay", "unknown-key"],
@@ -92,7 +101,9 @@ def test_bad_rules_file_names_file_and_field(tmp_path, text, field):
 
 
 def test_rule_on_a_column_the_data_lacks_names_it(tmp_path):
-    clf = PointRulesClassifier({"threshold": 1, "rules": [{"when": {"column": "budgt", "eq": "yes"}, "points": 1}]}, source="p.yaml")
+    clf = PointRulesClassifier(
+        {"threshold": 1, "rules": [{"when": {"column": "budgt", "eq": "yes"}, "points": 1}]}, source="p.yaml"
+    )
     with pytest.raises(DataError, match=r"p\.yaml: field 'rules\.0\.when': column 'budgt'"):
         clf.fit(_leads(), [0, 1, 0, 1, 0, 1])
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from models import packaging, registry
-from models.scorer import MODEL_FILES, SCORER_FILE, Scorer
-from models.settings import MlflowSettings
-from training.promote import CHAMPION, GateFailed, promote
-from training.train import CHALLENGER, TrainOptions, train
+from leadscore.models import packaging, registry
+from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+from leadscore.models.settings import MlflowSettings
+from leadscore.training.promote import CHAMPION, GateFailed, promote
+from leadscore.training.train import CHALLENGER, TrainOptions, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,8 +26,17 @@ def test_train_logs_everything_and_registers_a_challenger(server_settings: Mlflo
     client = MlflowClient(server_settings.tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert {"model.roc_auc", "model.pr_auc", "model.brier", "model.log_loss", "model.ece", "model.lift_top10",
-            "model.conversion_top10", "logistic_regression.roc_auc", "manual_MQL flag.roc_auc"} <= set(run.data.metrics)
+    assert {
+        "model.roc_auc",
+        "model.pr_auc",
+        "model.brier",
+        "model.log_loss",
+        "model.ece",
+        "model.lift_top10",
+        "model.conversion_top10",
+        "logistic_regression.roc_auc",
+        "manual_MQL flag.roc_auc",
+    } <= set(run.data.metrics)
     assert run.data.params["target"] == "opportunity" and run.data.params["horizon_days"] == "90"
     assert len(run.data.tags["leadscore.data_digest"]) == 64
     assert "mlflow.source.git.commit" in run.data.tags
@@ -36,7 +45,9 @@ def test_train_logs_everything_and_registers_a_challenger(server_settings: Mlflo
     assert {"holdout.parquet", "metadata.json", "routing.json"} <= artifacts
     version = client.get_model_version(server_settings.model_name, result.version)
     assert registry.alias_version(client, server_settings.model_name, CHALLENGER) == result.version
-    artifact, name, got = packaging.fetch_artifact(client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache")
+    artifact, name, got = packaging.fetch_artifact(
+        client, f"models:/{name_of(server_settings)}@{CHALLENGER}", server_settings.home / "cache"
+    )
     assert (name, got) == (server_settings.model_name, result.version) and version.run_id == result.run_id
     assert artifact.metadata["data_digest"] == run.data.tags["leadscore.data_digest"]
     cached = registry.cached_folder(server_settings.home / "cache", name, got)
@@ -77,7 +88,9 @@ def test_promotion_gates_and_alias_history(server_settings: MlflowSettings, crm_
     assert all(h["actor"] and h["at"] and h["reason"] for h in history)
 
 
-def test_a_failed_registration_leaves_no_version(server_settings: MlflowSettings, crm_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_registration_leaves_no_version(
+    server_settings: MlflowSettings, crm_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("alias service down")
 

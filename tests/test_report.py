@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.report import (
+from leadscore.training.report import (
     ManualResult,
     ReportInput,
     build_report,
@@ -37,12 +37,14 @@ ORDER = np.random.default_rng(3).permutation(20)  # rows are not in rank order: 
 
 def _hand_built() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rank = RANKS[ORDER]
-    frame = pd.DataFrame({
-        "lead_id": [f"L{r:02d}" for r in rank],
-        "email": [f"person{r}@example.com" for r in rank],
-        "source": ["inbound" if r <= 8 else "paid" if r <= 16 else None for r in rank],
-        "is_mql": [r in PASSED for r in rank],
-    })
+    frame = pd.DataFrame(
+        {
+            "lead_id": [f"L{r:02d}" for r in rank],
+            "email": [f"person{r}@example.com" for r in rank],
+            "source": ["inbound" if r <= 8 else "paid" if r <= 16 else None for r in rank],
+            "is_mql": [r in PASSED for r in rank],
+        }
+    )
     y = np.array([int(r in CONVERTED) for r in rank])
     p = 0.95 - 0.05 * (rank - 1)
     passed = np.array([r in PASSED for r in rank])
@@ -70,7 +72,10 @@ def test_disagreement_by_hand(hand):
     cells = {c["cell"]: c for c in disagreement(y, top_k_mask(p, 5), passed)}
     assert (cells["model-hot & manual-no"]["n"], cells["model-hot & manual-no"]["wins"]) == (3, 2)  # ranks 1, 3, 4
     assert cells["model-hot & manual-no"]["conversion_rate"] == pytest.approx(2 / 3)
-    assert (cells["model-cold & manual-yes"]["n"], cells["model-cold & manual-yes"]["wins"]) == (3, 1)  # ranks 8, 13, 16
+    assert (cells["model-cold & manual-yes"]["n"], cells["model-cold & manual-yes"]["wins"]) == (
+        3,
+        1,
+    )  # ranks 8, 13, 16
     assert (cells["both yes"]["n"], cells["both yes"]["wins"]) == (2, 1)
     assert (cells["both no"]["n"], cells["both no"]["wins"]) == (12, 2)
     assert all(c["sufficiency"] == "too few to trust" for c in cells.values())
@@ -79,7 +84,10 @@ def test_disagreement_by_hand(hand):
 def test_missed_wins_lists_ids_never_emails(hand):
     frame, y, p, passed, _ = hand
     missed = missed_wins(frame, y, p, passed, id_column="lead_id", extra_columns=["source", "email"])
-    assert missed["lead_id"].tolist() == ["L01", "L04"]  # converted, rejected by the manual process, in the model's top 5
+    assert missed["lead_id"].tolist() == [
+        "L01",
+        "L04",
+    ]  # converted, rejected by the manual process, in the model's top 5
     assert missed["model_rank"].tolist() == [1, 4]
     assert "email" not in missed.columns and "source" in missed.columns
 
@@ -104,7 +112,12 @@ def test_segments_by_hand(hand):
     assert (rows["(missing)"]["n"], rows["(missing)"]["conversions"]) == (4, 0)
     assert rows["(missing)"]["model"]["roc_auc"] is None  # one class only: no AUC, not a made-up number
     inbound = rows["inbound"]["manual"]["MQL"]
-    assert (inbound["passed"], inbound["passed_wins"], inbound["model_pick"], inbound["model_pick_wins"]) == (3, 1, 5, 3)
+    assert (inbound["passed"], inbound["passed_wins"], inbound["model_pick"], inbound["model_pick_wins"]) == (
+        3,
+        1,
+        5,
+        3,
+    )
     assert all(r["sufficiency"] == "too few to trust" for r in rows.values())
 
 
@@ -124,7 +137,9 @@ def test_sufficiency_rule(conversions, non_conversions, expected):
 )
 def test_capacity_by_hand(hand, per_rep, reps, k, model_wins_week, manual_worked, manual_wins_week):
     _, y, p, passed, manual_p = hand
-    cap = capacity_view(y, p, {"MQL": ManualResult(manual_p, passed)}, leads_per_week=10, leads_per_rep_week=per_rep, reps=reps)
+    cap = capacity_view(
+        y, p, {"MQL": ManualResult(manual_p, passed)}, leads_per_week=10, leads_per_rep_week=per_rep, reps=reps
+    )
     assert cap["available"] and cap["capacity_per_week"] == per_rep * reps
     assert cap["holdout_leads_in_pick"] == k
     assert cap["cutoff_probability"] == pytest.approx(0.95 - 0.05 * (k - 1))  # the k-th ranked lead's probability
@@ -135,7 +150,7 @@ def test_capacity_by_hand(hand, per_rep, reps, k, model_wins_week, manual_worked
 
 
 def test_capacity_without_timestamps_says_why(hand):
-    _, y, p, passed, manual_p = hand
+    _, y, p, _passed, _manual_p = hand
     cap = capacity_view(y, p, {}, leads_per_week=None, leads_per_rep_week=10, reps=3)
     assert cap["available"] is False and "timestamps" in cap["reason"] and cap["capacity_per_week"] == 30
 
@@ -144,14 +159,22 @@ def test_capacity_without_timestamps_says_why(hand):
 def report(hand, tmp_path) -> tuple[dict, Path]:
     frame, y, p, passed, manual_p = hand
     inp = ReportInput(
-        holdout=frame, y=y, model_probability=p, manual={"MQL flag": ManualResult(manual_p, passed)},
+        holdout=frame,
+        y=y,
+        model_probability=p,
+        manual={"MQL flag": ManualResult(manual_p, passed)},
         metadata={
             "target": "opportunity",
-            "mapping": {"id": "lead_id", "segments": ["source"], "exclude": ["email", "name"],
-                        "manual": [{"name": "MQL flag", "columns": ["is_mql"]}]},
+            "mapping": {
+                "id": "lead_id",
+                "segments": ["source"],
+                "exclude": ["email", "name"],
+                "manual": [{"name": "MQL flag", "columns": ["is_mql"]}],
+            },
             "feature_columns": ["employees", "pricing_page_view_total"],
         },
-        leads_per_week=10, split_rule="time split: test",
+        leads_per_week=10,
+        split_rule="time split: test",
     )
     out = tmp_path / "report"
     return build_report(inp, out, leads_per_rep_week=2, reps=2), out
@@ -160,8 +183,20 @@ def report(hand, tmp_path) -> tuple[dict, Path]:
 def test_report_folder_holds_the_hand_figures(report):
     summary, out = report
     names = {p.name for p in out.iterdir()}
-    assert {"report.html", "summary.json", "metrics.csv", "equal_volume.csv", "disagreement.csv", "missed_wins.csv",
-            "gain.csv", "calibration.csv", "segments.csv", "capacity.csv", "holdout_scores.csv", "gain.png"} <= names
+    assert {
+        "report.html",
+        "summary.json",
+        "metrics.csv",
+        "equal_volume.csv",
+        "disagreement.csv",
+        "missed_wins.csv",
+        "gain.csv",
+        "calibration.csv",
+        "segments.csv",
+        "capacity.csv",
+        "holdout_scores.csv",
+        "gain.png",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["metrics"]["model"]["roc_auc"] == pytest.approx(70 / 84)  # pairs ranked right, counted by hand
@@ -179,8 +214,17 @@ def test_html_is_self_contained_and_states_the_numbers(report):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert page.count("data:image/png;base64,") >= 4  # equal volume, gain, calibration, segment
-    for text in ("60.0%", "40.0%", "L01", "L04", "too few to trust", "&gt;= 40 conversions", "time split: test",
-                 "pricing_page_view_total", "20 leads, 6 conversions"):
+    for text in (
+        "60.0%",
+        "40.0%",
+        "L01",
+        "L04",
+        "too few to trust",
+        "&gt;= 40 conversions",
+        "time split: test",
+        "pricing_page_view_total",
+        "20 leads, 6 conversions",
+    ):
         assert text in page, text
     for path in out.iterdir():
         assert "example.com" not in path.read_bytes().decode("latin-1"), f"an email leaked into {path.name}"

@@ -14,14 +14,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.score_log import ScoreLog
+from leadscore.serving.score_log import ScoreLog
 
 
 def _rows(n: int, first: int = 0) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     return [
-        {"request_id": f"r{i}", "lead_hash": f"{i:064x}", "model_name": "m", "model_version": "1",
-         "probability": 0.1, "score": 10, "tier": "C", "scored_at": now}
+        {
+            "request_id": f"r{i}",
+            "lead_hash": f"{i:064x}",
+            "model_name": "m",
+            "model_version": "1",
+            "probability": 0.1,
+            "score": 10,
+            "tier": "C",
+            "scored_at": now,
+        }
         for i in range(first, first + n)
     ]
 
@@ -86,8 +94,10 @@ def test_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
     log = ScoreLog(_url(tmp_path / "scores.db"), flush_seconds=0.05, batch_rows=500, on_drop=lambda n: None)
     log.start()
     with sqlite3.connect(tmp_path / "scores.db") as conn:
-        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON score_log WHEN NEW.request_id = 'r{rows - 5}' "
-                     "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON score_log WHEN NEW.request_id = 'r{rows - 5}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
     log.append(_rows(rows))
     time.sleep(0.8)  # each attempt inserted 115 rows, then one was refused
     assert _stored(tmp_path / "scores.db") == [] and log.written == 0
@@ -117,7 +127,6 @@ def test_a_writer_that_dies_is_replaced_and_the_rows_it_held_are_counted_dropped
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in (*range(5), 9, 10, 11)]
 
 
-
 def test_rows_of_the_last_hand_over_go_to_a_new_writer_when_the_writer_dies_during_it(tmp_path: Path) -> None:
     """The writer dies between the stop's check that it lives and the last hand-over (the pipe breaks):
     close() starts a new writer for those rows instead of counting them dropped."""
@@ -133,6 +142,7 @@ def test_rows_of_the_last_hand_over_go_to_a_new_writer_when_the_writer_dies_duri
     log.close()
     assert dropped == [] and log.written == 7
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(7)]
+
 
 def test_the_writer_outlives_the_signals_a_terminal_or_service_manager_sends_its_group(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) and a service manager's SIGTERM reach every process of the group; the API stops the

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from features.schema import LeadRecord
-from models.scorer import Scorer
-from serving.app import create_app
-from serving.deps import BAD_KEY, NOT_READY, uuid7_hex
-from serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
-from serving.settings import ServingSettings
-from serving.state import LoadedModel, StaticLoader
-from training.train import FitResult
+from leadscore.features.schema import LeadRecord
+from leadscore.models.scorer import Scorer
+from leadscore.serving.app import create_app
+from leadscore.serving.deps import BAD_KEY, NOT_READY, uuid7_hex
+from leadscore.serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, ScoreResponse
+from leadscore.serving.settings import ServingSettings
+from leadscore.serving.state import LoadedModel, StaticLoader
+from leadscore.training.train import FitResult
 
 
 def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
@@ -48,7 +48,9 @@ def lead(**kw: Any) -> dict[str, Any]:
 def score_log_rows(settings: ServingSettings) -> list[tuple]:
     db = settings.home / "scores.db"
     with sqlite3.connect(db) as conn:
-        return conn.execute("select request_id, lead_hash, model_name, model_version, probability, score, tier, scored_at from score_log").fetchall()
+        return conn.execute(
+            "select request_id, lead_hash, model_name, model_version, probability, score, tier, scored_at from score_log"
+        ).fetchall()
 
 
 def test_score_answers_the_contract(client: TestClient) -> None:
@@ -61,7 +63,11 @@ def test_score_answers_the_contract(client: TestClient) -> None:
     assert body.model.name == "lead-scoring" and body.model.version == "7"
     assert body.request_id and body.scored_at.tzinfo is not None
     assert body.reasons is not None
-    assert 1 <= len(body.reasons.positive) + len(body.reasons.negative) and len(body.reasons.positive) <= 3 and len(body.reasons.negative) <= 3
+    assert (
+        1 <= len(body.reasons.positive) + len(body.reasons.negative)
+        and len(body.reasons.positive) <= 3
+        and len(body.reasons.negative) <= 3
+    )
     for reason in body.reasons.positive:
         assert reason.contribution > 0 and reason.label
     for reason in body.reasons.negative:
@@ -72,9 +78,13 @@ def test_score_answers_the_contract(client: TestClient) -> None:
 def test_request_ids_are_the_callers_short_token_or_new_and_distinct(client: TestClient) -> None:
     made = {client.post("/v1/score", json=lead()).json()["request_id"] for _ in range(20)}
     assert len(made) == 20 and all(len(r) == 32 and int(r, 16) >= 0 for r in made)
-    assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": "crm-42_a"}).json()["request_id"] == "crm-42_a"
+    assert (
+        client.post("/v1/score", json=lead(), headers={"X-Request-Id": "crm-42_a"}).json()["request_id"] == "crm-42_a"
+    )
     for bad in ("x" * 65, "a b", "a/b"):
-        assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": bad}).json()["request_id"] not in made | {bad}
+        assert client.post("/v1/score", json=lead(), headers={"X-Request-Id": bad}).json()["request_id"] not in made | {
+            bad
+        }
 
 
 def test_new_request_ids_are_uuid7_in_time_order() -> None:
@@ -99,7 +109,7 @@ def test_sla_and_queue_follow_the_models_routing_policy(client: TestClient, fitt
 def test_the_same_lead_gets_the_same_answer_as_batch_scoring_code(client: TestClient, scorer: Scorer) -> None:
     from datetime import UTC, datetime
 
-    from features.online import lead_feature_record
+    from leadscore.features.online import lead_feature_record
 
     body = client.post("/v1/score", json=lead()).json()
     expected = scorer.score_records([lead_feature_record(LeadRecord.model_validate(lead()), datetime.now(UTC))])[0]
@@ -115,13 +125,23 @@ def test_explain_false_leaves_reasons_out(client: TestClient) -> None:
     "payload",
     [
         pytest.param({"lead_id": "only-an-id"}, id="only-lead-id"),
-        pytest.param({"lead_id": "x", "source": "carrier-pigeon", "industry": "space-mining", "country": "ZZ"}, id="unknown-categories"),
-        pytest.param({"lead_id": "x", "activities": [{"type": "telepathy", "occurred_at": "2026-09-01T00:00:00"}]}, id="unknown-activity"),
-        pytest.param({"lead_id": "x", "engagement": {"pricing_page_view_7d": 3, "not_a_feature": 1}}, id="engagement-dict"),
+        pytest.param(
+            {"lead_id": "x", "source": "carrier-pigeon", "industry": "space-mining", "country": "ZZ"},
+            id="unknown-categories",
+        ),
+        pytest.param(
+            {"lead_id": "x", "activities": [{"type": "telepathy", "occurred_at": "2026-09-01T00:00:00"}]},
+            id="unknown-activity",
+        ),
+        pytest.param(
+            {"lead_id": "x", "engagement": {"pricing_page_view_7d": 3, "not_a_feature": 1}}, id="engagement-dict"
+        ),
         pytest.param({"lead_id": "x", "attributes": {"anything": "goes", "n": 3}}, id="attributes"),
     ],
 )
-def test_missing_fields_and_unknown_categories_are_scored_not_rejected(client: TestClient, payload: dict[str, Any]) -> None:
+def test_missing_fields_and_unknown_categories_are_scored_not_rejected(
+    client: TestClient, payload: dict[str, Any]
+) -> None:
     response = client.post("/v1/score", json=payload)
     assert response.status_code == 200, response.text
     assert response.json()["lead_id"] == payload["lead_id"]
@@ -134,10 +154,26 @@ def test_missing_fields_and_unknown_categories_are_scored_not_rejected(client: T
         pytest.param({"lead_id": "x", "employees": -5}, ["body", "employees"], id="negative-employees"),
         pytest.param({"lead_id": "x", "employees": "many"}, ["body", "employees"], id="text-number"),
         pytest.param({"lead_id": "x", "favourite_colour": "red"}, ["body", "favourite_colour"], id="unknown-field"),
-        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "soon"}]}, ["body", "activities", 0, "occurred_at"], id="bad-date"),
-        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "0001-01-01T00:00:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-out-of-range"),
-        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "1900-01-01T03:00:00+05:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-before-1900-in-utc"),
-        pytest.param({"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "2199-12-31T23:00:00-05:00"}]}, ["body", "activities", 0, "occurred_at"], id="date-after-2200-in-utc"),
+        pytest.param(
+            {"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "soon"}]},
+            ["body", "activities", 0, "occurred_at"],
+            id="bad-date",
+        ),
+        pytest.param(
+            {"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "0001-01-01T00:00:00"}]},
+            ["body", "activities", 0, "occurred_at"],
+            id="date-out-of-range",
+        ),
+        pytest.param(
+            {"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "1900-01-01T03:00:00+05:00"}]},
+            ["body", "activities", 0, "occurred_at"],
+            id="date-before-1900-in-utc",
+        ),
+        pytest.param(
+            {"lead_id": "x", "activities": [{"type": "web_visit", "occurred_at": "2199-12-31T23:00:00-05:00"}]},
+            ["body", "activities", 0, "occurred_at"],
+            id="date-after-2200-in-utc",
+        ),
     ],
 )
 def test_invalid_leads_get_422_with_the_field_path(client: TestClient, payload: dict[str, Any], loc: list[Any]) -> None:
@@ -169,14 +205,21 @@ def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> No
     assert ["body", "leads", 1, "lead_id"] in [e["loc"] for e in response.json()["detail"]]
 
 
-@pytest.mark.parametrize("moment", ["1900-01-01T00:00:00-05:00", "1900-01-01T00:00:00", "2199-12-31T23:59:59Z", "2199-12-31T23:00:00"])
+@pytest.mark.parametrize(
+    "moment", ["1900-01-01T00:00:00-05:00", "1900-01-01T00:00:00", "2199-12-31T23:59:59Z", "2199-12-31T23:00:00"]
+)
 def test_activity_times_just_inside_the_range_are_scored(client: TestClient, moment: str) -> None:
     response = client.post("/v1/score", json=lead(activities=[{"type": "web_visit", "occurred_at": moment}]))
     assert response.status_code == 200, response.text
 
 
 def test_batch_path_of_an_activity_time_out_of_range_names_both_indexes(client: TestClient) -> None:
-    bad = lead(activities=[{"type": "web_visit", "occurred_at": "2026-01-01T00:00:00Z"}, {"type": "web_visit", "occurred_at": "1850-06-01T00:00:00Z"}])
+    bad = lead(
+        activities=[
+            {"type": "web_visit", "occurred_at": "2026-01-01T00:00:00Z"},
+            {"type": "web_visit", "occurred_at": "1850-06-01T00:00:00Z"},
+        ]
+    )
     response = client.post("/v1/score/batch", json={"leads": [lead(), bad]})
     assert response.status_code == 422
     assert ["body", "leads", 1, "activities", 1, "occurred_at"] in [e["loc"] for e in response.json()["detail"]]
@@ -191,7 +234,9 @@ def test_batch_over_the_limit_is_413(tmp_path: Path, scorer: Scorer) -> None:
 
 
 def test_oversized_body_is_413_by_content_length_and_by_stream(tmp_path: Path, scorer: Scorer) -> None:
-    big = json.dumps({"lead_id": "x", "campaign": "y" * 150, "attributes": {f"k{i}": "v" * 50 for i in range(100)}}).encode()
+    big = json.dumps(
+        {"lead_id": "x", "campaign": "y" * 150, "attributes": {f"k{i}": "v" * 50 for i in range(100)}}
+    ).encode()
     assert len(big) > 4096
     with TestClient(create_app(make_settings(tmp_path, max_body_bytes=4096), StaticLoader(scorer))) as c:
         declared = c.post("/v1/score", content=big, headers={"content-type": "application/json"})
@@ -293,7 +338,7 @@ def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: Test
     while len(rows := score_log_rows(settings)) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(rows) == 4
-    request_id, lead_hash, name, version, probability, score, tier, scored_at = rows[0]
+    request_id, lead_hash, name, version, probability, score, tier, _scored_at = rows[0]
     assert request_id == "req-1" == first["request_id"]
     assert lead_hash == hashlib.sha256(secret_id.encode()).hexdigest()
     assert (name, version, tier, score) == ("lead-scoring", "7", first["tier"], first["score"])
@@ -304,7 +349,9 @@ def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: Test
 
 
 def test_score_log_is_flushed_on_shutdown(tmp_path: Path, scorer: Scorer) -> None:
-    settings = make_settings(tmp_path, score_log_flush_seconds=60, score_log_batch_rows=100_000)  # nothing flushes on its own
+    settings = make_settings(
+        tmp_path, score_log_flush_seconds=60, score_log_batch_rows=100_000
+    )  # nothing flushes on its own
     with TestClient(create_app(settings, StaticLoader(scorer))) as c:
         for i in range(5):
             c.post("/v1/score", json={"lead_id": f"x{i}"})
@@ -323,7 +370,7 @@ def test_no_lead_data_in_server_logs(client: TestClient, caplog: pytest.LogCaptu
 def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import serving.batcher as batcher
+    import leadscore.serving.batcher as batcher
 
     def broken(model: Any, leads: list[LeadRecord], *args: Any) -> Any:
         raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
@@ -373,7 +420,9 @@ def test_scoring_routes_answer_only_post(client: TestClient) -> None:
     assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
 
 
-def test_scoring_routes_answer_behind_a_path_prefix_and_count_in_metrics(settings: ServingSettings, scorer: Scorer) -> None:
+def test_scoring_routes_answer_behind_a_path_prefix_and_count_in_metrics(
+    settings: ServingSettings, scorer: Scorer
+) -> None:
     """The scoring POSTs are answered before FastAPI's layers; a proxy's prefix (root_path) and the metrics still hold."""
     with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7")), root_path="/api") as prefixed:
         assert prefixed.post("/api/v1/score", json=lead()).status_code == 200
@@ -392,7 +441,9 @@ def test_explain_flag_is_validated_like_any_query_parameter(client: TestClient) 
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "explain"]
 
 
-def test_concurrent_single_leads_are_scored_together_with_their_own_answers(settings: ServingSettings, scorer: Scorer) -> None:
+def test_concurrent_single_leads_are_scored_together_with_their_own_answers(
+    settings: ServingSettings, scorer: Scorer
+) -> None:
     """Micro-batching: eight requests in flight at once take one scoring call, and each gets what it gets alone."""
     import asyncio
 
@@ -412,12 +463,13 @@ def test_concurrent_single_leads_are_scored_together_with_their_own_answers(sett
 
     together, alone, metrics = asyncio.run(run())
     assert [a["lead_id"] for a in together] == [x["lead_id"] for x in leads]
+
     def factors(answer: dict[str, Any]) -> list[tuple[str, float]]:  # values like "days since" move with the clock
         return [(f["feature"], f["contribution"]) for side in ("positive", "negative") for f in answer["reasons"][side]]
 
     for a, b in zip(together, alone, strict=True):
         assert (a["probability"], a["tier"], factors(a)) == (b["probability"], b["tier"], factors(b))
-    assert "leadscore_single_lead_batch_size_bucket{le=\"8.0\"} 9.0" in metrics  # 1 batch of 8 and 8 of 1
+    assert 'leadscore_single_lead_batch_size_bucket{le="8.0"} 9.0' in metrics  # 1 batch of 8 and 8 of 1
     assert "leadscore_single_lead_batch_size_count 9.0" in metrics
 
 
@@ -426,7 +478,7 @@ def test_lone_requests_are_scored_at_once_until_two_meet_in_one_turn(scorer: Sco
     two requests in one turn bring batching back."""
     import asyncio
 
-    from serving.batcher import LONE_BATCHES, MicroBatcher
+    from leadscore.serving.batcher import LONE_BATCHES, MicroBatcher
 
     model = LoadedModel(scorer, "lead-scoring", "7", "registry")
     leads = [LeadRecord.model_validate(lead(lead_id=f"L-{i}", employees=10 * (i + 1))) for i in range(LONE_BATCHES + 6)]
@@ -441,7 +493,9 @@ def test_lone_requests_are_scored_at_once_until_two_meet_in_one_turn(scorer: Sco
         with pytest.raises(StopIteration) as done:  # finished without waiting for the loop
             step.send(None)
         await asyncio.sleep(0)
-        pair = await asyncio.gather(*(batcher.score(model, x, "pair", True) for x in leads[LONE_BATCHES + 1 : LONE_BATCHES + 3]))
+        pair = await asyncio.gather(
+            *(batcher.score(model, x, "pair", True) for x in leads[LONE_BATCHES + 1 : LONE_BATCHES + 3])
+        )
         assert batcher.batching
         three = await asyncio.gather(*(batcher.score(model, x, "three", True) for x in leads[LONE_BATCHES + 3 :]))
         return done.value.value, [*pair, *three]
@@ -457,7 +511,7 @@ def test_several_workers_get_a_metrics_folder_removed_after_them(monkeypatch: py
     import os
     import tempfile
 
-    from serving.run import shared_metrics_folder
+    from leadscore.serving.run import shared_metrics_folder
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     with shared_metrics_folder():
@@ -471,7 +525,9 @@ def test_several_workers_get_a_metrics_folder_removed_after_them(monkeypatch: py
     assert given.is_dir()
 
 
-def test_a_worker_that_died_leaves_no_model_version_in_the_summed_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_that_died_leaves_no_model_version_in_the_summed_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """uvicorn restarts a dead worker without telling prometheus_client: the new worker forgets the dead one's
     model version (a live gauge) and keeps its counts. (Each worker is a process: prometheus_client picks its
     multiprocess mode when it is imported.)"""
@@ -482,11 +538,17 @@ def test_a_worker_that_died_leaves_no_model_version_in_the_summed_metrics(tmp_pa
 
     def worker(version: str) -> str:
         code = (
-            "from prometheus_client import generate_latest; from serving.metrics import Metrics; m = Metrics();"
+            "from prometheus_client import generate_latest; from leadscore.serving.metrics import Metrics; m = Metrics();"
             f"m.set_model('lead-scoring', {version!r}, 'registry', None); m.observe('/v1/score', 'POST', 200, 0.001);"
             "print(generate_latest(m.exposition()).decode())"
         )
-        return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        ).stdout
 
     assert 'version="1"} 1.0' in worker("1")  # this worker dies serving version 1
     text = worker("2")

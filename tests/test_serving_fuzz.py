@@ -7,17 +7,20 @@ import json
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from serving.app import create_app
-from serving.settings import ServingSettings
-from serving.state import StaticLoader
+from leadscore.serving.app import create_app
+from leadscore.serving.settings import ServingSettings
+from leadscore.serving.state import StaticLoader
 
 
 @pytest.fixture(scope="module")
 def app(scorer, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("fuzz")
-    application = create_app(ServingSettings(home=home, poll_seconds=0, max_batch=20, max_body_bytes=64 * 1024), StaticLoader(scorer))
+    application = create_app(
+        ServingSettings(home=home, poll_seconds=0, max_batch=20, max_body_bytes=64 * 1024), StaticLoader(scorer)
+    )
     with TestClient(application):  # runs the lifespan: the model is loaded and warm
         yield application
 
@@ -45,10 +48,26 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-lead_keys = st.sampled_from(["lead_id", "source", "employees", "annual_revenue", "is_mql", "activities", "engagement", "attributes", "created_at", "title"])
+lead_keys = st.sampled_from(
+    [
+        "lead_id",
+        "source",
+        "employees",
+        "annual_revenue",
+        "is_mql",
+        "activities",
+        "engagement",
+        "attributes",
+        "created_at",
+        "title",
+    ]
+)
 leads = st.dictionaries(lead_keys, json_values, max_size=8) | st.fixed_dictionaries(
     {"lead_id": st.text(min_size=1, max_size=10)},
-    optional={"engagement": st.dictionaries(st.text(max_size=30), st.floats()), "attributes": st.dictionaries(st.text(max_size=30), json_values)},
+    optional={
+        "engagement": st.dictionaries(st.text(max_size=30), st.floats()),
+        "attributes": st.dictionaries(st.text(max_size=30), json_values),
+    },
 )
 
 
@@ -58,6 +77,10 @@ def test_arbitrary_json_never_gets_a_5xx(app, body) -> None:
     """Lead-shaped and arbitrary JSON (including NaN/Infinity tokens) to both scoring routes."""
     client = TestClient(app)  # the module fixture's lifespan already holds the model
     for path in ("/v1/score", "/v1/score/batch"):
-        payload = {"leads": [body]} if path.endswith("batch") and isinstance(body, dict) and body.get("lead_id") else body
-        response = client.post(path, content=json.dumps(payload, allow_nan=True), headers={"content-type": "application/json"})
+        payload = (
+            {"leads": [body]} if path.endswith("batch") and isinstance(body, dict) and body.get("lead_id") else body
+        )
+        response = client.post(
+            path, content=json.dumps(payload, allow_nan=True), headers={"content-type": "application/json"}
+        )
         assert response.status_code < 500, (path, response.text)

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.settings import MlflowSettings
-from serving.schemas import EXAMPLE_LEAD
+from leadscore.models.settings import MlflowSettings
+from leadscore.serving.schemas import EXAMPLE_LEAD
+from leadscore.training.promote import promote
+from leadscore.training.train import TrainOptions, train
 from tests.factories import free_port, wait_http
-from training.promote import promote
-from training.train import TrainOptions, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,7 +29,11 @@ LEADSCORE = str(Path(sys.executable).parent / "leadscore")
 
 @contextmanager
 def leadscore_serve(
-    settings: MlflowSettings, tracking_uri: str, workers: int = 1, stop_group: signal.Signals | None = None, **env_vars: str
+    settings: MlflowSettings,
+    tracking_uri: str,
+    workers: int = 1,
+    stop_group: signal.Signals | None = None,
+    **env_vars: str,
 ) -> Iterator[str]:
     """``leadscore serve`` on a free port, stopped by SIGTERM, or with ``stop_group`` sent to its whole process
     group (as a terminal's Ctrl-C or a service manager does, reaching the score-log writer too)."""
@@ -46,7 +50,9 @@ def leadscore_serve(
     }
     log = (settings.home / f"serve-{port}.log").open("w")
     command = [LEADSCORE, "serve", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=stop_group is not None)
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=stop_group is not None
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/readyz", timeout=90, process=process)
@@ -58,7 +64,9 @@ def leadscore_serve(
             os.killpg(process.pid, stop_group)
         try:
             # uvicorn re-raises the signal after a graceful shutdown, so -15 (-2) is a clean stop too
-            assert process.wait(timeout=30) in (0, -signal.SIGTERM, -signal.SIGINT), (settings.home / f"serve-{port}.log").read_text()
+            assert process.wait(timeout=30) in (0, -signal.SIGTERM, -signal.SIGINT), (
+                settings.home / f"serve-{port}.log"
+            ).read_text()
         finally:
             if process.poll() is None:
                 process.kill()
@@ -128,7 +136,10 @@ def test_serve_follows_a_promotion_without_failing_a_request(server_settings: Ml
     # The registry is gone: a fresh process serves the cached champion and says so. Stopped by a Ctrl-C
     # to its whole process group, it still logs every score it answered.
     dead = f"http://127.0.0.1:{free_port()}"
-    with leadscore_serve(server_settings, dead, stop_group=signal.SIGINT) as base, httpx.Client(base_url=base, timeout=5) as http:
+    with (
+        leadscore_serve(server_settings, dead, stop_group=signal.SIGINT) as base,
+        httpx.Client(base_url=base, timeout=5) as http,
+    ):
         info = http.get("/v1/model").json()
         assert (info["source"], info["version"]) == ("cache", second.version)
         answers = [http.post("/v1/score", json=EXAMPLE_LEAD).json() for _ in range(30)]
@@ -148,7 +159,9 @@ def test_several_workers_serve_and_metrics_count_every_workers_requests(
     shared = tmp_path / "metrics"
     shared.mkdir()
     n = 120
-    with leadscore_serve(server_settings, server_settings.tracking_uri, workers=2, PROMETHEUS_MULTIPROC_DIR=str(shared)) as base:
+    with leadscore_serve(
+        server_settings, server_settings.tracking_uri, workers=2, PROMETHEUS_MULTIPROC_DIR=str(shared)
+    ) as base:
         for i in range(n):  # a new connection each time, so the two workers share the requests
             answer = httpx.post(f"{base}/v1/score", json={**EXAMPLE_LEAD, "lead_id": f"W-{i}"}, timeout=5)
             assert answer.status_code == 200 and answer.json()["model"]["version"] == first.version
@@ -158,4 +171,7 @@ def test_several_workers_serve_and_metrics_count_every_workers_requests(
         for _ in range(8):
             text = httpx.get(f"{base}/metrics", timeout=5).text
             assert line in text, [row for row in text.splitlines() if row.startswith("leadscore_http_requests_total")]
-            assert f'leadscore_model_info{{name="{server_settings.model_name}",source="registry",version="{first.version}"}} 1.0' in text
+            assert (
+                f'leadscore_model_info{{name="{server_settings.model_name}",source="registry",version="{first.version}"}} 1.0'
+                in text
+            )

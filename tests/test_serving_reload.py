@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.settings import ServingSettings
-from serving.state import LoadedModel
-from models.scorer import Scorer
+from leadscore.models.scorer import Scorer
+from leadscore.serving.app import create_app
+from leadscore.serving.settings import ServingSettings
+from leadscore.serving.state import LoadedModel
 
 
 class Broken:
     """A scorer that loads but cannot score (fails warm-up)."""
 
-    metadata: dict[str, Any] = {}
+    metadata: ClassVar[dict[str, Any]] = {}
 
     def score_records(self, *args: Any, **kwargs: Any) -> Any:
         raise ValueError("feature count mismatch")
@@ -76,8 +76,12 @@ def test_a_moved_alias_is_followed(client: TestClient, moving: MovingAlias) -> N
     assert 'version="1"' not in client.get("/metrics").text.split("leadscore_model_info")[-1]
 
 
-@pytest.mark.parametrize(("bad", "error"), [("3", "ValueError"), ("missing", "FileNotFoundError")], ids=["fails-warm-up", "fails-to-load"])
-def test_a_version_that_fails_is_refused_and_the_old_keeps_serving(client: TestClient, moving: MovingAlias, bad: str, error: str) -> None:
+@pytest.mark.parametrize(
+    ("bad", "error"), [("3", "ValueError"), ("missing", "FileNotFoundError")], ids=["fails-warm-up", "fails-to-load"]
+)
+def test_a_version_that_fails_is_refused_and_the_old_keeps_serving(
+    client: TestClient, moving: MovingAlias, bad: str, error: str
+) -> None:
     state = client.app.state.leadscore
     moving.target = bad
     assert state.check_for_new_version() is False

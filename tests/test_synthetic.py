@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from features.schema import (
+from leadscore.features.schema import (
     ACTIVITIES_COLUMNS,
     ACTIVITY_TYPES,
     INDUSTRIES,
@@ -20,17 +20,28 @@ from features.schema import (
     SOURCES,
     STAGES,
 )
-from training.synthetic import MQL_THRESHOLD, CrmTables, generate_crm, read_crm, write_crm
+from leadscore.training.synthetic import MQL_THRESHOLD, CrmTables, generate_crm, read_crm, write_crm
 
 END = pd.Timestamp("2026-09-30")
 HORIZON = pd.Timedelta(days=90)
 # Benchmark bands (architecture.md) of the 90-day lead -> opportunity rate, in percent.
 BANDS = {
-    "source": {"inbound": (15, 25), "outbound": (3, 10), "referral": (25, 40), "event": (8, 15),
-               "webinar": (10, 16), "partner": (15, 25), "paid": (6, 12)},
+    "source": {
+        "inbound": (15, 25),
+        "outbound": (3, 10),
+        "referral": (25, 40),
+        "event": (8, 15),
+        "webinar": (10, 16),
+        "partner": (15, 25),
+        "paid": (6, 12),
+    },
     "size_band": {"enterprise": (20, 35), "mid_market": (10, 20), "smb": (5, 12)},
-    "industry": {"saas": (12, 18), "professional_services": (20, 30), "manufacturing": (8, 15),
-                 "financial_services": (15, 25)},
+    "industry": {
+        "saas": (12, 18),
+        "professional_services": (20, 30),
+        "manufacturing": (8, 15),
+        "financial_services": (15, 25),
+    },
 }
 
 
@@ -80,8 +91,12 @@ def test_columns_and_dtypes(small: CrmTables) -> None:
     assert tuple(leads.columns) == LEADS_COLUMNS
     assert tuple(activities.columns) == ACTIVITIES_COLUMNS
     assert tuple(outcomes.columns) == OUTCOMES_COLUMNS
-    for frame, col in [(leads, "created_at"), (activities, "occurred_at"),
-                       (outcomes, "opportunity_created_at"), (outcomes, "closed_at")]:
+    for frame, col in [
+        (leads, "created_at"),
+        (activities, "occurred_at"),
+        (outcomes, "opportunity_created_at"),
+        (outcomes, "closed_at"),
+    ]:
         assert frame[col].dtype == "datetime64[ns]", col
     for col in ("is_mql", "bant_budget", "bant_authority", "bant_need", "bant_timing"):
         assert leads[col].dtype == bool, col
@@ -104,7 +119,7 @@ def test_categories_and_consistency(small: CrmTables) -> None:
     assert set(small.outcomes.stage) <= set(STAGES)
     assert (leads.groupby("country").region.nunique() == 1).all()  # a country lies in one region
     assert leads.campaign.notna().all()
-    assert all(c.startswith(s) for s, c in zip(leads.source, leads.campaign))
+    assert all(c.startswith(s) for s, c in zip(leads.source, leads.campaign, strict=False))
     for col in ("industry", "title", "employees", "annual_revenue", "country"):
         assert 0.01 < leads[col].isna().mean() < 0.12, col
     assert leads.email.str.fullmatch(r"[a-z]+\.[a-z]+\d+@example\.com").all()
@@ -178,7 +193,7 @@ def test_write_overwrites_atomically_and_cleans_up_on_error(small: CrmTables, tm
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("training.synthetic.pq.write_table", fail)
+    monkeypatch.setattr("leadscore.training.synthetic.pq.write_table", fail)
     with pytest.raises(OSError):
         write_crm(generate_crm(100, seed=1), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["activities.parquet", "leads.parquet", "outcomes.parquet"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.build import load_training_frame
-from features.mapping import load_mapping
-from training.train import TrainOptions, fit
+from leadscore.features.build import load_training_frame
+from leadscore.features.mapping import load_mapping
+from leadscore.training.train import TrainOptions, fit
 
 MAPPING = Path(__file__).resolve().parents[1] / "data" / "mappings" / "x-education.yaml"
 POST_OUTCOME = {"Tags", "Lead Quality", "Last Activity", "Last Notable Activity"}

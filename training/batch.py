@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from features.build import CrmTables, read_crm_tables, scoring_frame
-from features.files import write_via_temp
-from features.mapping import DataError, Mapping, read_table
-from models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
+from leadscore.features.build import CrmTables, read_crm_tables, scoring_frame
+from leadscore.features.files import write_via_temp
+from leadscore.features.mapping import DataError, Mapping, read_table
+from leadscore.models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
 
 if TYPE_CHECKING:
-    from models.artifact import ScoringArtifact
+    from leadscore.models.artifact import ScoringArtifact
 
 
 def load_leads(path: Path, mapping: Mapping, as_of: str | None) -> pd.DataFrame:
@@ -46,12 +46,16 @@ def batch_model(folder: Path) -> Scorer | ScoringArtifact:
     scorer = Scorer.load(Path(folder) / SCORER_FILE)
     if scorer.trees.native:
         return scorer
-    from models.artifact import ScoringArtifact  # LightGBM and scikit-learn load only on this path
+    from leadscore.models.artifact import ScoringArtifact  # LightGBM and scikit-learn load only on this path
 
     return ScoringArtifact.load(Path(folder) / ARTIFACT_FILE)
 
 
-def score_leads(leads: pd.DataFrame, scorer: Scorer | ScoringArtifact, mapping: Mapping, model_name: str, version: str) -> pd.DataFrame:
+def score_leads(
+    leads: pd.DataFrame, scorer: Scorer | ScoringArtifact, mapping: Mapping, model_name: str, version: str
+) -> pd.DataFrame:
     """Probability, score, tier and queue per lead, with the id and the model version that scored it."""
     ids = leads[mapping.id] if mapping.id in leads.columns else pd.Series(range(len(leads)), name=mapping.id)
-    return pd.DataFrame({mapping.id: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version})
+    return pd.DataFrame(
+        {mapping.id: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version}
+    )

@@ -80,20 +80,37 @@ def gain_chart(
             ax.plot([hx], [hy], marker="D", markersize=8, color=color, markeredgecolor="black", linestyle="none")
             handoff_labels.append(f"\u25c6 {name}: passed {hx:.0%} of leads, {hy:.0%} of conversions")
     if capacity_share is not None and 0 < capacity_share < 1:
-        ax.axvline(capacity_share, color="#b22222", linestyle=":", linewidth=1.2, label=f"sales capacity ({capacity_share:.0%} of leads)")
+        ax.axvline(
+            capacity_share,
+            color="#b22222",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"sales capacity ({capacity_share:.0%} of leads)",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("Share of holdout leads worked (highest-ranked first)")
     ax.set_ylabel("Share of all conversions captured")
-    ax.set_title(f"Gain chart: conversions captured vs leads worked\nholdout n={n:,} leads, {conversions:,} conversions; "
-                 "diamonds = each manual process's own hand-off", fontsize=10.5)
+    ax.set_title(
+        f"Gain chart: conversions captured vs leads worked\nholdout n={n:,} leads, {conversions:,} conversions; "
+        "diamonds = each manual process's own hand-off",
+        fontsize=10.5,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8.5)
     if handoff_labels:
-        ax.text(0.0, -0.13, "\n".join(handoff_labels), transform=ax.transAxes, va="top", ha="left", fontsize=8,
-                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"})
+        ax.text(
+            0.0,
+            -0.13,
+            "\n".join(handoff_labels),
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"},
+        )
     return _png(fig)
 
 
@@ -111,15 +128,22 @@ def equal_volume_chart(rows: Sequence[dict[str, Any]], *, base_rate: float, n: i
     bars_s = ax.barh(y - height / 2, model, height, color=COLORS[0], label="model: its top leads, same number")
     for bars, key_rate, key_wins in ((bars_m, "manual_rate", "manual_wins"), (bars_s, "model_rate", "model_wins")):
         for bar, r in zip(bars, rows, strict=True):
-            ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2,
-                    f"{r[key_rate]:.1%}  ({r[key_wins]:,} of {r['volume']:,})", va="center", fontsize=8)
+            ax.text(
+                bar.get_width() + 0.005,
+                bar.get_y() + bar.get_height() / 2,
+                f"{r[key_rate]:.1%}  ({r[key_wins]:,} of {r['volume']:,})",
+                va="center",
+                fontsize=8,
+            )
     ax.axvline(base_rate, color="#555555", linestyle="--", linewidth=1, label=f"base rate {base_rate:.1%}")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlim(0, min(1.0, max([*manual, *model, base_rate, 0.05]) * 1.45))
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("Conversion rate of the leads sent to sales")
-    ax.set_title(f"Equal volume: same number of leads to sales, manual pick vs model pick\nholdout n={n:,} leads", fontsize=10.5)
+    ax.set_title(
+        f"Equal volume: same number of leads to sales, manual pick vs model pick\nholdout n={n:,} leads", fontsize=10.5
+    )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.62 / (height_in - 1.3)), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
@@ -144,7 +168,16 @@ def segment_chart(rows: Sequence[dict[str, Any]], *, column: str, processes: Seq
     ax.axvline(0.5, color="#555555", linestyle="--", linewidth=1)
     ax.set_xlim(0.3, 1.0)
     ax.set_xlabel("ROC AUC within the segment (0.5 = no better than random)")
-    ax.set_title(f"Ranking quality by {column}\n* and faint bars = too few conversions or non-conversions to trust", fontsize=10.5)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / (height_in - 1.2)), ncol=min(3, len(processes)), fontsize=8, frameon=False)
+    ax.set_title(
+        f"Ranking quality by {column}\n* and faint bars = too few conversions or non-conversions to trust",
+        fontsize=10.5,
+    )
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.6 / (height_in - 1.2)),
+        ncol=min(3, len(processes)),
+        fontsize=8,
+        frameon=False,
+    )
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)

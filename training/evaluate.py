@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.build import LABEL, TrainingFrame, load_training_frame
-from features.mapping import DataError, Mapping, load_mapping
-from models import packaging, registry
-from models.artifact import ScoringArtifact
-from models.point_rules import PointRulesClassifier, load_point_rules
-from models.settings import MlflowSettings
-from training.report import ManualResult, ReportInput, build_report, split_rule_text
-from training.split import Split, split_frame
-from training.train import fit_baselines, leads_per_week, make_encoder
+from leadscore.features.build import LABEL, TrainingFrame, load_training_frame
+from leadscore.features.mapping import DataError, Mapping, load_mapping
+from leadscore.models import packaging, registry
+from leadscore.models.artifact import ScoringArtifact
+from leadscore.models.point_rules import PointRulesClassifier, load_point_rules
+from leadscore.models.settings import MlflowSettings
+from leadscore.training.report import ManualResult, ReportInput, build_report, split_rule_text
+from leadscore.training.split import Split, split_frame
+from leadscore.training.train import fit_baselines, leads_per_week, make_encoder
 
 
 def reapply_split(tf: TrainingFrame, recorded: dict[str, Any]) -> Split:
@@ -58,8 +58,15 @@ def evaluate(
     client = registry.configure(settings)
     artifact, name, version = packaging.fetch_artifact(client, model_uri, settings.home / "cache")
     return evaluate_artifact(
-        artifact, data, config, out, leads_per_rep_week=leads_per_rep_week, reps=reps, rules=rules,
-        model_label=f"{name} v{version}", model_uri=model_uri,
+        artifact,
+        data,
+        config,
+        out,
+        leads_per_rep_week=leads_per_rep_week,
+        reps=reps,
+        rules=rules,
+        model_label=f"{name} v{version}",
+        model_uri=model_uri,
     )
 
 
@@ -78,16 +85,21 @@ def evaluate_artifact(
     """:func:`evaluate` once the artifact is in hand (tests call this without a registry)."""
     md = artifact.metadata
     if "split" not in md or "mapping" not in md:
-        raise DataError(f"{model_uri or 'the model'}: its metadata lacks the split rule or mapping; retrain it with this leadscore")
+        raise DataError(
+            f"{model_uri or 'the model'}: its metadata lacks the split rule or mapping; retrain it with this leadscore"
+        )
     rules_spec = load_point_rules(rules) if rules is not None else None  # a bad rules file fails before any work
     notes: list[str] = []
     trained_mapping = Mapping.model_validate(md["mapping"])
     mapping = load_mapping(config) if config is not None else trained_mapping
     if config is not None and mapping.feature_columns != trained_mapping.feature_columns:
-        notes.append(f"Warning: the mapping {config} names other feature columns than the model was trained with; "
-                     "the model scores the columns it was trained on.")
+        notes.append(
+            f"Warning: the mapping {config} names other feature columns than the model was trained with; "
+            "the model scores the columns it was trained on."
+        )
     tf = load_training_frame(
-        data, mapping,
+        data,
+        mapping,
         target=md.get("target") or "opportunity",
         horizon_days=md.get("horizon_days") or 90,
         observation_days=md.get("observation_days") if md.get("observation_days") is not None else 7,
@@ -97,13 +109,17 @@ def evaluate_artifact(
     digest = tf.digest
     if md.get("data_digest") and digest != md["data_digest"]:
         if split.method == "time":
-            notes.append(f"Data differs from the training data (sha256 {digest[:12]}… vs {str(md['data_digest'])[:12]}… at training). "
-                         f"The holdout is still safe: every lead created at or after the cutoff {split.cutoff}; the model "
-                         "trained only on leads created before it.")
+            notes.append(
+                f"Data differs from the training data (sha256 {digest[:12]}… vs {str(md['data_digest'])[:12]}… at training). "
+                f"The holdout is still safe: every lead created at or after the cutoff {split.cutoff}; the model "
+                "trained only on leads created before it."
+            )
         else:
-            notes.append(f"Warning: data differs from the training data (sha256 {digest[:12]}… vs {str(md['data_digest'])[:12]}… "
-                         "at training) and the split is random: the re-drawn holdout may include leads the model trained on, "
-                         "which would flatter it. Evaluate on the training data, or train with timestamps.")
+            notes.append(
+                f"Warning: data differs from the training data (sha256 {digest[:12]}… vs {str(md['data_digest'])[:12]}… "
+                "at training) and the split is random: the re-drawn holdout may include leads the model trained on, "
+                "which would flatter it. Evaluate on the training data, or train with timestamps."
+            )
     train, holdout = tf.frame.iloc[split.train], tf.frame.iloc[split.holdout]
     y_train, y_holdout = train[LABEL].to_numpy(), holdout[LABEL].to_numpy()
     where = tf.source or str(data)
@@ -111,12 +127,16 @@ def evaluate_artifact(
         raise DataError(f"{where}: no lead falls in the holdout ({split.method} split {split.describe()})")
     for part, yy in (("training", y_train), ("holdout", y_holdout)):
         if len(np.unique(yy)) < 2:
-            raise DataError(f"{where}: the {part} part has {int(yy.sum())} conversions among {len(yy)} leads; need both outcomes")
+            raise DataError(
+                f"{where}: the {part} part has {int(yy.sum())} conversions among {len(yy)} leads; need both outcomes"
+            )
 
     scored = artifact.score_frame(holdout)
     probability, fitted = fit_baselines(tf, make_encoder(tf), train, y_train, holdout)
     if rules_spec is not None:
-        fitted[rules_spec.name] = PointRulesClassifier(rules_spec, tuple(mapping.missing_values), source=str(rules)).fit(train, y_train)
+        fitted[rules_spec.name] = PointRulesClassifier(
+            rules_spec, tuple(mapping.missing_values), source=str(rules)
+        ).fit(train, y_train)
         probability[f"manual:{rules_spec.name}"] = fitted[rules_spec.name].predict_proba(holdout)[:, 1]
     manual = {
         name: ManualResult(probability[f"manual:{name}"], np.asarray(clf.passed(holdout), dtype=bool))

@@ -18,7 +18,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
 
 def top_share(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> tuple[float, float]:
     """(conversion rate, lift over the base rate) of the top ``share`` of leads by ``p``."""
-    k = max(1, int(round(len(p) * share)))
+    k = max(1, round(len(p) * share))
     top = np.argsort(-p, kind="stable")[:k]
     rate = float(y[top].mean())
     base = float(y.mean())

@@ -13,11 +13,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from features.build import LABEL
-from models import packaging, registry
-from models.settings import MlflowSettings
-from training.metrics import binary_metrics
-from training.train import CHALLENGER, HOLDOUT_FILE
+from leadscore.features.build import LABEL
+from leadscore.models import packaging, registry
+from leadscore.models.settings import MlflowSettings
+from leadscore.training.metrics import binary_metrics
+from leadscore.training.train import CHALLENGER, HOLDOUT_FILE
 
 CHAMPION = "champion"
 

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from features import schema
-from features.files import write_via_temp
-from training import charts
-from training.metrics import expected_calibration_error
+from leadscore.features import schema
+from leadscore.features.files import write_via_temp
+from leadscore.training import charts
+from leadscore.training.metrics import expected_calibration_error
 
 if TYPE_CHECKING:
-    from training.train import FitResult
+    from leadscore.training.train import FitResult
 
 SUFFICIENT_CONVERSIONS = 40
 SUFFICIENT_NON_CONVERSIONS = 40
@@ -92,7 +92,7 @@ def ranking_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """ROC AUC, PR AUC and Brier with n and conversions; AUCs are None when only one class is present."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
-    n, conversions = int(len(y)), int(y.sum())
+    n, conversions = len(y), int(y.sum())
     both = 0 < conversions < n
     return {
         "n": n,
@@ -127,7 +127,7 @@ def equal_volume(y: np.ndarray, model_probability: np.ndarray, passed: np.ndarra
     manual_wins, model_wins = int(y[passed].sum()), int(y[hot].sum())
     manual_rate, model_rate = _rate(manual_wins, k), _rate(model_wins, k)
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "conversions": int(y.sum()),
         "base_rate": base,
         "volume": k,
@@ -155,7 +155,15 @@ def disagreement(y: np.ndarray, model_hot: np.ndarray, passed: np.ndarray) -> li
     out = []
     for name, mask in cells:
         n, wins = int(mask.sum()), int(y[mask].sum())
-        out.append({"cell": name, "n": n, "wins": wins, "conversion_rate": _rate(wins, n), "sufficiency": sufficiency(wins, n - wins)})
+        out.append(
+            {
+                "cell": name,
+                "n": n,
+                "wins": wins,
+                "conversion_rate": _rate(wins, n),
+                "sufficiency": sufficiency(wins, n - wins),
+            }
+        )
     return out
 
 
@@ -192,15 +200,17 @@ def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS)
     out = []
     for i, chunk in enumerate(np.array_split(order, min(bins, max(1, len(p))))):
         if len(chunk):
-            out.append({
-                "bin": i + 1,
-                "n": int(len(chunk)),
-                "conversions": int(y[chunk].sum()),
-                "mean_predicted": float(p[chunk].mean()),
-                "observed_rate": float(y[chunk].mean()),
-                "min_predicted": float(p[chunk].min()),
-                "max_predicted": float(p[chunk].max()),
-            })
+            out.append(
+                {
+                    "bin": i + 1,
+                    "n": len(chunk),
+                    "conversions": int(y[chunk].sum()),
+                    "mean_predicted": float(p[chunk].mean()),
+                    "observed_rate": float(y[chunk].mean()),
+                    "min_predicted": float(p[chunk].min()),
+                    "max_predicted": float(p[chunk].max()),
+                }
+            )
     return out
 
 
@@ -236,23 +246,25 @@ def capacity_view(
         return out
     worked = min(capacity, leads_per_week)
     share = worked / leads_per_week
-    k = int(round(share * n))
+    k = round(share * n)
     top = top_k_mask(model_probability, k)
     p = np.asarray(model_probability, dtype=float)
     wins = int(y[top].sum())
-    out.update({
-        "available": True,
-        "worked_per_week": worked,
-        "share_worked": share,
-        "holdout_leads_in_pick": k,
-        "holdout_wins_in_pick": wins,
-        "cutoff_probability": float(p[top].min()) if k else None,
-        "cutoff_score": int(np.asarray(model_score)[top].min()) if (k and model_score is not None) else None,
-        "model_conversion_rate": _rate(wins, k),
-        "model_wins_per_week": wins / n * leads_per_week,
-        "all_leads_wins_per_week": float(y.mean()) * leads_per_week,
-        "manual": {},
-    })
+    out.update(
+        {
+            "available": True,
+            "worked_per_week": worked,
+            "share_worked": share,
+            "holdout_leads_in_pick": k,
+            "holdout_wins_in_pick": wins,
+            "cutoff_probability": float(p[top].min()) if k else None,
+            "cutoff_score": int(np.asarray(model_score)[top].min()) if (k and model_score is not None) else None,
+            "model_conversion_rate": _rate(wins, k),
+            "model_wins_per_week": wins / n * leads_per_week,
+            "all_leads_wins_per_week": float(y.mean()) * leads_per_week,
+            "manual": {},
+        }
+    )
     for name, m in manual.items():
         passed = np.asarray(m.passed, dtype=bool)
         passed_per_week = float(passed.mean()) * leads_per_week
@@ -355,11 +367,13 @@ def missed_wins(
     frame = frame.reset_index(drop=True)
     has_id = bool(id_column) and id_column in frame.columns
     ids = frame[id_column].to_numpy() if has_id else np.arange(1, len(frame) + 1)
-    out = pd.DataFrame({
-        (id_column if has_id else "holdout_row"): ids[mask],
-        "model_rank": rank[mask],
-        "model_probability": p[mask].round(4),
-    })
+    out = pd.DataFrame(
+        {
+            (id_column if has_id else "holdout_row"): ids[mask],
+            "model_rank": rank[mask],
+            "model_probability": p[mask].round(4),
+        }
+    )
     if model_score is not None:
         out["model_score"] = np.asarray(model_score)[mask]
     for column in extra_columns:
@@ -395,7 +409,9 @@ def _clean(value: Any) -> Any:
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
     """Write to a temporary file beside ``path`` and rename it into place: no truncated file is ever left."""
-    return write_via_temp(path, lambda tmp: Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data))
+    return write_via_temp(
+        path, lambda tmp: Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    )
 
 
 def _csv(rows: pd.DataFrame | list[dict[str, Any]]) -> str:
@@ -421,7 +437,9 @@ def build_report(
     p = np.asarray(inp.model_probability, dtype=float)
     holdout = inp.holdout.reset_index(drop=True)
     if not (len(y) == len(p) == len(holdout)):
-        raise ValueError(f"report inputs differ in length: {len(holdout)} rows, {len(y)} labels, {len(p)} probabilities")
+        raise ValueError(
+            f"report inputs differ in length: {len(holdout)} rows, {len(y)} labels, {len(p)} probabilities"
+        )
     mapping = md.get("mapping") or {}
     id_column = mapping.get("id")
     segments = [s for s in (md.get("segments") or mapping.get("segments") or []) if s in holdout.columns]
@@ -439,11 +457,20 @@ def build_report(
         metrics[f"manual: {name}"]["passed"] = int(np.asarray(m.passed, dtype=bool).sum())
 
     volume = {name: equal_volume(y, p, m.passed) for name, m in inp.manual.items()}
-    disagree = {name: disagreement(y, top_k_mask(p, volume[name]["volume"]), m.passed) for name, m in inp.manual.items()}
+    disagree = {
+        name: disagreement(y, top_k_mask(p, volume[name]["volume"]), m.passed) for name, m in inp.manual.items()
+    }
     process_columns = {m.get("name"): list(m.get("columns", [])) for m in mapping.get("manual", [])}
     missed = {
-        name: missed_wins(holdout, y, p, m.passed, id_column=id_column, model_score=inp.model_score,
-                          extra_columns=[*segments, *[c for c in process_columns.get(name, []) if c in holdout.columns]])
+        name: missed_wins(
+            holdout,
+            y,
+            p,
+            m.passed,
+            id_column=id_column,
+            model_score=inp.model_score,
+            extra_columns=[*segments, *[c for c in process_columns.get(name, []) if c in holdout.columns]],
+        )
         for name, m in inp.manual.items()
     }
     notes = list(inp.notes)
@@ -457,7 +484,12 @@ def build_report(
             "lead flow); give your own with `leadscore evaluate --leads-per-rep-week N --reps M`."
         )
     capacity = capacity_view(
-        y, p, inp.manual, leads_per_week=inp.leads_per_week, leads_per_rep_week=leads_per_rep_week, reps=reps,
+        y,
+        p,
+        inp.manual,
+        leads_per_week=inp.leads_per_week,
+        leads_per_rep_week=leads_per_rep_week,
+        reps=reps,
         model_score=inp.model_score,
     )
     bins = reliability_bins(y, p)
@@ -491,7 +523,9 @@ def build_report(
         "metrics": metrics,
         "equal_volume": volume,
         "disagreement": disagree,
-        "missed_wins": {name: {"count": int(len(frame)), "shown_columns": list(frame.columns)} for name, frame in missed.items()},
+        "missed_wins": {
+            name: {"count": len(frame), "shown_columns": list(frame.columns)} for name, frame in missed.items()
+        },
         "gain": {"shares": [float(s) for s in shares], "curves": gain, "handoffs": handoffs},
         "calibration": {"bins": bins, "ece": metrics[MODEL]["ece"]},
         "capacity": capacity,
@@ -504,11 +538,18 @@ def build_report(
 
     images = {
         "gain.png": charts.gain_chart(
-            {k: (list(x), list(g)) for k, (x, g) in curves_full.items()}, handoffs, n=n, conversions=conversions,
+            {k: (list(x), list(g)) for k, (x, g) in curves_full.items()},
+            handoffs,
+            n=n,
+            conversions=conversions,
             capacity_share=capacity.get("share_worked") if capacity.get("available") else None,
         ),
         "calibration.png": charts.reliability_chart(
-            bins, n=n, conversions=conversions, ece=metrics[MODEL]["ece"] or 0.0, title=f"Reliability of {inp.model_label}"
+            bins,
+            n=n,
+            conversions=conversions,
+            ece=metrics[MODEL]["ece"] or 0.0,
+            title=f"Reliability of {inp.model_label}",
         ),
     }
     if volume:
@@ -523,30 +564,44 @@ def build_report(
     tables = {
         "metrics.csv": _csv([{"process": k, **v} for k, v in summary["metrics"].items()]),
         "equal_volume.csv": _csv([{"manual_process": k, **v} for k, v in summary["equal_volume"].items()]),
-        "disagreement.csv": _csv([{"manual_process": k, **row} for k, rows in summary["disagreement"].items() for row in rows]),
+        "disagreement.csv": _csv(
+            [{"manual_process": k, **row} for k, rows in summary["disagreement"].items() for row in rows]
+        ),
         "gain.csv": _csv(pd.DataFrame({"share_of_leads": shares, **{k: v for k, v in gain.items()}})),
         "calibration.csv": _csv(bins),
         "segments.csv": _csv(_flat_segments(summary["segments"])),
         "missed_wins.csv": _csv(
-            pd.concat([f.assign(manual_process=k) for k, f in missed.items()], ignore_index=True) if missed else pd.DataFrame()
+            pd.concat([f.assign(manual_process=k) for k, f in missed.items()], ignore_index=True)
+            if missed
+            else pd.DataFrame()
         ),
     }
     has_id = bool(id_column) and id_column in holdout.columns
-    scores = pd.DataFrame({
-        (id_column if has_id else "holdout_row"): holdout[id_column].to_numpy() if has_id else np.arange(1, n + 1),
-        "label": y,
-        "model_probability": p,
-    })
+    scores = pd.DataFrame(
+        {
+            (id_column if has_id else "holdout_row"): holdout[id_column].to_numpy() if has_id else np.arange(1, n + 1),
+            "label": y,
+            "model_probability": p,
+        }
+    )
     if inp.model_score is not None:
         scores["model_score"] = np.asarray(inp.model_score)
     for name, m in inp.manual.items():
         scores[f"passed: {name}"] = np.asarray(m.passed, dtype=bool)
     tables["holdout_scores.csv"] = _csv(scores)
     if capacity.get("available"):
-        cap_rows = [{"process": inp.model_label, "worked_per_week": capacity["worked_per_week"],
-                     "conversion_rate": capacity["model_conversion_rate"], "wins_per_week": capacity["model_wins_per_week"]}]
-        cap_rows += [{"process": f"manual: {k}", **{c: v[c] for c in ("worked_per_week", "conversion_rate", "wins_per_week")}}
-                     for k, v in capacity["manual"].items()]
+        cap_rows = [
+            {
+                "process": inp.model_label,
+                "worked_per_week": capacity["worked_per_week"],
+                "conversion_rate": capacity["model_conversion_rate"],
+                "wins_per_week": capacity["model_wins_per_week"],
+            }
+        ]
+        cap_rows += [
+            {"process": f"manual: {k}", **{c: v[c] for c in ("worked_per_week", "conversion_rate", "wins_per_week")}}
+            for k, v in capacity["manual"].items()
+        ]
         tables["capacity.csv"] = _csv(cap_rows)
 
     page = _html(summary, images, missed, inp)
@@ -565,9 +620,12 @@ def _slug(text: str) -> str:
 
 def _flat_segments(segments: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
-    for column, levels in segments.items():
+    for levels in segments.values():
         for r in levels:
-            row = {k: r[k] for k in ("segment", "level", "n", "conversions", "non_conversions", "conversion_rate", "sufficiency")}
+            row = {
+                k: r[k]
+                for k in ("segment", "level", "n", "conversions", "non_conversions", "conversion_rate", "sufficiency")
+            }
             row.update({f"model_{k}": r["model"][k] for k in ("roc_auc", "pr_auc", "brier")})
             for name, m in r["manual"].items():
                 row[f"{name}: roc_auc"] = r["auc"].get(name)
@@ -589,15 +647,18 @@ def write_fit_report(
     reps: int | None = None,
 ) -> dict[str, Any]:
     """The report of a :func:`training.train.fit` result (what ``leadscore train`` logs as ``report/``)."""
-    from training.train import leads_per_week
+    from leadscore.training.train import leads_per_week
 
     holdout = result.holdout
     manual = {
         name: ManualResult(result.holdout_probability[f"manual:{name}"], np.asarray(clf.passed(holdout), dtype=bool))
         for name, clf in result.manual.items()
     }
-    baselines = {"logistic regression (baseline)": result.holdout_probability["logistic_regression"]} \
-        if "logistic_regression" in result.holdout_probability else {}
+    baselines = (
+        {"logistic regression (baseline)": result.holdout_probability["logistic_regression"]}
+        if "logistic_regression" in result.holdout_probability
+        else {}
+    )
     metadata = {**result.artifact.metadata, "title": "Lead scoring: model vs manual qualification (training run)"}
     inp = ReportInput(
         holdout=holdout,
@@ -608,7 +669,9 @@ def write_fit_report(
         model_score=result.artifact.score_of(result.holdout_probability["model"]),
         baselines=baselines,
         leads_per_week=leads_per_week(result.frame, result.split),
-        split_rule=split_rule_text(result.split.describe(), result.frame.mapping.created_at if result.frame.timed else None),
+        split_rule=split_rule_text(
+            result.split.describe(), result.frame.mapping.created_at if result.frame.timed else None
+        ),
         model_label="model (this run)",
     )
     return build_report(inp, folder, leads_per_rep_week=leads_per_rep_week, reps=reps)
@@ -617,10 +680,14 @@ def write_fit_report(
 def split_rule_text(split: dict[str, Any], created_at: str | None) -> str:
     """How the holdout was chosen, in words."""
     if split.get("method") == "time":
-        return (f"time split: holdout = leads created at or after {split.get('cutoff')} (column {created_at!r}), "
-                f"the newest {split.get('holdout_fraction'):.0%} of eligible leads; the model was trained only on earlier leads")
-    return (f"random split: a seeded stratified {split.get('holdout_fraction'):.0%} of leads (seed {split.get('seed')}), "
-            "the same rows the training run held out; the model never saw them")
+        return (
+            f"time split: holdout = leads created at or after {split.get('cutoff')} (column {created_at!r}), "
+            f"the newest {split.get('holdout_fraction'):.0%} of eligible leads; the model was trained only on earlier leads"
+        )
+    return (
+        f"random split: a seeded stratified {split.get('holdout_fraction'):.0%} of leads (seed {split.get('seed')}), "
+        "the same rows the training run held out; the model never saw them"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -691,8 +758,10 @@ def _html(s: dict[str, Any], images: dict[str, bytes], missed: dict[str, pd.Data
         + (f" within {_e(s['horizon_days'])} days" if s.get("horizon_days") else "")
         + f" · data: {_e(s.get('data_source') or '–')}</p>"
     )
-    parts.append(f"<p><b>Holdout:</b> {_e(s['split_rule'])}.<br>{h['n']:,} leads, {h['conversions']:,} conversions "
-                 f"(base rate {_pct(h['base_rate'])}). Every figure below is measured on these leads only.</p>")
+    parts.append(
+        f"<p><b>Holdout:</b> {_e(s['split_rule'])}.<br>{h['n']:,} leads, {h['conversions']:,} conversions "
+        f"(base rate {_pct(h['base_rate'])}). Every figure below is measured on these leads only.</p>"
+    )
     for note in s["notes"]:
         cls = "warn" if note.lower().startswith(("warning", "data differs")) else "note"
         parts.append(f"<div class='{cls}'>{_e(note)}</div>")
@@ -714,30 +783,67 @@ def _html(s: dict[str, Any], images: dict[str, bytes], missed: dict[str, pd.Data
         manual_bits = "; ".join(f"{_e(k)} {m['wins_per_week']:.1f}" for k, m in cap["manual"].items())
         keys.append(
             f"<li>With {cap['reps']} reps × {cap['leads_per_rep_week']:g} leads/week, working the model's top leads gives "
-            f"about <b>{cap['model_wins_per_week']:.1f} conversions/week</b>" + (f" (manual processes: {manual_bits})" if manual_bits else "") + ".</li>"
+            f"about <b>{cap['model_wins_per_week']:.1f} conversions/week</b>"
+            + (f" (manual processes: {manual_bits})" if manual_bits else "")
+            + ".</li>"
         )
     parts.append(f"<div class='key'><b>Key figures</b><ul>{''.join(keys)}</ul></div>")
 
     # Metrics
     parts.append("<h2>1. Ranking and probability quality</h2>")
-    parts.append("<p class='muted'>ROC AUC: chance a converting lead ranks above a non-converting one (0.5 = random). "
-                 "PR AUC: precision averaged over recall (compare with the base rate). Brier: mean squared error of the "
-                 "probability (lower is better). Manual processes are scored by the conversion rate each of their levels "
-                 "had on the training leads.</p>")
-    rows = [[_e(k), _num(v["n"]), _num(v["conversions"]), _num(v["roc_auc"]), _num(v["pr_auc"]), _num(v["brier"], 4),
-             _num(v.get("passed")) if "passed" in v else "–"] for k, v in s["metrics"].items()]
+    parts.append(
+        "<p class='muted'>ROC AUC: chance a converting lead ranks above a non-converting one (0.5 = random). "
+        "PR AUC: precision averaged over recall (compare with the base rate). Brier: mean squared error of the "
+        "probability (lower is better). Manual processes are scored by the conversion rate each of their levels "
+        "had on the training leads.</p>"
+    )
+    rows = [
+        [
+            _e(k),
+            _num(v["n"]),
+            _num(v["conversions"]),
+            _num(v["roc_auc"]),
+            _num(v["pr_auc"]),
+            _num(v["brier"], 4),
+            _num(v.get("passed")) if "passed" in v else "–",
+        ]
+        for k, v in s["metrics"].items()
+    ]
     parts.append(_table(["process", "n leads", "conversions", "ROC AUC", "PR AUC", "Brier", "passed to sales"], rows))
 
     # Equal volume
     parts.append("<h2>2. Equal volume: the same number of leads to sales</h2>")
     if s["equal_volume"]:
-        parts.append("<p class='muted'>For each manual process: the leads it passed vs the model's highest-ranked leads of the same number. "
-                     "Lift = conversion rate / base rate.</p>")
-        rows = [[_e(k), _num(v["volume"]), f"{_pct(v['manual_rate'])} ({v['manual_wins']:,})", _num(v["manual_lift"], 2),
-                 f"{_pct(v['model_rate'])} ({v['model_wins']:,})", _num(v["model_lift"], 2), f"{v['extra_wins']:+,}"]
-                for k, v in s["equal_volume"].items()]
-        parts.append(_table(["manual process", "leads to sales", "manual: conv. rate (wins)", "manual lift",
-                             "model: conv. rate (wins)", "model lift", "extra wins (model)"], rows))
+        parts.append(
+            "<p class='muted'>For each manual process: the leads it passed vs the model's highest-ranked leads of the same number. "
+            "Lift = conversion rate / base rate.</p>"
+        )
+        rows = [
+            [
+                _e(k),
+                _num(v["volume"]),
+                f"{_pct(v['manual_rate'])} ({v['manual_wins']:,})",
+                _num(v["manual_lift"], 2),
+                f"{_pct(v['model_rate'])} ({v['model_wins']:,})",
+                _num(v["model_lift"], 2),
+                f"{v['extra_wins']:+,}",
+            ]
+            for k, v in s["equal_volume"].items()
+        ]
+        parts.append(
+            _table(
+                [
+                    "manual process",
+                    "leads to sales",
+                    "manual: conv. rate (wins)",
+                    "manual lift",
+                    "model: conv. rate (wins)",
+                    "model lift",
+                    "extra wins (model)",
+                ],
+                rows,
+            )
+        )
         parts.append(_img(images["equal_volume.png"], "equal volume chart"))
     else:
         parts.append("<p>No manual process is defined in the mapping.</p>")
@@ -748,26 +854,43 @@ def _html(s: dict[str, Any], images: dict[str, bytes], missed: dict[str, pd.Data
     shares = s["gain"]["shares"]
     show = [i for i, v in enumerate(shares) if round(v * 100) in (10, 20, 30, 50)]
     rows = [[_e(k), *[_pct(v[i], 0) for i in show]] for k, v in s["gain"]["curves"].items()]
-    parts.append(_table(["share of conversions captured when working the top …", *[f"{shares[i]:.0%} of leads" for i in show]], rows))
+    parts.append(
+        _table(
+            ["share of conversions captured when working the top …", *[f"{shares[i]:.0%} of leads" for i in show]], rows
+        )
+    )
 
     # Calibration
     parts.append("<h2>4. Calibration of the model's probabilities</h2>")
-    parts.append("<p class='muted'>Leads in equal-count bins by predicted probability; a calibrated model's points sit on the diagonal. "
-                 f"ECE (mean gap, weighted by bin size) = {_num(s['calibration']['ece'])}.</p>")
+    parts.append(
+        "<p class='muted'>Leads in equal-count bins by predicted probability; a calibrated model's points sit on the diagonal. "
+        f"ECE (mean gap, weighted by bin size) = {_num(s['calibration']['ece'])}.</p>"
+    )
     parts.append(_img(images["calibration.png"], "reliability chart"))
 
     # Disagreement
     parts.append("<h2>5. Where the model and the manual process disagree</h2>")
-    parts.append("<p class='muted'>Model-hot = in the model's pick of the same size as the manual process's passed leads. "
-                 "Conversion rates are the real outcomes of those holdout leads.</p>")
+    parts.append(
+        "<p class='muted'>Model-hot = in the model's pick of the same size as the manual process's passed leads. "
+        "Conversion rates are the real outcomes of those holdout leads.</p>"
+    )
     for name, cells in s["disagreement"].items():
         parts.append(f"<h3>{_e(name)}</h3>")
-        rows = [[_e(c["cell"]), _num(c["n"]), _num(c["wins"]), _pct(c["conversion_rate"]), _suff(c["sufficiency"])] for c in cells]
+        rows = [
+            [_e(c["cell"]), _num(c["n"]), _num(c["wins"]), _pct(c["conversion_rate"]), _suff(c["sufficiency"])]
+            for c in cells
+        ]
         parts.append(_table(["leads", "n", "conversions", "conversion rate", "sample"], rows))
         frame = missed[name]
-        parts.append(f"<p><b>{len(frame):,}</b> converted leads that {_e(name)} rejected were in the model's pick"
-                     + (f" (the {min(len(frame), MAX_LISTED_WINS)} best-ranked shown; all in <code>missed_wins.csv</code>)" if len(frame) else "")
-                     + ".</p>")
+        parts.append(
+            f"<p><b>{len(frame):,}</b> converted leads that {_e(name)} rejected were in the model's pick"
+            + (
+                f" (the {min(len(frame), MAX_LISTED_WINS)} best-ranked shown; all in <code>missed_wins.csv</code>)"
+                if len(frame)
+                else ""
+            )
+            + ".</p>"
+        )
         if len(frame):
             shown = frame.head(MAX_LISTED_WINS)
             rows = [[_cell(v) for v in r] for r in shown.itertuples(index=False)]
@@ -784,54 +907,103 @@ def _html(s: dict[str, Any], images: dict[str, bytes], missed: dict[str, pd.Data
             + (f" (score ≥ <b>{cap['cutoff_score']}</b>)" if cap.get("cutoff_score") is not None else "")
             + f", the top {cap['holdout_leads_in_pick']:,} holdout leads with {cap['holdout_wins_in_pick']:,} conversions.</p>"
         )
-        rows = [[_e(s["model"]) + " (top leads up to capacity)", f"{cap['worked_per_week']:,.1f}", _pct(cap["model_conversion_rate"]),
-                 f"{cap['model_wins_per_week']:,.2f}"]]
-        rows += [[_e(f"manual: {k}") + f" (passes {m['passed_per_week']:,.1f}/week)", f"{m['worked_per_week']:,.1f}",
-                  _pct(m["conversion_rate"]), f"{m['wins_per_week']:,.2f}"] for k, m in cap["manual"].items()]
+        rows = [
+            [
+                _e(s["model"]) + " (top leads up to capacity)",
+                f"{cap['worked_per_week']:,.1f}",
+                _pct(cap["model_conversion_rate"]),
+                f"{cap['model_wins_per_week']:,.2f}",
+            ]
+        ]
+        rows += [
+            [
+                _e(f"manual: {k}") + f" (passes {m['passed_per_week']:,.1f}/week)",
+                f"{m['worked_per_week']:,.1f}",
+                _pct(m["conversion_rate"]),
+                f"{m['wins_per_week']:,.2f}",
+            ]
+            for k, m in cap["manual"].items()
+        ]
         parts.append(_table(["process", "leads worked/week", "conversion rate", "expected conversions/week"], rows))
-        parts.append("<p class='muted'>A manual process hands over only the leads it passed: beyond capacity, reps work as many as they can "
-                     "(at those leads' conversion rate); below it, capacity is left idle. "
-                     f"Working every lead would give {cap['all_leads_wins_per_week']:,.2f} conversions/week.</p>")
+        parts.append(
+            "<p class='muted'>A manual process hands over only the leads it passed: beyond capacity, reps work as many as they can "
+            "(at those leads' conversion rate); below it, capacity is left idle. "
+            f"Working every lead would give {cap['all_leads_wins_per_week']:,.2f} conversions/week.</p>"
+        )
     else:
-        parts.append(f"<p>Capacity ({cap['reps']} reps × {cap['leads_per_rep_week']:g} leads/week = {cap['capacity_per_week']:,.0f} "
-                     f"leads/week) cannot be set against the lead flow: {_e(cap['reason'])}. The gain chart shows the same trade-off "
-                     "as shares of leads.</p>")
+        parts.append(
+            f"<p>Capacity ({cap['reps']} reps × {cap['leads_per_rep_week']:g} leads/week = {cap['capacity_per_week']:,.0f} "
+            f"leads/week) cannot be set against the lead flow: {_e(cap['reason'])}. The gain chart shows the same trade-off "
+            "as shares of leads.</p>"
+        )
 
     # Segments
     parts.append("<h2>7. By segment</h2>")
-    parts.append(f"<p class='muted'>Data sufficiency: {_e(SUFFICIENCY_RULE)}. Equal-volume picks are made over the whole holdout "
-                 "and counted within each level.</p>")
+    parts.append(
+        f"<p class='muted'>Data sufficiency: {_e(SUFFICIENCY_RULE)}. Equal-volume picks are made over the whole holdout "
+        "and counted within each level.</p>"
+    )
     for column, levels in s["segments"].items():
         parts.append(f"<h3>{_e(column)}</h3>")
         names = list(inp.manual)
-        header = ["level", "n leads", "conversions", "conv. rate", "model ROC AUC", "model Brier",
-                  *[f"{k} ROC AUC" for k in names], *[f"{k}: passed → conv. (model pick, same volume)" for k in names], "sample"]
+        header = [
+            "level",
+            "n leads",
+            "conversions",
+            "conv. rate",
+            "model ROC AUC",
+            "model Brier",
+            *[f"{k} ROC AUC" for k in names],
+            *[f"{k}: passed → conv. (model pick, same volume)" for k in names],
+            "sample",
+        ]
         rows = []
         for r in levels:
-            rows.append([
-                _e(r["level"]), _num(r["n"]), _num(r["conversions"]), _pct(r["conversion_rate"]), _num(r["model"]["roc_auc"]),
-                _num(r["model"]["brier"], 4), *[_num(r["auc"].get(k)) for k in names],
-                *[f"{m['passed']:,} → {_pct(m['passed_rate'])} ({m['model_pick']:,} → {_pct(m['model_pick_rate'])})"
-                  for m in (r["manual"][k] for k in names)],
-                _suff(r["sufficiency"]),
-            ])
+            rows.append(
+                [
+                    _e(r["level"]),
+                    _num(r["n"]),
+                    _num(r["conversions"]),
+                    _pct(r["conversion_rate"]),
+                    _num(r["model"]["roc_auc"]),
+                    _num(r["model"]["brier"], 4),
+                    *[_num(r["auc"].get(k)) for k in names],
+                    *[
+                        f"{m['passed']:,} → {_pct(m['passed_rate'])} ({m['model_pick']:,} → {_pct(m['model_pick_rate'])})"
+                        for m in (r["manual"][k] for k in names)
+                    ],
+                    _suff(r["sufficiency"]),
+                ]
+            )
         parts.append(_table(header, rows))
         image = images.get(f"segment_{_slug(column)}.png")
         if image:
             parts.append(_img(image, f"ROC AUC by {column}"))
     if s["segments_missing"]:
-        parts.append(f"<p class='note'>Segments named in the mapping but absent from the data: {_e(', '.join(s['segments_missing']))}.</p>")
+        parts.append(
+            f"<p class='note'>Segments named in the mapping but absent from the data: {_e(', '.join(s['segments_missing']))}.</p>"
+        )
 
     # Features
     f = s["features"]
     parts.append("<h2>8. What the model uses</h2>")
-    parts.append(f"<p><b>Model features ({len(f['model_features'])}):</b> {_e(', '.join(f['model_features']) or '–')}</p>")
-    parts.append(f"<p><b>Excluded columns</b> (never model inputs: ids, personal data, post-outcome or leakage-prone fields): "
-                 f"{_e(', '.join(f['excluded']) or '–')}</p>")
-    parts.append(f"<p><b>Manual-process columns</b> (used only to score the manual process, not by the model): "
-                 f"{_e(', '.join(f['manual_process_columns']) or '–')}</p>")
-    parts.append("<p class='muted'>Generated by leadscore. Tables: metrics.csv, equal_volume.csv, disagreement.csv, missed_wins.csv, "
-                 "gain.csv, calibration.csv, segments.csv, capacity.csv, holdout_scores.csv (every holdout lead: id, label, model "
-                 "probability and each manual decision); all figures in summary.json.</p>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(s['title'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    parts.append(
+        f"<p><b>Model features ({len(f['model_features'])}):</b> {_e(', '.join(f['model_features']) or '–')}</p>"
+    )
+    parts.append(
+        f"<p><b>Excluded columns</b> (never model inputs: ids, personal data, post-outcome or leakage-prone fields): "
+        f"{_e(', '.join(f['excluded']) or '–')}</p>"
+    )
+    parts.append(
+        f"<p><b>Manual-process columns</b> (used only to score the manual process, not by the model): "
+        f"{_e(', '.join(f['manual_process_columns']) or '–')}</p>"
+    )
+    parts.append(
+        "<p class='muted'>Generated by leadscore. Tables: metrics.csv, equal_volume.csv, disagreement.csv, missed_wins.csv, "
+        "gain.csv, calibration.csv, segments.csv, capacity.csv, holdout_scores.csv (every holdout lead: id, label, model "
+        "probability and each manual decision); all figures in summary.json.</p>"
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(s['title'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )

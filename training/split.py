@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.build import TrainingFrame
+from leadscore.features.build import TrainingFrame
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,12 @@ class Split:
     cutoff: str | None = None  # first timestamp of the holdout (time split)
 
     def describe(self) -> dict[str, object]:
-        return {"method": self.method, "holdout_fraction": self.holdout_fraction, "seed": self.seed, "cutoff": self.cutoff}
+        return {
+            "method": self.method,
+            "holdout_fraction": self.holdout_fraction,
+            "seed": self.seed,
+            "cutoff": self.cutoff,
+        }
 
 
 def split_frame(tf: TrainingFrame, holdout_fraction: float = 0.2, seed: int = 0) -> Split:
@@ -40,5 +45,5 @@ def split_frame(tf: TrainingFrame, holdout_fraction: float = 0.2, seed: int = 0)
     holdout = np.zeros(n, dtype=bool)
     for cls in (0, 1):
         idx = np.flatnonzero(y == cls)
-        holdout[rng.choice(idx, size=int(round(len(idx) * holdout_fraction)), replace=False)] = True
+        holdout[rng.choice(idx, size=round(len(idx) * holdout_fraction), replace=False)] = True
     return Split(np.flatnonzero(~holdout), np.flatnonzero(holdout), "random", holdout_fraction, seed)

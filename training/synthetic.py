@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.build import CrmTables
-from features.files import write_via_temp
-from features.schema import (
+from leadscore.features.build import CrmTables
+from leadscore.features.files import write_via_temp
+from leadscore.features.schema import (
     ACTIVITIES_COLUMNS,
     ACTIVITY_TYPES,
     DEPARTMENTS,
@@ -45,11 +45,25 @@ NS = 1_000_000_000
 
 # --- Lead volume and firmographics -------------------------------------------------------------
 VOLUME_GROWTH = 0.5  # lead volume at `end` is 1.5x the volume at `start` (linear growth)
-SOURCE_MIX = {"inbound": 0.35, "outbound": 0.20, "referral": 0.07, "event": 0.08,
-              "webinar": 0.10, "partner": 0.08, "paid": 0.12}  # shares around mid-period
+SOURCE_MIX = {
+    "inbound": 0.35,
+    "outbound": 0.20,
+    "referral": 0.07,
+    "event": 0.08,
+    "webinar": 0.10,
+    "partner": 0.08,
+    "paid": 0.12,
+}  # shares around mid-period
 # Change of log-share over the whole period (source-mix drift): outbound fades, paid/webinar grow.
-SOURCE_MIX_TREND = {"inbound": 0.0, "outbound": -0.5, "referral": 0.0, "event": -0.2,
-                    "webinar": 0.3, "partner": 0.1, "paid": 0.4}
+SOURCE_MIX_TREND = {
+    "inbound": 0.0,
+    "outbound": -0.5,
+    "referral": 0.0,
+    "event": -0.2,
+    "webinar": 0.3,
+    "partner": 0.1,
+    "paid": 0.4,
+}
 CAMPAIGNS = {
     "inbound": ("inbound-seo", "inbound-organic-social", "inbound-direct", "inbound-content-hub"),
     "outbound": ("outbound-sdr-email", "outbound-sdr-calls", "outbound-abm"),
@@ -67,52 +81,188 @@ COUNTRIES = {  # ISO 3166 alpha-2 codes and their share within the region
     "APAC": {"AU": 0.35, "IN": 0.25, "SG": 0.15, "JP": 0.15, "NZ": 0.10},
     "LATAM": {"BR": 0.50, "MX": 0.30, "AR": 0.10, "CL": 0.10},
 }
-INDUSTRY_MIX = {"saas": 0.22, "professional_services": 0.15, "manufacturing": 0.13,
-                "financial_services": 0.12, "healthcare": 0.10, "retail": 0.10,
-                "education": 0.08, "public_sector": 0.10}
-SENIORITY_MIX = {"c_level": 0.07, "vp": 0.12, "director": 0.20, "manager": 0.28,
-                 "individual_contributor": 0.33}
-DEPARTMENT_MIX = {"sales": 0.17, "marketing": 0.22, "it": 0.15, "finance": 0.08,
-                  "operations": 0.12, "hr": 0.06, "engineering": 0.14, "other": 0.06}
+INDUSTRY_MIX = {
+    "saas": 0.22,
+    "professional_services": 0.15,
+    "manufacturing": 0.13,
+    "financial_services": 0.12,
+    "healthcare": 0.10,
+    "retail": 0.10,
+    "education": 0.08,
+    "public_sector": 0.10,
+}
+SENIORITY_MIX = {"c_level": 0.07, "vp": 0.12, "director": 0.20, "manager": 0.28, "individual_contributor": 0.33}
+DEPARTMENT_MIX = {
+    "sales": 0.17,
+    "marketing": 0.22,
+    "it": 0.15,
+    "finance": 0.08,
+    "operations": 0.12,
+    "hr": 0.06,
+    "engineering": 0.14,
+    "other": 0.06,
+}
 # Job titles by variant x seniority x department (order of SENIORITIES and DEPARTMENTS).
 TITLES = (
     (
-        ("Chief Revenue Officer", "Chief Marketing Officer", "Chief Information Officer",
-         "Chief Financial Officer", "Chief Operating Officer", "Chief People Officer",
-         "Chief Technology Officer", "Chief Executive Officer"),
-        ("VP of Sales", "VP of Marketing", "VP of IT", "VP of Finance", "VP of Operations",
-         "VP of People", "VP of Engineering", "VP of Strategy"),
-        ("Director of Sales", "Director of Marketing", "IT Director", "Finance Director",
-         "Director of Operations", "HR Director", "Director of Engineering",
-         "Director of Business Development"),
-        ("Sales Manager", "Marketing Manager", "IT Manager", "Finance Manager",
-         "Operations Manager", "HR Manager", "Engineering Manager", "Project Manager"),
-        ("Account Executive", "Marketing Specialist", "Systems Administrator", "Financial Analyst",
-         "Operations Analyst", "Recruiter", "Software Engineer", "Consultant"),
+        (
+            "Chief Revenue Officer",
+            "Chief Marketing Officer",
+            "Chief Information Officer",
+            "Chief Financial Officer",
+            "Chief Operating Officer",
+            "Chief People Officer",
+            "Chief Technology Officer",
+            "Chief Executive Officer",
+        ),
+        (
+            "VP of Sales",
+            "VP of Marketing",
+            "VP of IT",
+            "VP of Finance",
+            "VP of Operations",
+            "VP of People",
+            "VP of Engineering",
+            "VP of Strategy",
+        ),
+        (
+            "Director of Sales",
+            "Director of Marketing",
+            "IT Director",
+            "Finance Director",
+            "Director of Operations",
+            "HR Director",
+            "Director of Engineering",
+            "Director of Business Development",
+        ),
+        (
+            "Sales Manager",
+            "Marketing Manager",
+            "IT Manager",
+            "Finance Manager",
+            "Operations Manager",
+            "HR Manager",
+            "Engineering Manager",
+            "Project Manager",
+        ),
+        (
+            "Account Executive",
+            "Marketing Specialist",
+            "Systems Administrator",
+            "Financial Analyst",
+            "Operations Analyst",
+            "Recruiter",
+            "Software Engineer",
+            "Consultant",
+        ),
     ),
     (
         ("CRO", "CMO", "CIO", "CFO", "COO", "CHRO", "CTO", "CEO"),
-        ("SVP Sales", "SVP Marketing", "VP Technology", "VP Finance", "SVP Operations",
-         "VP Human Resources", "SVP Engineering", "VP Business Development"),
-        ("Head of Sales", "Head of Marketing", "Head of IT", "Head of Finance",
-         "Head of Operations", "Head of People", "Head of Engineering", "Head of Strategy"),
-        ("Regional Sales Manager", "Demand Generation Manager", "IT Operations Manager",
-         "Controller", "Supply Chain Manager", "Talent Acquisition Manager",
-         "Software Development Manager", "Office Manager"),
-        ("Sales Development Representative", "Content Marketer", "IT Specialist", "Accountant",
-         "Operations Coordinator", "HR Generalist", "Data Engineer", "Business Analyst"),
+        (
+            "SVP Sales",
+            "SVP Marketing",
+            "VP Technology",
+            "VP Finance",
+            "SVP Operations",
+            "VP Human Resources",
+            "SVP Engineering",
+            "VP Business Development",
+        ),
+        (
+            "Head of Sales",
+            "Head of Marketing",
+            "Head of IT",
+            "Head of Finance",
+            "Head of Operations",
+            "Head of People",
+            "Head of Engineering",
+            "Head of Strategy",
+        ),
+        (
+            "Regional Sales Manager",
+            "Demand Generation Manager",
+            "IT Operations Manager",
+            "Controller",
+            "Supply Chain Manager",
+            "Talent Acquisition Manager",
+            "Software Development Manager",
+            "Office Manager",
+        ),
+        (
+            "Sales Development Representative",
+            "Content Marketer",
+            "IT Specialist",
+            "Accountant",
+            "Operations Coordinator",
+            "HR Generalist",
+            "Data Engineer",
+            "Business Analyst",
+        ),
     ),
 )
-FIRST_NAMES = ("Anna", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas",
-               "Kate", "Luis", "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sam", "Tara",
-               "Umar", "Vera", "Wei", "Xenia", "Yusuf", "Zoe", "Amit", "Bea", "Chen", "Dana")
-LAST_NAMES = ("Smith", "Mueller", "Garcia", "Rossi", "Tanaka", "Novak", "Silva", "Kim", "Dubois",
-              "Jensen", "Khan", "Nguyen", "Brown", "Kowalski", "Lopez", "Sato", "Okafor", "Meyer",
-              "Haddad", "Larsen", "Patel", "Cohen", "Ivanova", "Moreau", "Walsh", "Santos")
+FIRST_NAMES = (
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kate",
+    "Luis",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pablo",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wei",
+    "Xenia",
+    "Yusuf",
+    "Zoe",
+    "Amit",
+    "Bea",
+    "Chen",
+    "Dana",
+)
+LAST_NAMES = (
+    "Smith",
+    "Mueller",
+    "Garcia",
+    "Rossi",
+    "Tanaka",
+    "Novak",
+    "Silva",
+    "Kim",
+    "Dubois",
+    "Jensen",
+    "Khan",
+    "Nguyen",
+    "Brown",
+    "Kowalski",
+    "Lopez",
+    "Sato",
+    "Okafor",
+    "Meyer",
+    "Haddad",
+    "Larsen",
+    "Patel",
+    "Cohen",
+    "Ivanova",
+    "Moreau",
+    "Walsh",
+    "Santos",
+)
 EMPLOYEES_MEDIAN, EMPLOYEES_SIGMA = 180.0, 1.8  # log-normal head count: ~37% SMB, ~17% enterprise
 REVENUE_PER_EMPLOYEE_MEDIAN, REVENUE_PER_EMPLOYEE_SIGMA = 180_000.0, 0.5
-MISSING_RATE = {"industry": 0.04, "title": 0.06, "employees": 0.05, "annual_revenue": 0.07,
-                "country": 0.03}
+MISSING_RATE = {"industry": 0.04, "title": 0.06, "employees": 0.05, "annual_revenue": 0.07, "country": 0.03}
 
 # --- Hidden propensity: log-odds of lead -> opportunity -----------------------------------------
 # Tuned offline (iterative raking of expected rates on 1M leads, given INTENT_SD and the fixed
@@ -122,17 +272,38 @@ MISSING_RATE = {"industry": 0.04, "title": 0.06, "employees": 0.05, "annual_reve
 # services 25%, manufacturing 11.5%, financial services 20%, healthcare 14%, retail 11%,
 # education 10%, public sector 10%. Retune them when changing any other propensity constant.
 INTERCEPT = -1.87
-SOURCE_LOGODDS = {"inbound": 0.0, "outbound": -1.70, "referral": 0.92, "event": -0.89,
-                  "webinar": -0.69, "partner": 0.0, "paid": -1.25}
+SOURCE_LOGODDS = {
+    "inbound": 0.0,
+    "outbound": -1.70,
+    "referral": 0.92,
+    "event": -0.89,
+    "webinar": -0.69,
+    "partner": 0.0,
+    "paid": -1.25,
+}
 SIZE_LOGODDS = {"smb": -0.86, "mid_market": 0.0, "enterprise": 1.09}
-INDUSTRY_LOGODDS = {"saas": 0.0, "professional_services": 0.92, "manufacturing": -0.42,
-                    "financial_services": 0.50, "healthcare": -0.10, "retail": -0.48,
-                    "education": -0.61, "public_sector": -0.62}
+INDUSTRY_LOGODDS = {
+    "saas": 0.0,
+    "professional_services": 0.92,
+    "manufacturing": -0.42,
+    "financial_services": 0.50,
+    "healthcare": -0.10,
+    "retail": -0.48,
+    "education": -0.61,
+    "public_sector": -0.62,
+}
 # Fixed, untuned effects (their averages are absorbed by the tuned factors above).
-SENIORITY_LOGODDS = {"c_level": 0.0, "vp": 0.2, "director": 0.25, "manager": 0.05,
-                     "individual_contributor": -0.3}
-DEPARTMENT_LOGODDS = {"sales": 0.05, "marketing": 0.1, "it": 0.15, "finance": 0.0,
-                      "operations": 0.1, "hr": -0.2, "engineering": 0.0, "other": -0.3}
+SENIORITY_LOGODDS = {"c_level": 0.0, "vp": 0.2, "director": 0.25, "manager": 0.05, "individual_contributor": -0.3}
+DEPARTMENT_LOGODDS = {
+    "sales": 0.05,
+    "marketing": 0.1,
+    "it": 0.15,
+    "finance": 0.0,
+    "operations": 0.1,
+    "hr": -0.2,
+    "engineering": 0.0,
+    "other": -0.3,
+}
 REGION_LOGODDS = {"NA": 0.1, "EMEA": 0.0, "APAC": -0.15, "LATAM": -0.2}
 INTENT_SD = 1.4  # sd of the latent intent (log-odds); only engagement reveals it
 
@@ -160,8 +331,12 @@ ACTIVITY_RATES = {
 # Loading drift per quarter since `start`: webinars grow more telling, email opens less so
 # (privacy-protected opens inflate them).
 QUARTERLY_LOADING_DRIFT = {"webinar_attended": 0.06, "email_open": -0.05}
-SOURCE_ACTIVITY_MULTIPLIER = {("outbound", "email_open"): 2.0, ("outbound", "email_click"): 1.5,
-                              ("referral", "email_open"): 0.5, ("referral", "web_visit"): 0.7}
+SOURCE_ACTIVITY_MULTIPLIER = {
+    ("outbound", "email_open"): 2.0,
+    ("outbound", "email_click"): 1.5,
+    ("referral", "email_open"): 0.5,
+    ("referral", "web_visit"): 0.7,
+}
 # Timing profiles, in days relative to creation: share before creation (uniform over
 # PRE_CREATION_DAYS), share in an exponential burst after creation (mean), rest uniform to 120 days.
 TIMING_PROFILES = {"nurture": (0.08, 0.62, 7.0), "intent": (0.04, 0.76, 10.0)}
@@ -169,34 +344,65 @@ PRE_CREATION_DAYS, LATE_ACTIVITY_DAYS = 5.0, 120.0
 ACTIVITY_LEVEL_SHAPE = 3.0  # gamma shape of a lead's overall activity level (mean 1): noise
 DARK_LEAD_SHARE = 0.06  # leads never seen engaging
 # The touch that created the lead: source -> (type, probability, max lag before creation in days)
-CREATION_TOUCH = {"inbound": ("form_submit", 0.9, 0.05), "paid": ("form_submit", 0.8, 0.05),
-                  "partner": ("form_submit", 0.3, 0.05), "webinar": ("webinar_attended", 1.0, 0.1),
-                  "event": ("event_attended", 1.0, 3.0)}
+CREATION_TOUCH = {
+    "inbound": ("form_submit", 0.9, 0.05),
+    "paid": ("form_submit", 0.8, 0.05),
+    "partner": ("form_submit", 0.3, 0.05),
+    "webinar": ("webinar_attended", 1.0, 0.1),
+    "event": ("event_attended", 1.0, 3.0),
+}
 # Buying-signal burst in the days before an opportunity is created.
 PRE_OPPORTUNITY_BURST_MEAN, PRE_OPPORTUNITY_BURST_DAYS = 2.5, 4.0
-PRE_OPPORTUNITY_MIX = {"pricing_page_view": 0.35, "meeting_booked": 0.25, "demo_request": 0.2,
-                       "email_click": 0.1, "web_visit": 0.1}
+PRE_OPPORTUNITY_MIX = {
+    "pricing_page_view": 0.35,
+    "meeting_booked": 0.25,
+    "demo_request": 0.2,
+    "email_click": 0.1,
+    "web_visit": 0.1,
+}
 
 # --- Manual qualification (a Marketo-style point rule: engagement- and industry-blind) ----------
-MANUAL_POINTS_SENIORITY = {"c_level": 30, "vp": 25, "director": 20, "manager": 10,
-                           "individual_contributor": 0}
-MANUAL_POINTS_DEPARTMENT = {"sales": 10, "marketing": 10, "it": 5, "finance": 5,
-                            "operations": 5, "hr": 0, "engineering": 0, "other": 0}
-MANUAL_POINTS_SOURCE = {"inbound": 15, "outbound": 0, "referral": 20, "event": 15,
-                        "webinar": 15, "partner": 5, "paid": 10}
+MANUAL_POINTS_SENIORITY = {"c_level": 30, "vp": 25, "director": 20, "manager": 10, "individual_contributor": 0}
+MANUAL_POINTS_DEPARTMENT = {
+    "sales": 10,
+    "marketing": 10,
+    "it": 5,
+    "finance": 5,
+    "operations": 5,
+    "hr": 0,
+    "engineering": 0,
+    "other": 0,
+}
+MANUAL_POINTS_SOURCE = {
+    "inbound": 15,
+    "outbound": 0,
+    "referral": 20,
+    "event": 15,
+    "webinar": 15,
+    "partner": 5,
+    "paid": 10,
+}
 MANUAL_POINTS_SIZE = {"smb": 5, "mid_market": 15, "enterprise": 25}  # missing head count: 0
 MANUAL_NOISE_SD = 6.0  # rep judgement, data-entry noise
 MQL_THRESHOLD = 48  # ~34% of leads become MQLs
 # BANT flag = (true log-odds + noise) > threshold: each a noisy proxy of the propensity.
-BANT_RULES = {"bant_budget": (4.5, -2.2), "bant_authority": (5.0, -1.8),
-              "bant_need": (4.0, -2.0), "bant_timing": (4.0, -1.0)}  # (noise sd, threshold)
+BANT_RULES = {
+    "bant_budget": (4.5, -2.2),
+    "bant_authority": (5.0, -1.8),
+    "bant_need": (4.0, -2.0),
+    "bant_timing": (4.0, -1.0),
+}  # (noise sd, threshold)
 
 
 _STRING_COLUMNS = {"lead_id", *FIRMOGRAPHIC_CATEGORICAL, "email", "name", "type", "stage"}
 _DTYPES = {
-    "created_at": pa.timestamp("ns"), "occurred_at": pa.timestamp("ns"),
-    "opportunity_created_at": pa.timestamp("ns"), "closed_at": pa.timestamp("ns"),
-    "employees": pa.float64(), "annual_revenue": pa.float64(), "amount": pa.float64(),
+    "created_at": pa.timestamp("ns"),
+    "occurred_at": pa.timestamp("ns"),
+    "opportunity_created_at": pa.timestamp("ns"),
+    "closed_at": pa.timestamp("ns"),
+    "employees": pa.float64(),
+    "annual_revenue": pa.float64(),
+    "amount": pa.float64(),
     "manual_score": pa.int64(),
     **{c: pa.bool_() for c in ("is_mql", "bant_budget", "bant_authority", "bant_need", "bant_timing")},
     **{c: pa.large_string() for c in _STRING_COLUMNS},

@@ -20,18 +20,18 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.build import LABEL, TrainingFrame, load_training_frame
-from features.encoder import FeatureEncoder
-from features.mapping import DataError, load_mapping
-from models import packaging, registry
-from models.artifact import ScoringArtifact
-from models.baselines import ManualProcessClassifier, logistic_baseline
-from models.lead_model import LeadScoringModel, _threads
-from models.routing import fit_routing, load_routing
-from models.settings import MlflowSettings
-from models.threads import cores
-from training.metrics import binary_metrics
-from training.split import Split, split_frame
+from leadscore.features.build import LABEL, TrainingFrame, load_training_frame
+from leadscore.features.encoder import FeatureEncoder
+from leadscore.features.mapping import DataError, load_mapping
+from leadscore.models import packaging, registry
+from leadscore.models.artifact import ScoringArtifact
+from leadscore.models.baselines import ManualProcessClassifier, logistic_baseline
+from leadscore.models.lead_model import LeadScoringModel, _threads
+from leadscore.models.routing import fit_routing, load_routing
+from leadscore.models.settings import MlflowSettings
+from leadscore.models.threads import cores
+from leadscore.training.metrics import binary_metrics
+from leadscore.training.split import Split, split_frame
 
 HOLDOUT_FILE = "holdout.parquet"
 CHALLENGER = "challenger"
@@ -91,7 +91,9 @@ def check_conversions(tf: TrainingFrame, split: Split, minimum: int) -> None:
     for part, idx in (("training", split.train), ("holdout", split.holdout)):
         counts = np.bincount(y[idx], minlength=2)
         if counts.min() == 0:
-            raise DataError(f"{where}: the {part} period has {counts[1]} conversions and {counts[0]} non-conversions; need both")
+            raise DataError(
+                f"{where}: the {part} period has {counts[1]} conversions and {counts[0]} non-conversions; need both"
+            )
 
 
 def make_encoder(tf: TrainingFrame) -> FeatureEncoder:
@@ -114,7 +116,9 @@ def leads_per_week(tf: TrainingFrame, split: Split) -> float | None:
     return float(len(moments) / weeks) if weeks > 0 else None
 
 
-def fit_logistic(encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame) -> np.ndarray:
+def fit_logistic(
+    encoder: FeatureEncoder, train: pd.DataFrame, y_train: np.ndarray, holdout: pd.DataFrame
+) -> np.ndarray:
     """Holdout probabilities of the logistic baseline fitted on ``train``."""
     return logistic_baseline(encoder).fit(train, y_train).predict_proba(holdout)[:, 1]
 
@@ -223,7 +227,12 @@ def git_commit() -> str | None:
     """The commit of the leadscore source, when it runs from a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -239,11 +248,18 @@ class TrainResult:
     fit: FitResult
 
     def summary(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "model_name": self.model_name, "version": self.version, "alias": CHALLENGER, "metrics": self.metrics}
+        return {
+            "run_id": self.run_id,
+            "model_name": self.model_name,
+            "version": self.version,
+            "alias": CHALLENGER,
+            "metrics": self.metrics,
+        }
 
 
 def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """``{"model": {"roc_auc": ...}}`` -> ``{"model.roc_auc": ...}`` with MLflow-safe names."""
+
     def safe(text: str) -> str:
         return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
 
@@ -257,14 +273,20 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
     """
     mapping = load_mapping(options.config)
     tf = load_training_frame(
-        options.data, mapping, target=options.target, horizon_days=options.horizon_days,
-        observation_days=options.observation_days, as_of=options.as_of,
+        options.data,
+        mapping,
+        target=options.target,
+        horizon_days=options.horizon_days,
+        observation_days=options.observation_days,
+        as_of=options.as_of,
     )
     result = fit(tf, options)
     client = registry.configure(settings)
     experiment = registry.experiment_id(client, settings.experiment, settings)
     columns = tf.feature_columns
-    with mlflow.start_run(experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}"
+    ) as run:
         mlflow.log_params(
             {
                 **options.model_dump(mode="json", exclude={"data", "config", "routing"}),
@@ -285,7 +307,10 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         )
         holdout = result.holdout[[*columns, LABEL]]
         dataset = mlflow.data.from_pandas(
-            tf.frame[[*columns, LABEL]], source=str(Path(options.data).resolve()), name=Path(options.data).name, targets=LABEL,
+            tf.frame[[*columns, LABEL]],
+            source=str(Path(options.data).resolve()),
+            name=Path(options.data).name,
+            targets=LABEL,
             digest=result.artifact.metadata["data_digest"][:16],
         )
         mlflow.log_input(dataset, context="training")
@@ -301,7 +326,9 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         info = packaging.log_model(result.artifact, tf.frame[columns].head(5))
         version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
         try:
-            registry.move_alias(client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}")
+            registry.move_alias(
+                client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}"
+            )
         except Exception:
             client.delete_model_version(settings.model_name, version)
             raise
