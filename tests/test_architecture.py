@@ -32,8 +32,11 @@ def _module_files() -> dict[str, Path]:
     """Dotted module name -> source file, as the install maps the folders."""
     found = {}
     for package, folder in PACKAGE_DIRS.items():
-        for path in (ROOT / folder).glob("*.py"):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            found.setdefault(".".join(parts), path)
     return found
 
 
