@@ -31,11 +31,12 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event
+from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.score_log_writer"
+_CREATE_LOCK_KEY = 0x1EAD5C0E  # the advisory lock under which PostgreSQL's tables are created
 
 metadata = MetaData()
 score_log_table = Table(
@@ -78,7 +79,14 @@ def open_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_wal)
-    metadata.create_all(engine)
+    if parsed.get_backend_name() == "postgresql":
+        # Replicas starting together would race to create the table (a duplicate-key error in PostgreSQL's
+        # catalog): one creates it under a transaction-scoped advisory lock while the others wait, then see it.
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK_KEY})
+            metadata.create_all(conn)
+    else:
+        metadata.create_all(engine)
     return engine
 
 

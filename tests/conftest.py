@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from leadscore.models.scorer import Scorer
 from leadscore.models.settings import MlflowSettings, get_mlflow_settings
 from leadscore.training.train import FitResult
 from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
+from tests.postgres import PostgresServer, postgres_bin, postgres_server
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 X_EDUCATION = SHARED / "datasets" / "x-education-leads" / "Leads.csv"
@@ -45,11 +47,37 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield uri
 
 
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (``.ci/run`` installs it where missing)."""
+    if postgres_bin() is None:
+        reason = "PostgreSQL is not installed (initdb/pg_ctl not found; Debian: apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + ": CI must run the PostgreSQL tests")
+        pytest.skip(reason)
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_uri(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real `mlflow server` on 127.0.0.1 whose backend store is the session's PostgreSQL."""
+    backend = postgres.create_database("mlflow")
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-pg-server"), backend_store_uri=backend) as uri:
+        yield uri
+
+
 @pytest.fixture
-def server_settings(mlflow_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> MlflowSettings:
-    """Settings pointing at the session's server, with a registered-model name of this test's own."""
+def server_settings(tmp_path: Path, request: pytest.FixtureRequest) -> MlflowSettings:
+    """Settings pointing at the session's server, with a registered-model name of this test's own.
+
+    The server's backend store is SQLite, or PostgreSQL for tests parametrized with
+    ``pytest.mark.parametrize("server_settings", ["sqlite", "postgresql"], indirect=True)``.
+    """
+    backend = getattr(request, "param", "sqlite")
+    uri = request.getfixturevalue("mlflow_pg_uri" if backend == "postgresql" else "mlflow_uri")
     name = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
-    return MlflowSettings(tracking_uri=mlflow_uri, home=tmp_path / "home", model_name=name, experiment=name)
+    return MlflowSettings(tracking_uri=uri, home=tmp_path / "home", model_name=name, experiment=name)
 
 
 @pytest.fixture

@@ -59,15 +59,16 @@ def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None 
 
 
 @contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts under ``root``); yields its URI."""
+def mlflow_server(root: Path, backend_store_uri: str | None = None) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (a SQLite backend under ``root`` unless ``backend_store_uri`` is
+    given, e.g. PostgreSQL; proxied artifacts under ``root``); yields its URI."""
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "mlflow"),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination",
         (root / "artifacts").as_uri(),
         "--host",

@@ -14,7 +14,12 @@ from leadscore.models.settings import MlflowSettings
 from leadscore.training.promote import CHAMPION, GateFailed, promote
 from leadscore.training.train import CHALLENGER, TrainOptions, train
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Each test runs against an `mlflow server` backed by SQLite and one backed by PostgreSQL.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.parametrize("server_settings", ["sqlite", "postgresql"], indirect=True),
+]
 
 
 def options(folder: Path, **kw: object) -> TrainOptions:
