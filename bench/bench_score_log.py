@@ -2,19 +2,17 @@
 
     .venv/bin/python bench/bench_score_log.py [--seconds 6] [--rows-per-second 2500] [--repeats 3]
 
-A busy uvloop loop (slices of about 50 us of Python, one turn each, as requests keep the API's loop
-busy) counts the slices it gets through while scores are logged at a request rate, in four set-ups:
+A busy uvloop loop (short slices of Python, one turn each, as requests keep the API's loop busy)
+counts the slices it gets through while scores are logged at a request rate, in four set-ups:
 
 - ``none``: the loop alone (rows are made, not logged);
 - ``ScoreLog``: the score log as the API runs it (rows handed to its writer process every flush);
 - ``thread, SQLite``: a writer thread in the loop's process inserting the same rows, one transaction
-  a flush (the design before the writer process, less the GIL hand-overs it made between parts);
+  a flush;
 - ``thread, sleeping``: a thread that only wakes 50 times a second and sleeps again.
 
-It prints the median slices a second and each set-up's share of ``none``. Measured here (2 cores,
-2,500 rows a second): ``ScoreLog`` 84-87%, a writer thread 79-81%, a thread that only wakes 50 times
-a second 78-81%: any second thread that takes the GIL often costs the loop, whatever it does. Medians
-of ``--repeats`` runs, interleaved.
+It prints the median slices a second over ``--repeats`` interleaved runs and each set-up's share of
+``none``. docs/benchmarks.md has the current figures.
 """
 
 from __future__ import annotations

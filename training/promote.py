@@ -33,6 +33,8 @@ class GateFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Gate:
+    """One promotion check: its name, whether it passed, and the figures it compared, in words."""
+
     name: str
     passed: bool
     detail: str
@@ -40,6 +42,8 @@ class Gate:
 
 @dataclass
 class PromoteResult:
+    """What ``promote`` decided: the gates, both models' holdout metrics, and notes such as an overlap warning."""
+
     model_name: str
     candidate: str
     previous_champion: str | None
@@ -53,6 +57,7 @@ class PromoteResult:
 
 
 def candidate_holdout(client: mlflow.MlflowClient, name: str, version: str) -> pd.DataFrame:
+    """The holdout rows (features and label) logged by the run that trained ``version``."""
     run_id = client.get_model_version(name, version).run_id
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(run_id, HOLDOUT_FILE, tmp)

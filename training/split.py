@@ -12,6 +12,8 @@ from leadscore.features.build import TrainingFrame
 
 @dataclass(frozen=True)
 class Split:
+    """Row positions of the training part and the holdout, and the rule that chose them (recorded with the model)."""
+
     train: np.ndarray
     holdout: np.ndarray
     method: str  # "time" or "random"

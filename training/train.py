@@ -97,6 +97,7 @@ def check_conversions(tf: TrainingFrame, split: Split, minimum: int) -> None:
 
 
 def make_encoder(tf: TrainingFrame) -> FeatureEncoder:
+    """An unfitted encoder of the frame's feature columns, with the mapping's missing values and readable labels."""
     mapping = tf.mapping
     return FeatureEncoder(
         categorical=tf.categorical,
