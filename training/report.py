@@ -30,7 +30,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from leadscore.features import schema
-from leadscore.features.files import write_via_temp
+from leadscore.features.files import write_atomic
 from leadscore.training import charts
 from leadscore.training.metrics import expected_calibration_error
 
@@ -405,13 +405,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (pd.Timestamp, Path)):
         return str(value)
     return value
-
-
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write to a temporary file beside ``path`` and rename it into place: no truncated file is ever left."""
-    return write_via_temp(
-        path, lambda tmp: Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    )
 
 
 def _csv(rows: pd.DataFrame | list[dict[str, Any]]) -> str:
