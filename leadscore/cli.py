@@ -211,7 +211,7 @@ def score(
     from leadscore.models import registry
     from leadscore.models.scorer import MODEL_FILES
     from leadscore.models.settings import get_mlflow_settings
-    from leadscore.training.batch import batch_model, load_leads, score_leads, write_atomic
+    from leadscore.training.batch import batch_model, load_leads, score_leads, write_scores
 
     settings = get_mlflow_settings()
     client = registry.configure(settings)
@@ -221,7 +221,7 @@ def score(
     began = time.perf_counter()
     leads = load_leads(input, mapping, as_of)
     scored = score_leads(leads, scorer, mapping, name, version)
-    write_atomic(scored, output)
+    write_scores(scored, output)
     tiers = scored["tier"].value_counts().sort_index().to_dict()
     typer.echo(
         f"scored {len(scored):,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; tiers {tiers}"

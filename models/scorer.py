@@ -18,7 +18,7 @@ import joblib
 import numpy as np
 
 from leadscore.features.columns import ColumnCodes
-from leadscore.features.files import write_via_temp
+from leadscore.features.files import write_atomic
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.explain import reasons
@@ -59,8 +59,8 @@ def load_checked(path: Path, cls: type[T], what: str) -> T:
 
 
 def dump_atomic(obj: Any, path: Path) -> Path:
-    """``joblib.dump`` to a temporary file renamed into place: a reader never sees a half-written file."""
-    return write_via_temp(path, lambda tmp: joblib.dump(obj, tmp))
+    """``joblib.dump`` atomically (:func:`features.files.write_atomic`): a reader never sees a half-written file."""
+    return write_atomic(path, lambda tmp: joblib.dump(obj, tmp))
 
 
 @dataclass

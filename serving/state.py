@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from leadscore.features.files import write_atomic
 from leadscore.features.online import lead_feature_record
 from leadscore.features.schema import LeadRecord
 from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
@@ -87,10 +88,7 @@ class RegistryLoader:
 
     def _remember(self, version: str) -> None:
         """Record the alias target last served, so a cold start without the registry serves the same version."""
-        self._pointer.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._pointer.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version, "at": datetime.now(UTC).isoformat()}), encoding="utf-8")
-        os.replace(tmp, self._pointer)
+        write_atomic(self._pointer, json.dumps({"version": version, "at": datetime.now(UTC).isoformat()}))
 
     def _fetch(self, model_uri: str) -> tuple[Scorer, str, str]:
         folder, name, version = self._registry.fetch_files(self.client, model_uri, self.cache_dir, MODEL_FILES)

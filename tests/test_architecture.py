@@ -151,6 +151,8 @@ def test_a_wheel_installs_one_package_with_its_kernels(tmp_path: Path) -> None:
     for module in ("features", "models", "training", "serving"):
         assert f"leadscore/{module}/__init__.py" in names
     assert any(n.startswith("leadscore/models/_trees") and n.endswith(".so") for n in names)
+    for template in ("report.html.j2", "report.css"):  # the report's page is rendered from package data
+        assert f"leadscore/training/report/templates/{template}" in names
 
     target = tmp_path / "site"
     subprocess.run(
@@ -161,10 +163,13 @@ def test_a_wheel_installs_one_package_with_its_kernels(tmp_path: Path) -> None:
     site = [p for p in sys.path if p.endswith("site-packages")]
     code = (
         "import leadscore, leadscore.serving.app, leadscore.models.compiled_trees as c, leadscore.cli;"
-        "print(leadscore.__file__); print(c.CompiledTrees.__module__)"
+        "from leadscore.training.report import render;"
+        "print(leadscore.__file__); print(c.CompiledTrees.__module__);"
+        "print(render.environment().get_template(render.TEMPLATE).filename)"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *site])}
     out = subprocess.run(
         [sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert out.stdout.splitlines()[0].startswith(str(target))
+    assert out.stdout.splitlines()[2].startswith(str(target))  # the template is found in the installed package

@@ -352,7 +352,7 @@ def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn
     path = scorer.save(tmp_path / "scorer.joblib")
     code = (
         "import sys; from leadscore.serving.app import create_app; from leadscore.models import registry; from leadscore.models.scorer import Scorer\n"
-        "from leadscore.cli import app; from leadscore.training.batch import load_leads, score_leads, write_atomic\n"
+        "from leadscore.cli import app; from leadscore.training.batch import load_leads, score_leads, write_scores\n"
         f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}]); s.score_table({{'source': ['web', 'event']}})\n"
         "heavy = sorted(m for m in ('sklearn', 'lightgbm') if m in sys.modules); assert not heavy, heavy"
     )

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +25,7 @@ from leadscore.training.report import (
     gain_at,
     gain_points,
     missed_wins,
+    render,
     segment_table,
     sufficiency,
     top_k_mask,
@@ -228,3 +230,85 @@ def test_html_is_self_contained_and_states_the_numbers(report):
         assert text in page, text
     for path in out.iterdir():
         assert "example.com" not in path.read_bytes().decode("latin-1"), f"an email leaked into {path.name}"
+
+
+def _inp(hand, **changes) -> ReportInput:
+    frame, y, p, passed, manual_p = hand
+    base = {
+        "holdout": frame,
+        "y": y,
+        "model_probability": p,
+        "manual": {"MQL flag": ManualResult(manual_p, passed)},
+        "metadata": {"target": "opportunity", "mapping": {"id": "lead_id", "segments": ["source"]}},
+        "leads_per_week": 10,
+    }
+    return ReportInput(**{**base, **changes})
+
+
+def test_every_value_from_the_data_is_escaped_in_the_page(hand, tmp_path):
+    frame = hand[0].assign(source=hand[0]["source"].replace({"paid": "<script>alert(1)</script>"}))
+    frame["lead_id"] = frame["lead_id"].str.replace("L01", "<b>L01</b>")
+    inp = _inp(
+        hand,
+        holdout=frame,
+        manual={"MQL <i>flag</i>": ManualResult(hand[4], hand[3])},
+        notes=["Warning: <img src=x onerror=alert(2)>"],
+        split_rule="time split <u>test</u>",
+        metadata={"title": "Leads & <em>more</em>", "mapping": {"id": "lead_id", "segments": ["source"]}},
+    )
+    build_report(inp, tmp_path, leads_per_rep_week=2, reps=2)
+    page = (tmp_path / "report.html").read_text()
+    assert "<script" not in page.lower() and "<img src=x" not in page and "<i>" not in page and "<em>" not in page
+    for shown in (
+        "&lt;script&gt;alert(1)&lt;/script&gt;",  # a segment level
+        "&lt;b&gt;L01&lt;/b&gt;",  # a lead id in the missed wins
+        "MQL &lt;i&gt;flag&lt;/i&gt;",  # a manual process's name
+        "Warning: &lt;img src=x onerror=alert(2)&gt;",
+        "time split &lt;u&gt;test&lt;/u&gt;",
+        "<title>Leads &amp; &lt;em&gt;more&lt;/em&gt;</title>",
+    ):
+        assert shown in page, shown
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+
+
+def test_a_manual_process_that_passed_no_lead_is_reported_as_such(hand, tmp_path):
+    inp = _inp(hand, manual={"never": ManualResult(hand[4], np.zeros(20, dtype=bool))})
+    summary = build_report(inp, tmp_path, leads_per_rep_week=2, reps=2)
+    assert summary["equal_volume"]["never"]["volume"] == 0 and summary["equal_volume"]["never"]["manual_rate"] is None
+    assert "<b>never</b> passed no holdout lead to sales." in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "equal_volume.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_segments_whose_names_make_the_same_file_name_each_keep_their_chart(hand, tmp_path):
+    frame = hand[0].assign(**{"Lead Source": hand[0]["source"], "lead_source": hand[0]["is_mql"].astype(str)})
+    inp = _inp(hand, holdout=frame, metadata={"mapping": {"segments": ["Lead Source", "lead_source"]}})
+    build_report(inp, tmp_path)
+    charts = {p.name: p.read_bytes() for p in tmp_path.glob("segment_*.png")}
+    assert set(charts) == {"segment_lead_source.png", "segment_lead_source_2.png"}
+    assert charts["segment_lead_source.png"] != charts["segment_lead_source_2.png"]
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 5  # equal volume, gain, calibration and one per segment
+
+
+def test_a_new_report_leaves_no_table_of_an_older_one_in_its_folder(hand, tmp_path):
+    build_report(_inp(hand), tmp_path, leads_per_rep_week=2, reps=2)
+    (tmp_path / "my notes.txt").write_text("mine")
+    assert (tmp_path / "capacity.csv").exists() and (tmp_path / "segment_source.png").exists()
+    build_report(_inp(hand, leads_per_week=None, metadata={}), tmp_path, leads_per_rep_week=2, reps=2)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "capacity.csv" not in names and "segment_source.png" not in names  # without timestamps; no segments
+    assert {"report.html", "summary.json", "gain.csv", "my notes.txt"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+
+
+def test_bad_input_writes_nothing_and_keeps_the_old_report(hand, tmp_path):
+    build_report(_inp(hand), tmp_path, leads_per_rep_week=2, reps=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="report inputs differ in length: 20 rows, 19 labels, 20 probabilities"):
+        build_report(_inp(hand, y=hand[1][:19]), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_template_refuses_a_name_the_figures_do_not_have():
+    with pytest.raises(jinja2.UndefinedError, match="no_such_figure"):
+        render.environment().from_string("{{ s.no_such_figure }}").render(s={})

@@ -115,15 +115,18 @@ def gain_chart(
 
 
 def equal_volume_chart(rows: Sequence[dict[str, Any]], *, base_rate: float, n: int) -> bytes:
-    """Conversion rate of the manual process's passed leads vs the model's top leads of the same number."""
+    """Conversion rate of the manual process's passed leads vs the model's top leads of the same number.
+
+    A process that passed no lead has no rate: its bars are empty and labelled so.
+    """
     plt = _pyplot()
     height_in = 1.9 + 1.1 * max(1, len(rows))
     fig, ax = plt.subplots(figsize=(7.6, height_in))
     labels = [r["process"] for r in rows]
     y = np.arange(len(rows))
     height = 0.36
-    manual = [r["manual_rate"] for r in rows]
-    model = [r["model_rate"] for r in rows]
+    manual = [r["manual_rate"] or 0.0 for r in rows]
+    model = [r["model_rate"] or 0.0 for r in rows]
     bars_m = ax.barh(y + height / 2, manual, height, color=COLORS[1], label="manual process: leads it passed")
     bars_s = ax.barh(y - height / 2, model, height, color=COLORS[0], label="model: its top leads, same number")
     for bars, key_rate, key_wins in ((bars_m, "manual_rate", "manual_wins"), (bars_s, "model_rate", "model_wins")):
@@ -131,7 +134,7 @@ def equal_volume_chart(rows: Sequence[dict[str, Any]], *, base_rate: float, n: i
             ax.text(
                 bar.get_width() + 0.005,
                 bar.get_y() + bar.get_height() / 2,
-                f"{r[key_rate]:.1%}  ({r[key_wins]:,} of {r['volume']:,})",
+                f"{r[key_rate]:.1%}  ({r[key_wins]:,} of {r['volume']:,})" if r["volume"] else "no lead passed",
                 va="center",
                 fontsize=8,
             )

@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from leadscore.features.build import CrmTables
-from leadscore.features.files import write_via_temp
+from leadscore.features.files import write_atomic
 from leadscore.features.schema import (
     ACTIVITIES_COLUMNS,
     ACTIVITY_TYPES,
@@ -688,8 +688,8 @@ def generate_crm(n_leads: int, seed: int = 0, start: str = "2024-10-01", end: st
 def write_crm(tables: CrmTables, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> dict[str, Path]:
     """Write ``leads``, ``activities`` and ``outcomes`` as ``<name>.<fmt>`` into ``out_dir``.
 
-    Each file is written to a temporary file in the same folder and moved into place with
-    ``os.replace``, so a reader never sees a truncated file. Returns the paths by table name.
+    Each file is written atomically (:func:`features.files.write_atomic`), so a reader never sees a
+    truncated file. Returns the paths by table name.
     """
     if fmt not in ("parquet", "csv"):
         raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
@@ -700,7 +700,7 @@ def write_crm(tables: CrmTables, out_dir: Path, fmt: Literal["parquet", "csv"] =
         table = pa.Table.from_pandas(getattr(tables, name), schema=schema, preserve_index=False)
         path = out_dir / f"{name}.{fmt}"
         writer = pq.write_table if fmt == "parquet" else pacsv.write_csv
-        paths[name] = write_via_temp(path, lambda tmp, table=table, writer=writer: writer(table, tmp))
+        paths[name] = write_atomic(path, lambda tmp, table=table, writer=writer: writer(table, tmp))
     return paths
 
 
