@@ -2,9 +2,9 @@
 
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
 packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
-and the compiled-trees kernel, so the API process never imports scikit-learn or LightGBM: about 80 MiB
-less memory, and a lead encoded, scored and explained in about 0.06 ms (a tight loop, the serving
-benchmark's in-process line). Tests hold its answers equal to the artifact's.
+and the compiled-trees kernel, so the API process imports neither scikit-learn nor LightGBM (LightGBM
+only where the kernel was not built: see :mod:`models.compiled_trees`). Tests hold its answers equal
+to the artifact's.
 """
 
 from __future__ import annotations
