@@ -335,3 +335,13 @@ def test_ages_beyond_the_int64_range_are_exact(engagement_matrix) -> None:
     assert rows[0, [0, k, 2 * k + 1]].tolist() == [0, 1, 1]  # not in the window; in all time
     assert rows[0, 2 * k + 3] == float(2**64 - 2) / float(86_400 * 10**9)
     assert rows[1, 2 * k + 1] == 0 and np.isnan(rows[1, 2 * k + 3])  # 2**64 - 2 ns after its moment: not counted
+
+
+def test_days_since_the_last_activity_divide_the_float64_age(engagement_matrix) -> None:
+    """Days: the age rounded to float64, then divided by a day's nanoseconds (the kernel's arithmetic), which for
+    this age differs from the correctly rounded quotient of the two integers."""
+    age, day = 5_652_604_951_135_202_956, 86_400 * 10**9
+    assert age / day != float(age) / float(day)
+    when = np.array([0, age], dtype=np.int64).view("datetime64[ns]")
+    row = engagement_matrix(np.array([0]), np.array([0]), when[:1], when[1:])[0]
+    assert row[-1] == float(age) / float(day)
