@@ -204,7 +204,8 @@ def reference_engagement(
     last activity: the smallest age as a float64, divided by the nanoseconds of a day. A lead index or
     type code past the end raises ValueError.
     """
-    n, window = len(scoring_ns), WINDOW_DAYS * _DAY_NS
+    moments = [int(m) for m in scoring_ns]  # Python ints: the differences below never wrap around
+    n, window = len(moments), WINDOW_DAYS * _DAY_NS
     counts = [[0] * (2 * k) for _ in range(n)]
     last: list[int | None] = [None] * n
     for lead, kind, occurred in zip(lead_index, type_code, occurred_ns, strict=True):
@@ -212,9 +213,9 @@ def reference_engagement(
             continue
         if lead >= n or kind >= k:
             raise ValueError("a lead index or activity type code is out of range")
-        if occurred == _NAT or scoring_ns[lead] == _NAT:
+        if occurred == _NAT or moments[lead] == _NAT:
             continue
-        age = scoring_ns[lead] - occurred
+        age = moments[lead] - int(occurred)
         if age < 0:
             continue
         if age < window:
