@@ -9,6 +9,7 @@ Python form of the same rules; tests hold the two equal.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from array import array
 from collections.abc import Sequence
@@ -49,10 +50,14 @@ def _feature_names(types: tuple[str, ...]) -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def _kernel() -> Any:
-    """``features._engagement.aggregate``, or None when the install did not build it."""
+    """``features._engagement.aggregate``, or None when the install did not build it (said once, in the log)."""
     try:
         return importlib.import_module("leadscore.features._engagement").aggregate
     except ImportError:
+        logging.getLogger(__name__).warning(
+            "the C engagement kernel (leadscore.features._engagement) was not built: engagement is aggregated "
+            "by its Python reference"
+        )
         return None
 
 

@@ -32,6 +32,7 @@ LightGBM.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from math import factorial
@@ -47,6 +48,7 @@ _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 MAX_ENTRIES = 20_000_000
 _KERNEL_MAX_DEPTH = 30  # the C kernel packs a leaf's path decisions into an int32
 _WORK_PER_THREAD = 2_000_000  # rows x trees of margin work given to each thread of a large batch
+_log = logging.getLogger(__name__)
 
 
 def kernel_module() -> Any | None:
@@ -283,6 +285,10 @@ class CompiledTrees:
             )
         from leadscore.models.booster_fallback import BoosterFallback
 
+        _log.warning(
+            "the C trees kernel (leadscore.models._trees) %s: LightGBM scores this model",
+            "was not built" if kernel_module() is None else "cannot read these trees",
+        )
         return BoosterFallback(self.model_string)
 
     def _kernel_tables(self, paths: np.ndarray, depths: np.ndarray) -> tuple[np.ndarray, ...]:

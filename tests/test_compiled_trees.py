@@ -374,10 +374,10 @@ def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn
 
 @KERNEL
 def test_the_scorer_without_the_kernel_gives_the_kernels_answers_through_lightgbm(
-    fitted, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fitted, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Where no kernel was built, the serving form scores through LightGBM: the same probability to 1e-12, the
-    same score, tier and reasons."""
+    """Where no kernel was built, the serving form scores through LightGBM, and says so in the log: the same
+    probability to 1e-12, the same score, tier and reasons."""
     records = fitted.holdout.head(150).to_dict("records")
     assert scorer.trees.native
     expected, expected_table = scorer.score_records(records), scorer.score_table(fitted.holdout)
@@ -391,6 +391,7 @@ def test_the_scorer_without_the_kernel_gives_the_kernels_answers_through_lightgb
             assert {k: v for k, v in mine.items() if k != "probability"} == {
                 k: v for k, v in theirs.items() if k != "probability" and (explain or k != "reasons")
             }
+    assert "trees kernel (leadscore.models._trees) was not built: LightGBM scores this model" in caplog.text
     table = loaded.score_table(fitted.holdout)
     np.testing.assert_allclose(table["probability"], expected_table["probability"], rtol=0, atol=1e-12)
     for column in ("score", "tier", "queue"):
