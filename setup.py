@@ -1,8 +1,10 @@
 """What pyproject.toml cannot declare without an experimental table: the two C kernels.
 
 ``leadscore.models._trees`` scores and explains compiled trees; ``leadscore.features._engagement`` aggregates engagement.
-Both are optional: where no C compiler is found, leadscore installs anyway and runs the numpy form of
-the same computation (``models/compiled_trees.py``, ``features/engagement.py``), which tests hold equal.
+Both are optional: where no C compiler is found, leadscore installs anyway; trees are then scored by
+LightGBM from the model's booster (``models/booster_fallback.py``) and engagement is aggregated by its
+plain Python reference (``features.engagement.reference_engagement``). Tests hold each kernel equal to
+its counterpart.
 """
 
 from setuptools import Extension, setup

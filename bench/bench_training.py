@@ -28,7 +28,7 @@ import lightgbm as lgb
 from leadscore.features.build import LABEL, load_training_frame
 from leadscore.features.mapping import default_crm_mapping
 from leadscore.models.compiled_trees import CompiledTrees
-from leadscore.models.lead_model import _threads
+from leadscore.models.threads import lightgbm_threads
 from leadscore.training.split import split_frame
 from leadscore.training.synthetic import generate_crm, write_crm
 from leadscore.training.train import TrainOptions, fit, make_encoder
@@ -75,7 +75,7 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     encoder = make_encoder(tf).fit(train_rows)
     matrix, y = encoder.transform(train_rows), train_rows[LABEL].to_numpy()
     model = result.artifact.model
-    params = {**model.lgb_params(), "num_threads": _threads(len(y), None)}
+    params = {**model.lgb_params(), "num_threads": lightgbm_threads(len(y))}
 
     def plain_train():
         dataset = lgb.Dataset(matrix, label=y, categorical_feature=encoder.categorical_indices_)
@@ -100,7 +100,7 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     )
     score_cli = time.perf_counter() - began
     everyone = encoder.transform(tf.frame)
-    margin, predict = timed(booster.predict, everyone, raw_score=True, num_threads=_threads(len(everyone), None))
+    margin, predict = timed(booster.predict, everyone, raw_score=True, num_threads=lightgbm_threads(len(everyone)))
     compiled = CompiledTrees.from_booster(booster)
     compiled.margin(everyone[:1])  # bind the kernel outside the timing, as a loaded model has
     walked, walk = timed(compiled.margin, everyone)
@@ -116,7 +116,7 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
         "ours_score_s": score_cli,
         "plain_predict_s": predict * scored_rows / len(everyone),
         "walk_s": walk * scored_rows / len(everyone),
-        "walk": "C" if compiled.native else "numpy",
+        "walk": "C" if compiled.native else "LightGBM",
     }
 
 

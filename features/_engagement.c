@@ -1,17 +1,13 @@
-/* features.engagement's aggregation in C: one pass over the activities instead of some twenty array
- * operations, for a training history of millions and a request's handful alike. It computes what the
- * numpy form computes (integer counts, the same int64 ages, the same division for days); tests hold
- * the two equal. */
+/* leadscore.features.engagement's aggregation in C: one pass over the activities, for a training history
+ * of millions and a request's handful alike. It applies the rules of engagement.reference_engagement
+ * (integer counts, exact integer ages, days as the float64 age divided by a day's nanoseconds); tests
+ * hold the two equal. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-static int64_t age_of(int64_t scoring, int64_t occurred) {
-    return (int64_t)((uint64_t)scoring - (uint64_t)occurred); /* wraps as numpy's int64 subtraction does */
-}
 
 /* aggregate(lead_index, type_code, occurred_ns, scoring_ns, types, window_ns, day_ns, out): out is
  * (leads, 2 * types + 4) float64, C order; the index and time arrays are int64. */
@@ -38,6 +34,10 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
             goto fail;
         }
     }
+    if (window_ns < 0 || day_ns <= 0) {
+        PyErr_SetString(PyExc_ValueError, "the window must not be negative and a day must be positive");
+        goto fail;
+    }
     Py_ssize_t N = view[0].len / 8, n = view[3].len / 8, width = 2 * k + 4;
     if (k <= 0 || view[1].len != view[0].len || view[2].len != view[0].len || view[4].len != n * width * 8) {
         PyErr_SetString(PyExc_ValueError, "the activity arrays and the output do not agree in shape");
@@ -46,24 +46,25 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
     const int64_t *lead = view[0].buf, *type = view[1].buf, *occurred = view[2].buf, *scoring = view[3].buf;
     double *out = view[4].buf;
     int64_t *counts = PyMem_Calloc((size_t)(n * 2 * k) + 1, sizeof(int64_t));
-    int64_t *last = PyMem_Malloc((size_t)n * sizeof(int64_t) + 1);
+    uint64_t *last = PyMem_Malloc((size_t)n * sizeof(uint64_t) + 1); /* each lead's smallest age; UINT64_MAX: none */
     if (counts == NULL || last == NULL) {
         PyMem_Free(counts);
         PyMem_Free(last);
         PyErr_NoMemory();
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < n; i++) last[i] = INT64_MAX;
+    for (Py_ssize_t i = 0; i < n; i++) last[i] = UINT64_MAX;
     int bad = 0;
     for (Py_ssize_t a = 0; a < N; a++) {
         int64_t l = lead[a], t = type[a];
         if (l < 0 || t < 0) continue; /* no lead, or an unknown type */
         if (l >= n || t >= k) { bad = 1; break; }
         if (occurred[a] == INT64_MIN || scoring[l] == INT64_MIN) continue; /* NaT: no moment to compare */
-        int64_t age = age_of(scoring[l], occurred[a]);
-        if (age < 0) continue; /* after the lead's scoring moment */
+        if (scoring[l] < occurred[a]) continue; /* after the lead's scoring moment */
+        /* exact: the difference of two int64 with scoring >= occurred lies in [0, 2^64 - 2] (INT64_MIN is NaT) */
+        const uint64_t age = (uint64_t)scoring[l] - (uint64_t)occurred[a];
         int64_t *row = counts + l * 2 * k;
-        if (age < window_ns) row[t]++;
+        if (age < (uint64_t)window_ns) row[t]++;
         row[k + t]++;
         if (age < last[l]) last[l] = age;
     }
@@ -81,7 +82,7 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
             o[2 * k] = (double)recent;
             o[2 * k + 1] = (double)total;
             o[2 * k + 2] = (double)distinct;
-            o[2 * k + 3] = last[i] == INT64_MAX ? NAN : (double)last[i] / (double)day_ns;
+            o[2 * k + 3] = last[i] == UINT64_MAX ? NAN : (double)last[i] / (double)day_ns;
         }
     }
     PyMem_Free(counts);

@@ -1,12 +1,16 @@
 """Engagement features as of a scoring moment: counts by activity type over trailing windows, and recency.
 
-One vectorised function serves a training history of millions of activities and a single request's
-handful alike; only activities at or before each lead's scoring moment are counted.
+One aggregation serves a training history of millions of activities and a single request's handful
+alike; only activities at or before each lead's scoring moment are counted. It runs in the C kernel
+``features/_engagement.c`` where the install built it, else as :func:`reference_engagement`, the plain
+Python form of the same rules; tests hold the two equal.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import math
 from array import array
 from collections.abc import Sequence
 from functools import lru_cache
@@ -46,10 +50,14 @@ def _feature_names(types: tuple[str, ...]) -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def _kernel() -> Any:
-    """``features._engagement.aggregate``, or None when the install did not build it."""
+    """``features._engagement.aggregate``, or None when the install did not build it (said once, in the log)."""
     try:
         return importlib.import_module("leadscore.features._engagement").aggregate
     except ImportError:
+        logging.getLogger(__name__).warning(
+            "the C engagement kernel (leadscore.features._engagement) was not built: engagement is aggregated "
+            "by its Python reference"
+        )
         return None
 
 
@@ -61,9 +69,9 @@ def monotone_engagement() -> dict[str, int]:
 def positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> np.ndarray:
     """Position of each value in ``keys`` by exact match (compared as text), -1 where absent or missing.
 
-    One hash lookup for a request's three activities and a history's millions alike: Arrow's for
-    columns, a dict's for a handful of strings (the API's case, where setting up Arrow costs more
-    than the lookups; tests hold the two equal).
+    One hash lookup for a request's few activities and a history's millions alike: Arrow's for
+    columns, a dict's for a handful of strings (where setting up Arrow costs more than the lookups);
+    tests hold the two equal.
     """
     found = _few_positions(values, keys)
     return np.array(found, dtype=np.int64) if found is not None else _arrow_positions(values, keys)
@@ -125,17 +133,13 @@ def aggregate_engagement(
 def lead_engagement(activity_types: Sequence[str], occurred_ns: Sequence[int], scoring_ns: int) -> list[float]:
     """One lead's row of :func:`engagement_matrix` (activity times and scoring moment as int nanoseconds).
 
-    The API's case: the same C kernel, handed plain ``array`` buffers, since building a dozen numpy
-    arrays for a request's few activities cost more than aggregating them.
+    The API's case: the C kernel handed plain ``array`` buffers, or :func:`reference_engagement` on the lists.
     """
     kernel, k = _kernel(), len(ACTIVITY_TYPES)
     codes = _few_positions(activity_types, ACTIVITY_TYPES)
     codes = type_codes(activity_types).tolist() if codes is None else codes
     if kernel is None:
-        lead_index = np.zeros(len(codes), dtype=np.int64)
-        moments = np.asarray(occurred_ns, dtype=np.int64).view("datetime64[ns]")
-        scoring_at = np.array([scoring_ns], dtype=np.int64).view("datetime64[ns]")
-        return engagement_matrix(lead_index, np.asarray(codes, dtype=np.int64), moments, scoring_at)[0].tolist()
+        return reference_engagement([0] * len(codes), codes, list(occurred_ns), [scoring_ns], k)[0]
     out = array("d", bytes(8 * (2 * k + 4)))
     kernel(
         array("q", bytes(8 * len(codes))),
@@ -156,17 +160,16 @@ def engagement_matrix(
     occurred_at: np.ndarray,
     scoring_at: np.ndarray,
     types: Sequence[str] = ACTIVITY_TYPES,
-    native: bool = True,
 ) -> np.ndarray:
     """Engagement features per lead as of each lead's scoring moment, shape (leads, features).
 
     Runs in the C kernel ``features._engagement`` when the install built it (one pass over the
-    activities), else as the numpy operations below; ``native=False`` forces numpy. Tests hold the two equal.
+    activities), else as :func:`reference_engagement`.
 
     Parameters
     ----------
     lead_index : int array, one per activity: the row of its lead in ``scoring_at`` (-1 = no lead).
-    type_code : int array, one per activity (see :func:`type_codes`).
+    type_code : int array, one per activity (see :func:`type_codes`; -1 = unknown type, ignored).
     occurred_at : datetime64 array, one per activity.
     scoring_at : datetime64 array, one per lead: nothing after it is counted.
 
@@ -174,44 +177,60 @@ def engagement_matrix(
     activities in the window, in all, distinct types, days since the last activity; NaN when none).
     """
     n, k = len(scoring_at), len(types)
-    scoring_ns = np.asarray(scoring_at, dtype="datetime64[ns]").view(np.int64)
-    lead_index = np.asarray(lead_index, dtype=np.int64)
-    type_code = np.asarray(type_code, dtype=np.int64)
-    occurred_ns = np.asarray(occurred_at, dtype="datetime64[ns]").view(np.int64)
+    scoring_ns = np.ascontiguousarray(np.asarray(scoring_at, dtype="datetime64[ns]").view(np.int64))
+    lead_index = np.ascontiguousarray(lead_index, dtype=np.int64)
+    type_code = np.ascontiguousarray(type_code, dtype=np.int64)
+    occurred_ns = np.ascontiguousarray(np.asarray(occurred_at, dtype="datetime64[ns]").view(np.int64))
     if n == 0:
         return np.empty((0, 2 * k + 4))
-    kernel = _kernel() if native and k else None
-    if kernel is not None:
-        out = np.empty((n, 2 * k + 4))
-        kernel(
-            np.ascontiguousarray(lead_index),
-            np.ascontiguousarray(type_code),
-            np.ascontiguousarray(occurred_ns),
-            np.ascontiguousarray(scoring_ns),
-            k,
-            WINDOW_DAYS * _DAY_NS,
-            _DAY_NS,
-            out,
+    kernel = _kernel() if k else None
+    if kernel is None:
+        rows = reference_engagement(
+            lead_index.tolist(), type_code.tolist(), occurred_ns.tolist(), scoring_ns.tolist(), k
         )
-        return out
-    valid = (lead_index >= 0) & (type_code >= 0)
-    if (lead_index[valid] >= n).any() or (type_code[valid] >= k).any():
-        raise ValueError("a lead index or activity type code is out of range")
-    at = np.where(valid, lead_index, 0)
-    valid &= (occurred_ns != _NAT) & (scoring_ns[at] != _NAT)  # NaT: no moment to compare
-    age_ns = scoring_ns[at] - occurred_ns
-    seen = valid & (age_ns >= 0)  # a known lead and type, at or before the lead's scoring moment
-    lead_index, age_ns = lead_index[seen], age_ns[seen]
-    recent = age_ns < WINDOW_DAYS * _DAY_NS
-    # one count per (lead, window or all time, type): [window counts | all-time counts] side by side
-    cell = lead_index * (2 * k) + type_code[seen]
-    counts = np.bincount(np.concatenate([cell[recent], cell + k]), minlength=n * 2 * k).reshape(n, 2 * k)
+        return np.array(rows, dtype=np.float64).reshape(n, 2 * k + 4)
     out = np.empty((n, 2 * k + 4))
-    out[:, : 2 * k] = counts
-    out[:, 2 * k] = counts[:, :k].sum(axis=1)
-    out[:, 2 * k + 1] = counts[:, k:].sum(axis=1)
-    out[:, 2 * k + 2] = (counts[:, k:] > 0).sum(axis=1)
-    last_age = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(last_age, lead_index, age_ns)
-    out[:, 2 * k + 3] = np.where(last_age == np.iinfo(np.int64).max, np.nan, last_age / _DAY_NS)
+    kernel(lead_index, type_code, occurred_ns, scoring_ns, k, WINDOW_DAYS * _DAY_NS, _DAY_NS, out)
     return out
+
+
+def reference_engagement(
+    lead_index: Sequence[int],
+    type_code: Sequence[int],
+    occurred_ns: Sequence[int],
+    scoring_ns: Sequence[int],
+    k: int,
+) -> list[list[float]]:
+    """:func:`engagement_matrix`'s rows in plain Python: the rules the C kernel implements, one activity at a time.
+
+    An activity counts for its lead when its lead and type are known (index >= 0), neither its time nor
+    the lead's scoring moment is NaT, and its age (scoring moment - time, an exact integer of
+    nanoseconds) is >= 0; it counts in the window when its age is < ``WINDOW_DAYS`` days. Days since the
+    last activity: the smallest age as a float64, divided by the nanoseconds of a day. A lead index or
+    type code past the end raises ValueError.
+    """
+    moments = [int(m) for m in scoring_ns]  # Python ints: the differences below never wrap around
+    n, window = len(moments), WINDOW_DAYS * _DAY_NS
+    counts = [[0] * (2 * k) for _ in range(n)]
+    last: list[int | None] = [None] * n
+    for lead, kind, occurred in zip(lead_index, type_code, occurred_ns, strict=True):
+        if lead < 0 or kind < 0:
+            continue
+        if lead >= n or kind >= k:
+            raise ValueError("a lead index or activity type code is out of range")
+        if occurred == _NAT or moments[lead] == _NAT:
+            continue
+        age = moments[lead] - int(occurred)
+        if age < 0:
+            continue
+        if age < window:
+            counts[lead][kind] += 1
+        counts[lead][k + kind] += 1
+        if last[lead] is None or age < last[lead]:
+            last[lead] = age
+    rows = []
+    for row, age in zip(counts, last, strict=True):
+        recent, total = row[:k], row[k:]
+        days = math.nan if age is None else float(age) / float(_DAY_NS)
+        rows.append([*map(float, row), float(sum(recent)), float(sum(total)), float(sum(c > 0 for c in total)), days])
+    return rows

@@ -1,27 +1,23 @@
-/* The compiled-trees kernel in C, from the tables of models.compiled_trees.CompiledTrees (see its
+/* The compiled-trees kernel, over the tables of leadscore.models.compiled_trees.CompiledTrees (see its
  * docstring for what they hold):
  *
- * - explain(): raw margin and exact TreeSHAP of a few rows. It performs the very operations of
- *   CompiledTrees' numpy path, in the same order, so both give the same floats.
- * - margin(): raw margin of many rows, by walking each tree from its root to one leaf (the few splits
- *   on the way, not all of them) and summing the trees in the booster's order: LightGBM's own float.
+ * - explain(): raw margin and exact TreeSHAP of rows, one row at a time: every split decided, each
+ *   leaf's path decisions read and mapped to its row of credits, the credits added leaf by leaf in tree
+ *   order, each tree's reached leaf value taken and the trees summed in the booster's order.
+ * - margin(): raw margin of rows, by walking each tree from its root to one leaf, a block of rows at a
+ *   time, and summing the trees in the booster's order: LightGBM's own float.
  *
- * Tests hold both equal to the numpy path and to LightGBM. bind() checks every index the tables hold
- * against the table it points into, once, so the loops that score rows need no check (checking each
- * access made explain() twice as slow).
+ * Tests hold both equal to LightGBM. bind() checks every index the tables hold against the table it
+ * points into, once, so the loops that score rows need no check.
  *
  * explain() reads a leaf's path decisions in one of two ways, with the same result: a loop over the
  * leaf's path splits, or, for trees of at most 64 splits on a CPU with a fast PEXT instruction (BMI2;
  * Intel since Haswell, AMD since Zen 3), one PEXT of the tree's decisions through the leaf's mask of
  * path splits. A path's splits come in increasing positions (bind checks it), so PEXT yields the bits
- * in path order. It spares the loop's data-dependent branches: one lead explained in 71-72 us against
- * 82-101 over varied leads, 131-134 against 152-159 with the cache flushed, 19 against 23 for one lead
- * repeated (measured, 150 trees of 15 leaves). On that path each tree's numeric splits are also decided
- * first, in a loop without branches, so that a split's kind and a missing value are no branches to
- * predict: 63-65 us against 71-97 over varied leads; the same for one lead repeated. Each tree's
- * credits are then added in a second pass, after every leaf's row was found and prefetched, so that
- * the scattered reads overlap: 129-141 us against 150-167 with the cache flushed, the same warm (over
- * varied leads or one lead repeated) and, with the bench's one lead, in the server. */
+ * in path order. On that path each tree's numeric splits are decided first, without branches, and the
+ * categorical and zero-as-missing ones after. With or without PEXT, a tree's credits are added in a
+ * second pass, after every leaf's row of credits was found and prefetched: the same additions in the
+ * same order. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -140,10 +136,10 @@ static int check_leaves(const Trees *t) {
 }
 
 #ifdef HAVE_PEXT
-/* BMI2, and not an AMD CPU before Zen 3 (family 19h), where PEXT is microcoded and slower than the loop. */
+/* BMI2, and not an AMD CPU before Zen 3 (family 19h), where PEXT is microcoded. */
 static int fast_pext(void) {
     unsigned int eax, ebx, ecx, edx;
-    __builtin_cpu_init(); /* cheap, and safe however the module was loaded */
+    __builtin_cpu_init(); /* safe however the module was loaded */
     if (!__builtin_cpu_supports("bmi2")) return 0;
     if (!__builtin_cpu_is("amd")) return 1;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
@@ -269,11 +265,12 @@ static PyObject *bind(PyObject *self, PyObject *args) {
     return capsule;
 }
 
-/* Whether a row whose value at ``node``'s feature is ``v`` goes left: LightGBM's Decision, as
- * CompiledTrees._decisions reads it. (A form without branches, computing both kinds and keeping one,
- * measured a third slower.) */
+/* Whether a row whose value at ``node``'s feature is ``v`` goes left: LightGBM's Decision. A NaN goes
+ * where the split sends missing values (for a split without missing values, where 0.0 goes); under
+ * zero_as_missing, a NaN or |v| <= 1e-35 goes where missing values go. */
 static inline int node_goes_left(const Node *node, const uint8_t *cat_left, double unknown, double v) {
-    if (node->kind == CATEGORICAL) { /* as numpy: NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1 */
+    if (node->kind == CATEGORICAL) { /* NaN -> unknown, clip to [-1, unknown], truncate toward zero, + 1: column 0 holds
+                                        negative codes, the last column missing and unseen ones (LightGBM sends all right) */
         double code = isnan(v) ? unknown : v;
         code = code < -1.0 ? -1.0 : (code > unknown ? unknown : code);
         return cat_left[node->cat_at + (Py_ssize_t)code + 1];
@@ -324,7 +321,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
         goto fail;
     }
     /* Let other threads run only when the work is large: for a few rows, handing the GIL back and
-       waiting to take it again costs more than the rows (and can stall an event loop for ms). */
+       waiting to take it again costs more than the rows and can stall an event loop. */
     PyThreadState *released = n * t->n_trees >= RELEASE_GIL_WORK ? PyEval_SaveThread() : NULL;
     for (Py_ssize_t r = 0; r < n; r++) {
         const double *x = X + r * F;
@@ -353,7 +350,7 @@ static PyObject *explain(PyObject *self, PyObject *args) {
                 else
 #endif
                 for (int32_t k = 0; k < leaf_depth[leaf]; k++) bits |= (int32_t)go[leaf_path[leaf * D + k]] << k;
-                value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* as numpy adds reached_value */
+                value += bits == leaf_reached[leaf] ? leaf_value[leaf] : 0.0; /* the reached leaf's value, + 0.0 for the others */
                 if (c == NULL) continue;
                 leaf_row[j] = outcome_row[leaf_base[leaf] + bits];
                 __builtin_prefetch(credit + leaf_row[j]); /* the credits are added in a second pass, once all are asked for */
@@ -385,7 +382,7 @@ fail:
     return NULL;
 }
 
-#define BLOCK 32 /* rows walked through a tree together: their walks overlap in the CPU (8: 15% slower) */
+#define BLOCK 32 /* rows walked through a tree together, so that their walks overlap in the CPU */
 
 /* margin(capsule, X, margin): fills margin (n,) by walking each tree from its root to a leaf. */
 static PyObject *margin(PyObject *self, PyObject *args) {

@@ -12,8 +12,9 @@ import pandas as pd
 
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.lead_model import LeadScoringModel
+from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingPolicy
-from leadscore.models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, score_of, scored_columns
+from leadscore.models.scorer import ARTIFACT_FILE, Scorer, dump_atomic, load_checked, scored_columns
 
 __all__ = ["ARTIFACT_FILE", "ScoringArtifact"]
 
@@ -32,6 +33,11 @@ class ScoringArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
+    def placement(self) -> Placement:
+        """The score scale and tier cut-offs: the scorer's placement (:mod:`models.placement`)."""
+        return Placement(self.score_reference, self.routing.cutoffs)
+
+    @cached_property
     def input_columns(self) -> list[str]:
         return list(self.model.encoder_.feature_names_out_)
 
@@ -41,13 +47,13 @@ class ScoringArtifact:
 
     def score_of(self, probability: np.ndarray) -> np.ndarray:
         """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
-        return score_of(self.score_reference, probability)
+        return self.placement.scores(probability)
 
     def score_matrix(self, matrix: np.ndarray, margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue for an encoded matrix (or its already computed raw margin)."""
         if margin is None:
             margin = self.model.margin_matrix(matrix)
-        return scored_columns(self.model.calibrator_.predict(margin), self.score_reference, self.routing)
+        return scored_columns(self.model.calibrator_.predict(margin), self.placement, self.routing)
 
     def score_table(self, table: Any) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue columns for a table of leads, as :meth:`Scorer.score_table`."""
@@ -58,7 +64,7 @@ class ScoringArtifact:
         return pd.DataFrame(self.score_table(frame), index=frame.index)
 
     def scorer(self) -> Scorer:
-        """The serving form of this model (numpy only): same encoding, trees, calibration and routing."""
+        """The serving form of this model (no scikit-learn): same encoding, trees, calibration and routing."""
         return Scorer(
             columns=self.model.encoder_.columns_,
             trees=CompiledTrees.from_booster(self.model.booster_),

@@ -32,9 +32,8 @@ class ClipToFitRange(TransformerMixin, BaseEstimator):
 
     Before a ``SplineTransformer`` with uniform knots this gives the values of constant extrapolation
     (beyond its boundary knots a spline stays at its boundary value), so the spline can extrapolate by
-    "continue", whose rows are then all in range: it spares the sparse spline its slow path for
-    out-of-range rows (a LIL matrix: 8 s for 170k holdout leads) and scipy's range check of every column
-    (Python's ``min`` and ``max`` over the array: 0.37 s there).
+    "continue", whose rows are then all in range: the sparse spline never takes its path for
+    out-of-range rows (a LIL matrix), nor scipy's range check of every column.
     """
 
     def fit(self, X: Any, y: Any = None) -> ClipToFitRange:
@@ -52,12 +51,11 @@ class RowSample(ClassifierMixin, BaseEstimator):
 
     With ``max_rows`` rows or fewer every row is used, as given. With more, a uniform sample of
     ``max_rows`` rows drawn without replacement by ``numpy.random.default_rng(random_state)`` (kept in
-    input order) is used: a linear baseline with a few hundred coefficients is about as good on 100k rows
-    as on a million, at a fraction of the time. Prediction uses the fitted estimator on every row: with
-    at least twice ``block_rows`` rows, in blocks on threads (one per core, at most), whose answers are
-    the ones of all rows at once (each row's are its own). scikit-learn's spline and sparse code lets go of
-    the GIL for much of the work: in the 1M-lead synthetic training job, the logistic baseline predicted its
-    170k holdout leads in 1.2 s instead of 2.6 s on 2 cores.
+    input order) is used: a linear baseline with a few hundred coefficients learns about as much from a
+    sample of that size as from every row. Prediction uses the fitted estimator on every row: with at
+    least twice ``block_rows`` rows, in blocks on threads (one per core, at most; scikit-learn's spline and
+    sparse code lets go of the GIL for much of the work), whose answers are the ones of all rows at once
+    (each row's are its own).
     """
 
     def __init__(
@@ -104,12 +102,10 @@ def logistic_baseline(
     encoder: FeatureEncoder, C: float = 1.0, max_rows: int | None = LOGISTIC_MAX_ROWS, random_state: int = 0
 ) -> RowSample:
     """The same encoder, then one-hot categories, splines of log-scaled numbers (and whether each was missing), yes/no
-    flags, and a logistic regression. Everything stays sparse (about 110 stored entries in 419 columns a row on
-    the synthetic data).
+    flags, and a logistic regression. Everything stays sparse.
 
-    Learns on at most ``max_rows`` training rows: all of them up to 100k, above that a uniform sample
-    of 100k drawn with ``random_state`` (see :class:`RowSample`). Measured at 1M synthetic leads: holdout AUC 0.7993
-    in 3.5 s, against 0.8003 in 9.3 s with a 200k sample.
+    Learns on at most ``max_rows`` training rows: all of them up to that many, above it a uniform sample
+    of ``max_rows`` drawn with ``random_state`` (see :class:`RowSample`).
     """
     n_cat, n_num = len(encoder.categorical), len(encoder.numeric)
     n_all = n_cat + n_num + len(encoder.boolean)

@@ -1,9 +1,11 @@
-"""A LightGBM ensemble compiled to numpy tables: raw margin and exact TreeSHAP for a few rows, fast.
+"""A LightGBM ensemble compiled to tables that the C kernel ``models/_trees.c`` evaluates.
 
-LightGBM's TreeSHAP walks every tree recursively for each row (about 250 us a lead for 150 trees of
-15 leaves) and its Python ``predict`` spends about 60 us on set-up per call. On the request path that
-dominates, so serving uses this form, derived from the booster once when the model is packaged.
-Tests hold it equal to ``Booster.predict(raw_score=True)`` and ``Booster.predict(pred_contrib=True)``.
+The kernel gives a single-output model's raw margin (the very float ``Booster.predict(raw_score=True)``
+gives: each tree's leaf value summed in the booster's order) and its exact TreeSHAP values (those of
+``Booster.predict(pred_contrib=True)``, to within floating-point rounding). Where the install built no
+kernel, or the trees are too deep for it, the same answers come from LightGBM itself, loaded from the
+model string the tables keep (:mod:`models.booster_fallback`); that is the only place the serving form
+imports LightGBM.
 
 Path-dependent TreeSHAP (Lundberg et al. 2020, what LightGBM implements) credits each leaf's value to
 the distinct features on its path. For a leaf with ``d`` distinct path features ``U``, let ``z_j`` be
@@ -14,28 +16,23 @@ each ``i`` in ``U``::
     v * (o_i - z_i) * sum_k w_d(k) [t^k] prod_{j in U, j != i} (z_j + o_j t),   w_d(k) = k! (d-k-1)! / d!
 
 The ``o`` are 0 or 1, so a leaf has ``2^d`` outcomes, tabulated at compile time ("Fast TreeSHAP v2",
-Yang 2021). Scoring rows is then a fixed chain of array operations with no loop over trees:
+Yang 2021). For one row the kernel then
 
-1. evaluate every split (LightGBM's numerical and categorical decisions, missing values included);
-2. pack each tree's decisions into bytes; per leaf, look its path's decisions up byte by byte
-   (``path_lookup``) and map them to the row of its outcome in the credit table (``outcome_row``);
-3. gather each leaf's credits and add them up by feature;
-4. read each tree's reached leaf value from the same index (``reached_value``) and sum the trees in
-   the booster's order, so the margin is the very float LightGBM computes.
+1. decides every split (LightGBM's numerical and categorical decisions, missing values included);
+2. reads each leaf's path decisions (bit ``k``: left at its ``k``-th path split) and maps them to the
+   row of its outcome in the credit table (``leaf_base`` + decisions -> ``outcome_row``);
+3. adds each leaf's credits to its path features, leaf by leaf in tree order;
+4. takes each tree's value from the leaf whose path decisions all lead to it, and sums the trees in
+   the booster's order.
 
-When the install built it, a C kernel (``models/_trees.c``) runs those same steps on the same
-tables, row by row: 19 against 172 us a lead in a tight loop, 129-141 against 452 us with the cache
-flushed before each lead (it checks the tables' indexes once, when it binds them, and reads path
-decisions with PEXT where the CPU has a fast one); without it the numpy path runs. Tests hold the two
-equal, float for float. For margins alone (batch scoring, ``explain=false``) the kernel walks each
-tree from its root to one leaf instead, 32 rows at a time, on every core for large batches: 1M leads
-of the 150-tree model in 2.4 s on 2 cores, against 5.3 s for ``Booster.predict``, and one lead in
-8 us against 18 us (75-80 us with the cache flushed). Tests hold it equal to LightGBM too.
+For margins alone it walks each tree from its root to one leaf instead. Tests hold both forms equal to
+LightGBM.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from math import factorial
@@ -45,17 +42,21 @@ import numpy as np
 
 from leadscore.models.threads import cores, in_row_blocks
 
-# LightGBM's zero threshold (kZeroThreshold) and missing-value types.
-_ZERO = 1e-35
+# LightGBM's missing-value types.
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-# Table entries above which compiling refuses the model (too deep to tabulate; the default 15-leaf
-# trees of the 150-tree model need about 0.3 million).
+# Table entries above which compiling refuses the model (too deep to tabulate).
 MAX_ENTRIES = 20_000_000
 _KERNEL_MAX_DEPTH = 30  # the C kernel packs a leaf's path decisions into an int32
-# rows the numpy path takes at once: its split values are rows x trees x splits floats (40 MB here
-# for the 150-tree model); larger batches go in parts of this size
-_NUMPY_ROWS = 2048
-_WORK_PER_THREAD = 2_000_000  # rows x trees below which one more thread for margins costs more than it saves
+_WORK_PER_THREAD = 2_000_000  # rows x trees of margin work given to each thread of a large batch
+_log = logging.getLogger(__name__)
+
+
+def kernel_module() -> Any | None:
+    """The C kernel ``leadscore.models._trees``, or None when the install did not build it."""
+    try:
+        return importlib.import_module("leadscore.models._trees")
+    except ImportError:
+        return None
 
 
 def leaf_credit_table(value: float, zero: np.ndarray) -> np.ndarray:
@@ -106,7 +107,9 @@ def _parse(root: dict[str, Any]) -> _Tree:
 class CompiledTrees:
     """Tables that evaluate a single-output LightGBM model's raw margin and TreeSHAP values.
 
-    Build with :meth:`from_booster`; score with :meth:`margin` or :meth:`explain`.
+    Build with :meth:`from_booster`; score with :meth:`margin` or :meth:`explain`. ``model_string`` is
+    the booster's own text form (``Booster.model_to_string()``): LightGBM scores from it where the C
+    kernel cannot.
     """
 
     n_features: int
@@ -133,6 +136,7 @@ class CompiledTrees:
     group_slot: np.ndarray
     group_feature: np.ndarray
     credit: np.ndarray
+    model_string: str = ""
 
     @classmethod
     def from_booster(cls, booster: Any) -> CompiledTrees:
@@ -250,26 +254,42 @@ class CompiledTrees:
             group_slot=ints(group_slot),
             group_feature=ints(group_feature),
             credit=np.concatenate(credit) if credit else np.zeros(0),
+            model_string=booster.model_to_string(),
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_kernel"}  # the C handle is rebuilt after loading
+        # the C handle and the fallback booster are rebuilt after loading
+        return {k: v for k, v in self.__dict__.items() if k not in ("_kernel", "_fallback")}
 
     @cached_property
     def _kernel(self) -> tuple[Any, Any] | None:
-        """The C kernel (``models._trees``) and its handle on these tables; None when it was not built or no tree
-        has a split."""
-        try:
-            native = importlib.import_module("leadscore.models._trees")
-        except ImportError:
-            return None
-        if not len(self.split_trees):
+        """The C kernel and its handle on these tables; None when it was not built, no tree has a split or a
+        path is deeper than the kernel reads."""
+        native = kernel_module()
+        if native is None or not len(self.split_trees):
             return None
         paths, depths = self._leaf_paths()
         if depths.max() > _KERNEL_MAX_DEPTH:
             return None
         shape = (self.n_features, self.width, self.path_lookup.shape[-1], self.cat_left.shape[1])
         return native, native.bind(self._kernel_tables(paths, depths), *shape)
+
+    @cached_property
+    def _fallback(self) -> Any:
+        """LightGBM's evaluation of ``model_string`` (:mod:`models.booster_fallback`, imported only here)."""
+        if not self.model_string:
+            raise RuntimeError(
+                "these trees cannot be scored: the C kernel (leadscore.models._trees) is not available for them "
+                "and they hold no LightGBM model string to fall back on; reinstall leadscore with a C compiler "
+                "or package the model again"
+            )
+        from leadscore.models.booster_fallback import BoosterFallback
+
+        _log.warning(
+            "the C trees kernel (leadscore.models._trees) %s: LightGBM scores this model",
+            "was not built" if kernel_module() is None else "cannot read these trees",
+        )
+        return BoosterFallback(self.model_string)
 
     def _kernel_tables(self, paths: np.ndarray, depths: np.ndarray) -> tuple[np.ndarray, ...]:
         """The tables in the order, types and layout ``models/_trees.c`` reads them (read once: treat as immutable)."""
@@ -357,106 +377,47 @@ class CompiledTrees:
                 child[2 * (tree_start + split) + (decisions >> k & 1)] = following
         return child
 
-    def _native(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        native, handle = self._kernel
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        margin = np.empty(len(X))
-        if not explain:
-            parts = min(cores(), -(-len(X) * len(self.split_trees) // _WORK_PER_THREAD))
-            if parts > 1:  # the kernel lets go of the GIL for work this large
-                in_row_blocks(lambda a, b: native.margin(handle, X[a:b], margin[a:b]), len(X), parts)
-            else:
-                native.margin(handle, X, margin)
-            return margin, None
-        contributions = np.empty((len(X), self.n_features))
-        native.explain(handle, X, margin, contributions)
-        return margin, contributions
-
-    def _decisions(self, X: np.ndarray) -> np.ndarray:
-        """Per row and leaf: the path decisions, as an index into ``outcome_row`` (LightGBM's Decision)."""
-        values = X[:, self.node_feature]
-        go = np.where(np.isnan(values), self.node_nan_left, values <= self.node_threshold)
-        if len(self.zero_nodes):
-            zero = np.abs(np.nan_to_num(values[:, self.zero_nodes])) <= _ZERO
-            go[:, self.zero_nodes] = np.where(zero, self.zero_left, go[:, self.zero_nodes])
-        if len(self.cat_nodes):
-            unknown = self.cat_left.shape[1] - 2
-            # LightGBM truncates the code toward zero: (-1, 0) reads as 0; NaN, negative and unseen codes go right
-            codes = np.clip(np.nan_to_num(values[:, self.cat_nodes], nan=unknown), -1, unknown).astype(np.intp) + 1
-            go[:, self.cat_nodes] = self.cat_left[self._cat_rows, codes]
-        packed = np.packbits(go.reshape(len(X), -1, self.width // 8, 8), axis=3, bitorder="little")[
-            ..., 0
-        ]  # (n, trees, bytes)
-        trees = self._trees
-        bits = self.path_lookup[trees, 0, packed[:, :, 0]].astype(np.int32)
-        for byte in range(1, packed.shape[2]):
-            bits += self.path_lookup[trees, byte, packed[:, :, byte]]
-        return self.leaf_base + bits.reshape(len(X), -1)
-
-    @cached_property
-    def _trees(self) -> np.ndarray:
-        return np.arange(len(self.path_lookup))
-
-    @cached_property
-    def _cat_rows(self) -> np.ndarray:
-        return np.arange(len(self.cat_nodes))
-
-    def _margin(self, decisions: np.ndarray | None, n: int) -> np.ndarray:
-        """The raw margin, summed tree by tree in the booster's order (as LightGBM does: the same float)."""
-        if decisions is None:
-            per_tree = np.zeros((n, 0))
-        else:  # each tree's value: its reached leaf's, plus 0.0 for every other leaf (exact)
-            per_tree = self.reached_value[decisions].reshape(n, len(self.split_trees), -1).sum(axis=2)
-        if len(self.single_leaf_trees):
-            full = np.zeros((n, self.n_trees))
-            full[:, self.split_trees] = per_tree
-            full[:, self.single_leaf_trees] = self.single_leaf_value
-            per_tree = full
-        return np.cumsum(per_tree, axis=1)[:, -1] if self.n_trees else np.zeros(n)
-
     def _rows(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         X = X.reshape(len(X), -1) if len(X) else X.reshape(0, self.n_features)
         if X.shape[1] != self.n_features:
             raise ValueError(f"the rows have {X.shape[1]} columns; the trees read {self.n_features}")
-        return X
+        return np.ascontiguousarray(X)
 
     @property
     def native(self) -> bool:
-        """Whether the C kernel scores these trees (built by the install, and the trees not too deep for it)."""
+        """Whether the C kernel scores these trees (built by the install, and the trees not too deep for it);
+        otherwise LightGBM does."""
         return self._kernel is not None
 
-    def margin(self, X: np.ndarray, native: bool = True) -> np.ndarray:
-        """Raw margin (log-odds) of rows of an encoded matrix (``native=False``: the numpy path)."""
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Raw margin (log-odds) of rows of an encoded matrix: LightGBM's ``raw_score``, float for float."""
         X = self._rows(X)
         if not len(X):
             return np.zeros(0)
-        if native and self._kernel is not None:
-            return self._native(X, explain=False)[0]
-        if len(X) > _NUMPY_ROWS:
-            return np.concatenate(
-                [self.margin(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, len(X), _NUMPY_ROWS)]
-            )
-        return self._margin(self._decisions(X) if len(self.split_trees) else None, len(X))
-
-    def explain(self, X: np.ndarray, native: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Raw margin (n,) and TreeSHAP contributions (n, n_features) of rows of an encoded matrix."""
-        X = self._rows(X)
-        n = len(X)
-        if not n:
-            return np.zeros(0), np.zeros((0, self.n_features))
-        if native and self._kernel is not None:
-            return self._native(X, explain=True)
-        if not len(self.split_trees):
-            return self._margin(None, n), np.zeros((n, self.n_features))
-        if n > _NUMPY_ROWS:
-            parts = [self.explain(X[i : i + _NUMPY_ROWS], native=False) for i in range(0, n, _NUMPY_ROWS)]
-            return np.concatenate([m for m, _ in parts]), np.concatenate([c for _, c in parts])
-        decisions = self._decisions(X)
-        credit = self.credit[self.outcome_row[decisions][:, self.group_leaf] + self.group_slot]
-        if n == 1:
-            contributions = np.bincount(self.group_feature, credit[0], minlength=self.n_features)[None, :]
+        if self._kernel is None:
+            return self._fallback.margin(X)
+        native, handle = self._kernel
+        margin = np.empty(len(X))
+        parts = min(cores(), -(-len(X) * len(self.split_trees) // _WORK_PER_THREAD))
+        if parts > 1:  # the kernel lets go of the GIL for work this large
+            in_row_blocks(lambda a, b: native.margin(handle, X[a:b], margin[a:b]), len(X), parts)
         else:
-            slots = (np.arange(n)[:, None] * self.n_features + self.group_feature).ravel()
-            contributions = np.bincount(slots, credit.ravel(), minlength=n * self.n_features).reshape(n, -1)
-        return self._margin(decisions, n), contributions
+            native.margin(handle, X, margin)
+        return margin
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw margin (n,) and TreeSHAP contributions (n, n_features) of rows of an encoded matrix.
+
+        The margin is :meth:`margin`'s; the contributions are LightGBM's ``pred_contrib`` without its last
+        (expected value) column.
+        """
+        X = self._rows(X)
+        if not len(X):
+            return np.zeros(0), np.zeros((0, self.n_features))
+        if self._kernel is None:
+            return self._fallback.explain(X)
+        native, handle = self._kernel
+        margin, contributions = np.empty(len(X)), np.empty((len(X), self.n_features))
+        native.explain(handle, X, margin, contributions)
+        return margin, contributions

@@ -41,7 +41,7 @@ def reasons(
         return {
             "feature": name,
             "label": labels.get(name, name),
-            # the usual values (text, a number that is not NaN) as they are, at once: 11.5 -> 10 us a call
+            # the usual values (text, a number that is not NaN) as they are; the rest through _shown
             "value": value if type(value) is str or (type(value) is float and value == value) else _shown(value),
             "contribution": round(values[j], 4),
         }

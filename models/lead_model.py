@@ -13,12 +13,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from leadscore.features.encoder import FeatureEncoder
 from leadscore.models.calibration import MarginCalibrator
+from leadscore.models.threads import lightgbm_threads
 
-PARALLEL_ROWS = 100_000
-
-
-def _threads(rows: int, n_jobs: int | None) -> int:
-    return n_jobs if n_jobs is not None else (0 if rows >= PARALLEL_ROWS else 1)
+_threads = lightgbm_threads  # the name training.train imports
 
 
 class LeadScoringModel(ClassifierMixin, BaseEstimator):
@@ -42,8 +39,8 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
         Features whose increase may never lower (+1) or raise (-1) the score.
     random_state : int
     n_jobs : int or None
-        LightGBM threads. None: one thread below ``PARALLEL_ROWS`` rows (OpenMP threads cost more
-        than they save on small data, and collapse when cores are busy), all cores above.
+        LightGBM threads. None: :func:`models.threads.lightgbm_threads` (one thread for small data,
+        all cores for large).
     """
 
     def __init__(
@@ -136,7 +133,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
             categorical_feature=self.encoder_.categorical_indices_,
             free_raw_data=True,
         )
-        params = {**self.lgb_params(), "num_threads": _threads(len(y), self.n_jobs)}
+        params = {**self.lgb_params(), "num_threads": lightgbm_threads(len(y), self.n_jobs)}
         if self.monotone:
             params["monotone_constraints"] = [int(self.monotone.get(n, 0)) for n in self.encoder_.feature_names_out_]
         return lgb.train(params, dataset, num_boost_round=self.n_estimators)
@@ -144,7 +141,7 @@ class LeadScoringModel(ClassifierMixin, BaseEstimator):
     def margin_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Raw log-odds of an encoded matrix."""
         check_is_fitted(self, "booster_")
-        return self.booster_.predict(matrix, raw_score=True, num_threads=_threads(len(matrix), self.n_jobs))
+        return self.booster_.predict(matrix, raw_score=True, num_threads=lightgbm_threads(len(matrix), self.n_jobs))
 
     def proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probability of conversion for an encoded matrix."""

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from leadscore.features.mapping import load_yaml_model
+from leadscore.models import placement
 
 
 class TierSpec(BaseModel):
@@ -66,14 +67,19 @@ class Tier(BaseModel):
 
 
 class RoutingPolicy(BaseModel):
-    """Fitted tiers: a lead goes to the first tier whose ``min_probability`` it reaches."""
+    """Fitted tiers: a lead goes to the first tier whose ``min_probability`` it reaches (``p >=``)."""
 
     tiers: list[Tier]
     leads_per_week: float | None = None
 
+    @property
+    def cutoffs(self) -> list[float]:
+        """The ``min_probability`` of every tier but the last, best tier first."""
+        return [t.min_probability for t in self.tiers[:-1]]
+
     def tier_index(self, probability: np.ndarray) -> np.ndarray:
-        cutoffs = np.array([t.min_probability for t in self.tiers[:-1]])
-        return np.searchsorted(-cutoffs, -np.asarray(probability, dtype=float), side="right")
+        """Each probability's tier, by :func:`models.placement.tiers`."""
+        return placement.tiers(self.cutoffs, probability)
 
 
 def fit_routing(spec: RoutingSpec, probability: np.ndarray, leads_per_week: float | None) -> RoutingPolicy:

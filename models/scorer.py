@@ -2,14 +2,13 @@
 
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
 packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
-and the compiled-trees kernel, so the API process never imports scikit-learn or LightGBM: about 80 MiB
-less memory, and a lead encoded, scored and explained in about 0.06 ms (a tight loop, the serving
-benchmark's in-process line). Tests hold its answers equal to the artifact's.
+and the compiled-trees kernel, so the API process imports neither scikit-learn nor LightGBM (LightGBM
+only where the kernel was not built: see :mod:`models.compiled_trees`). Tests hold its answers equal
+to the artifact's.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from leadscore.features.files import write_atomic
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.explain import reasons
+from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingPolicy
 
 ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
@@ -30,21 +30,14 @@ T = TypeVar("T")
 MODEL_FILES = (ARTIFACT_FILE, SCORER_FILE)  # the files of a packaged leadscore model version
 
 
-def score_of(score_reference: np.ndarray, probability: np.ndarray) -> np.ndarray:
-    """The 0-100 score of calibrated probabilities: the percentile among the holdout's leads."""
-    return np.searchsorted(score_reference, probability, side="right").clip(1, 101) - 1
-
-
-def scored_columns(
-    probability: np.ndarray, score_reference: np.ndarray, routing: RoutingPolicy
-) -> dict[str, np.ndarray]:
+def scored_columns(probability: np.ndarray, placement: Placement, routing: RoutingPolicy) -> dict[str, np.ndarray]:
     """The probability, 0-100 score, tier and queue columns of calibrated probabilities."""
-    tier = routing.tier_index(probability)
+    tier = placement.tiers(probability)
     names = np.array([t.name for t in routing.tiers], dtype=object)
     queues = np.array([t.queue for t in routing.tiers], dtype=object)
     return {
         "probability": probability,
-        "score": score_of(score_reference, probability),
+        "score": placement.scores(probability),
         "tier": names[tier],
         "queue": queues[tier],
     }
@@ -77,16 +70,13 @@ class Scorer:
 
     def __post_init__(self) -> None:
         self._names = self.columns.names
-        # the score scale and tier cut-offs as lists: a request's few leads are placed by bisect, as
-        # np.searchsorted(side="right") places them, without numpy's per-call cost (about 30 us a request)
-        self._reference = np.asarray(self.score_reference, dtype=np.float64).tolist()
-        self._cutoffs = [-t.min_probability for t in self.routing.tiers[:-1]]
+        self._placement = Placement(self.score_reference, self.routing.cutoffs)
 
     def __getstate__(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # the lookups above are rebuilt on loading
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # a scorer saved by an earlier leadscore also holds its lookups of the time: rebuild them
+        # only the fields are read back (a file may hold other private lookups): the lookups are rebuilt
         self.__dict__.update({k: v for k, v in state.items() if not k.startswith("_")})
         self.__post_init__()
 
@@ -96,9 +86,9 @@ class Scorer:
 
     def score_table(self, table: Any) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue columns for a table of leads (a DataFrame or a mapping of
-        column -> values; batch scoring): the trees walked in C, across the cores, for large tables."""
+        column -> values; batch scoring)."""
         probability = self.calibration(self.trees.margin(self.columns.transform(table)))
-        return scored_columns(probability, self.score_reference, self.routing)
+        return scored_columns(probability, self._placement, self.routing)
 
     def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
         """One answer per record, in order; ``reasons`` (top ``k`` up and down) when ``explain``."""
@@ -108,12 +98,12 @@ class Scorer:
             contributions = contributions * self.calibration.slope
         else:
             margin, contributions = self.trees.margin(matrix), None
-        out = []
+        out, placement = [], self._placement
         for i, (record, probability) in enumerate(zip(records, self.calibration(margin).tolist(), strict=True)):
-            tier = self.routing.tiers[bisect_right(self._cutoffs, -probability)]
+            tier = self.routing.tiers[placement.tier(probability)]
             item = {
                 "probability": probability,
-                "score": min(max(bisect_right(self._reference, probability), 1), 101) - 1,  # as score_of
+                "score": placement.score(probability),
                 "tier": tier.name,
                 "queue": tier.queue,
                 "sla_hours": tier.sla_hours,

@@ -1,4 +1,4 @@
-"""Large inputs worked on in row blocks, one thread per core, for code that lets go of the GIL."""
+"""Threads: large inputs worked on in row blocks, one thread per core, and LightGBM's thread count."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from typing import TypeVar
 import numpy as np
 
 T = TypeVar("T")
+PARALLEL_ROWS = 100_000  # rows from which LightGBM runs on every core by default
+
+
+def lightgbm_threads(rows: int, n_jobs: int | None = None) -> int:
+    """LightGBM's ``num_threads`` for work on ``rows`` rows: ``n_jobs`` when given, else one thread below
+    :data:`PARALLEL_ROWS` rows (OpenMP threads cost more than they save on small data) and all cores above."""
+    return n_jobs if n_jobs is not None else (0 if rows >= PARALLEL_ROWS else 1)
 
 
 def cores() -> int:

@@ -1,9 +1,11 @@
-"""The compiled trees the API scores with: the same margins and TreeSHAP values as LightGBM itself."""
+"""The compiled trees the API scores with: the same margins and TreeSHAP values as LightGBM itself, from the
+C kernel where it is built and from LightGBM (the booster's model string) where it is not."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import pickle
 import platform
 import subprocess
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
+from leadscore.models import compiled_trees
 from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.compiled_trees import CompiledTrees, leaf_credit_table
 from leadscore.models.scorer import Scorer
@@ -66,8 +69,25 @@ def _cpu_has_fast_pext() -> bool | None:
     return None
 
 
+def _lightgbms_margin_with(booster: lgb.Booster, X: np.ndarray, position: int, value: float) -> np.ndarray:
+    """The raw margin of ``booster`` with a single-leaf tree of ``value`` put at ``position`` among its trees: each
+    tree's leaf value (``pred_leaf`` and ``get_leaf_output``), summed one by one in that order."""
+    leaves = booster.predict(X, pred_leaf=True)
+    per_tree = np.array([[booster.get_leaf_output(t, int(leaf)) for t, leaf in enumerate(row)] for row in leaves])
+    per_tree = np.insert(per_tree, position, value, axis=1)
+    return np.cumsum(per_tree, axis=1)[:, -1]  # numpy's cumsum adds left to right
+
+
+def _without_kernel(trees: CompiledTrees, monkeypatch: pytest.MonkeyPatch) -> CompiledTrees:
+    """A copy of ``trees`` in a process as if the install had built no C kernel."""
+    monkeypatch.setattr(compiled_trees, "kernel_module", lambda: None)
+    copy = pickle.loads(pickle.dumps(trees))
+    assert not copy.native
+    return copy
+
+
 KERNEL = pytest.mark.skipif(not _kernel_built(), reason="the C kernel (models/_trees.c) was not built by the install")
-PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=KERNEL)], ids=["numpy", "C"])
+PATHS = pytest.mark.parametrize("native", [pytest.param(True, marks=KERNEL), False], ids=["C", "LightGBM"])
 
 
 @PATHS
@@ -81,26 +101,35 @@ PATHS = pytest.mark.parametrize("native", [False, pytest.param(True, marks=KERNE
     ],
     ids=["default", "zero-as-missing", "no-missing", "regression"],
 )
-def test_margin_and_contributions_equal_lightgbms(params: dict, native: bool) -> None:
+def test_margin_and_contributions_equal_lightgbms(params: dict, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel, and without it LightGBM from the model string the tables keep: the booster's margins float for
+    float, its TreeSHAP values to 1e-12."""
     X, y = _data(0)
     booster = lgb.train(
         {**params, "verbosity": -1, "seed": 0, "num_threads": 1}, lgb.Dataset(X, y, categorical_feature=[0]), 40
     )
     compiled = CompiledTrees.from_booster(booster)
+    if not native:
+        compiled = _without_kernel(compiled, monkeypatch)
+    assert compiled.native is native
     probe = _probe(0)
     shap = booster.predict(probe, pred_contrib=True)
-    margin, contributions = compiled.explain(probe, native=native)
+    margin, contributions = compiled.explain(probe)
     np.testing.assert_array_equal(margin, booster.predict(probe, raw_score=True))  # summed in LightGBM's order
-    np.testing.assert_array_equal(compiled.margin(probe, native=native), margin)
+    np.testing.assert_array_equal(compiled.margin(probe), margin)
     np.testing.assert_allclose(contributions, shap[:, :-1], rtol=0, atol=1e-12)
     assert compiled.expected_value == pytest.approx(shap[0, -1], abs=1e-12)
-    one_margin, one = compiled.explain(probe[7:8], native=native)
+    one_margin, one = compiled.explain(probe[7:8])
     np.testing.assert_allclose(one[0], contributions[7], rtol=0, atol=1e-15)
     assert one_margin[0] == margin[7]
+    with pytest.raises(ValueError, match="4 columns; the trees read 6"):
+        compiled.explain(probe[:, :4])
+    margin, contributions = compiled.explain(probe[:0])
+    assert margin.shape == (0,) and contributions.shape == (0, 6) and compiled.margin([]).shape == (0,)
 
 
 @KERNEL
-def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> None:
+def test_the_kernel_sums_trees_in_the_boosters_order_and_refuses_bad_tables() -> None:
     X, y = _data(2)
     booster = lgb.train(
         {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
@@ -109,6 +138,7 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
     )
     compiled = CompiledTrees.from_booster(booster)
     probe = _probe(2)
+    margin, contributions = compiled.explain(probe)
     wide = dataclasses.replace(compiled, path_lookup=compiled.path_lookup.astype(np.int32))  # deep trees' tables
     # a tree without a split in the middle of the ensemble (LightGBM makes one when no split gains)
     order = np.arange(31)
@@ -119,20 +149,14 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
         single_leaf_trees=order[5:6],
         single_leaf_value=np.array([0.3]),
     )
-    assert mixed.margin(probe[:1])[0] != compiled.margin(probe[:1])[0]
-    for trees in (compiled, wide, mixed):
-        for rows in (probe, probe[3:4]):
-            native, reference = trees.explain(rows), trees.explain(rows, native=False)
-            np.testing.assert_array_equal(native[0], reference[0])
-            np.testing.assert_array_equal(native[1], reference[1])  # the same additions in the same order
-            np.testing.assert_array_equal(trees.margin(rows), reference[0])  # the walk from the root
-    for native in (True, False):
-        with pytest.raises(ValueError, match="4 columns; the trees read 6"):
-            compiled.explain(probe[:, :4], native=native)
-        margin, contributions = compiled.explain(probe[:0], native=native)
-        assert (
-            margin.shape == (0,) and contributions.shape == (0, 6) and compiled.margin([], native=native).shape == (0,)
-        )
+    expected = {"wide": margin, "mixed": _lightgbms_margin_with(booster, probe, 5, 0.3)}
+    for name, trees in (("wide", wide), ("mixed", mixed)):
+        assert trees.native
+        for rows in (slice(None), slice(3, 4)):
+            got = trees.explain(probe[rows])
+            np.testing.assert_array_equal(got[0], expected[name][rows])
+            np.testing.assert_array_equal(got[1], contributions[rows])  # a single-leaf tree credits no feature
+            np.testing.assert_array_equal(trees.margin(probe[rows]), expected[name][rows])  # the walk from the root
     with pytest.raises(TypeError, match="format"):  # a table of the wrong type is refused, not read
         tables = list(compiled._kernel_tables(*compiled._leaf_paths()))
         tables[5] = tables[5].astype(np.float64)
@@ -157,9 +181,9 @@ def test_the_c_kernel_gives_the_numpy_paths_floats_and_refuses_bad_shapes() -> N
     ],
     ids=["15-leaves", "31-leaves-zero-missing", "70-leaves"],
 )
-def test_both_ways_of_reading_path_decisions_give_the_numpy_paths_floats(params: dict, wide: bool) -> None:
+def test_both_ways_of_reading_path_decisions_give_the_same_floats(params: dict, wide: bool) -> None:
     """PEXT of a tree's decisions (where the CPU has a fast one, trees of at most 64 splits) and the loop over
-    a leaf's path splits: the same TreeSHAP floats, bit for bit."""
+    a leaf's path splits: the same TreeSHAP floats, bit for bit, and LightGBM's to 1e-12."""
     X, y = _data(7)
     booster = lgb.train(
         {"objective": "binary", **params, "verbosity": -1, "num_threads": 1},
@@ -178,19 +202,20 @@ def test_both_ways_of_reading_path_decisions_give_the_numpy_paths_floats(params:
     elif _cpu_has_fast_pext() is not None:
         assert native.path_bits(fast) == ("pext" if _cpu_has_fast_pext() else "loop")
     probe = _probe(7)
-    reference = compiled.explain(probe, native=False)
+    answers = []
     for handle in (fast, loop):
         margin, contributions = np.empty(len(probe)), np.empty_like(probe)
         native.explain(handle, probe, margin, contributions)
-        np.testing.assert_array_equal(margin, reference[0])
-        np.testing.assert_array_equal(contributions, reference[1])
+        answers.append((margin, contributions))
+    np.testing.assert_array_equal(answers[0][0], answers[1][0])
+    np.testing.assert_array_equal(answers[0][1], answers[1][1])
+    np.testing.assert_array_equal(answers[0][0], booster.predict(probe, raw_score=True))
+    np.testing.assert_allclose(answers[0][1], booster.predict(probe, pred_contrib=True)[:, :-1], rtol=0, atol=1e-12)
 
 
 @KERNEL
 def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batch scoring walks the trees in C on every core: the same floats as LightGBM, in row order."""
-    from leadscore.models import compiled_trees
-
     X, y = _data(3)
     booster = lgb.train(
         {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
@@ -208,10 +233,7 @@ def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: py
             type(
                 "Spy",
                 (),
-                {
-                    "margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a)),
-                    "explain": staticmethod(kernel.explain),
-                },
+                {"margin": staticmethod(lambda *a: calls.append(len(a[1])) or kernel.margin(*a))},
             ),
             handle,
         ),
@@ -220,27 +242,6 @@ def test_margins_of_many_rows_split_across_threads_are_lightgbms(monkeypatch: py
     monkeypatch.setattr(compiled_trees, "cores", lambda: 3)
     np.testing.assert_array_equal(compiled.margin(rows), booster.predict(rows, raw_score=True))
     assert sorted(calls) == [1166, 1167, 1167]
-
-
-def test_the_numpy_path_takes_large_batches_in_parts_with_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its split values are rows x trees x splits floats: a million leads at once would need about 19 GB."""
-    from leadscore.models import compiled_trees
-
-    X, y = _data(5)
-    booster = lgb.train(
-        {"objective": "binary", "num_leaves": 15, "verbosity": -1, "num_threads": 1},
-        lgb.Dataset(X, y, categorical_feature=[0]),
-        20,
-    )
-    compiled = CompiledTrees.from_booster(booster)
-    rows = _probe(5)
-    whole_margin, (margin, contributions) = compiled.margin(rows, native=False), compiled.explain(rows, native=False)
-    monkeypatch.setattr(compiled_trees, "_NUMPY_ROWS", 7)
-    np.testing.assert_array_equal(compiled.margin(rows, native=False), whole_margin)
-    parts = compiled.explain(rows, native=False)
-    np.testing.assert_array_equal(parts[0], margin)
-    np.testing.assert_array_equal(parts[1], contributions)
-    np.testing.assert_array_equal(whole_margin, booster.predict(rows, raw_score=True))
 
 
 @KERNEL
@@ -290,16 +291,28 @@ def test_the_kernel_refuses_tables_that_point_out_of_range_when_it_binds_them(ta
         native.bind(tuple(tables), *shape)
 
 
-@PATHS
-def test_trees_without_splits_add_their_constant(native: bool) -> None:
+def test_trees_without_splits_add_their_constant() -> None:
+    """No tree has a split: nothing for the kernel to walk, so LightGBM scores them (the constant, no credit)."""
     X, _ = _data(1, 300)
     booster = lgb.train(
         {"objective": "regression", "verbosity": -1, "min_data_in_leaf": 10}, lgb.Dataset(X, np.full(300, 2.5)), 5
     )
     compiled = CompiledTrees.from_booster(booster)
-    np.testing.assert_array_equal(compiled.margin(X[:10], native=native), booster.predict(X[:10], raw_score=True))
-    margin, contributions = compiled.explain(X[:10], native=native)
+    assert not compiled.native
+    np.testing.assert_array_equal(compiled.margin(X[:10]), booster.predict(X[:10], raw_score=True))
+    margin, contributions = compiled.explain(X[:10])
     assert not contributions.any() and margin[0] == pytest.approx(2.5)
+
+
+def test_trees_without_the_kernel_or_a_model_string_refuse_to_score(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables saved without the booster's model string cannot be scored where the kernel is missing: an error
+    that says why, never an answer from elsewhere."""
+    X, y = _data(8, 500)
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 3)
+    compiled = _without_kernel(dataclasses.replace(CompiledTrees.from_booster(booster), model_string=""), monkeypatch)
+    for score in (compiled.margin, compiled.explain):
+        with pytest.raises(RuntimeError, match=r"C kernel .* not available .* no LightGBM model string"):
+            score(X[:2])
 
 
 def test_one_leafs_credits_by_brute_force_shapley() -> None:
@@ -357,3 +370,57 @@ def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn
         "heavy = sorted(m for m in ('sklearn', 'lightgbm') if m in sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@KERNEL
+def test_the_scorer_without_the_kernel_gives_the_kernels_answers_through_lightgbm(
+    fitted, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no kernel was built, the serving form scores through LightGBM, and says so in the log: the same
+    probability to 1e-12, the same score, tier and reasons."""
+    records = fitted.holdout.head(150).to_dict("records")
+    assert scorer.trees.native
+    expected, expected_table = scorer.score_records(records), scorer.score_table(fitted.holdout)
+    monkeypatch.setattr(compiled_trees, "kernel_module", lambda: None)
+    loaded = Scorer.load(scorer.save(tmp_path / "scorer.joblib"))
+    assert not loaded.trees.native
+    for explain in (True, False):
+        got = loaded.score_records(records, explain=explain)
+        for mine, theirs in zip(got, expected, strict=True):
+            assert mine["probability"] == pytest.approx(theirs["probability"], rel=0, abs=1e-12)
+            assert {k: v for k, v in mine.items() if k != "probability"} == {
+                k: v for k, v in theirs.items() if k != "probability" and (explain or k != "reasons")
+            }
+    assert "trees kernel (leadscore.models._trees) was not built: LightGBM scores this model" in caplog.text
+    table = loaded.score_table(fitted.holdout)
+    np.testing.assert_allclose(table["probability"], expected_table["probability"], rtol=0, atol=1e-12)
+    for column in ("score", "tier", "queue"):
+        assert table[column].tolist() == expected_table[column].tolist()
+
+
+def test_a_process_without_the_kernels_imports_lightgbm_to_score(fitted, scorer: Scorer, tmp_path: Path) -> None:
+    """With the kernels made unimportable (as where the install built none), the API's imports and scoring work,
+    LightGBM scores the trees and the answers are the kernel path's."""
+    path = scorer.save(tmp_path / "scorer.joblib")
+    records = fitted.holdout.head(20).to_dict("records")
+    (tmp_path / "records.pkl").write_bytes(pickle.dumps(records))
+    code = (
+        "import json, pickle, sys\n"
+        "sys.modules['leadscore.models._trees'] = sys.modules['leadscore.features._engagement'] = None\n"
+        "from leadscore.serving.app import create_app; from leadscore.models.scorer import Scorer\n"
+        f"s = Scorer.load({str(path)!r}); assert 'lightgbm' not in sys.modules\n"
+        f"records = pickle.loads(open({str(tmp_path / 'records.pkl')!r}, 'rb').read())\n"
+        "answers = s.score_records(records)\n"
+        "print(json.dumps({'native': s.trees.native, 'lightgbm': 'lightgbm' in sys.modules, 'answers': answers}))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
+    out = json.loads(run.stdout)
+    assert out["native"] is False and out["lightgbm"] is True
+    expected = scorer.score_records(records)
+    for mine, theirs in zip(out["answers"], expected, strict=True):
+        assert mine["probability"] == pytest.approx(theirs["probability"], rel=0, abs=1e-12)
+        assert mine["tier"] == theirs["tier"] and mine["score"] == theirs["score"]
+        for side in ("positive", "negative"):
+            assert [(f["feature"], f["contribution"]) for f in mine["reasons"][side]] == [
+                (f["feature"], f["contribution"]) for f in theirs["reasons"][side]
+            ]

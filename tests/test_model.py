@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
 from leadscore.features.build import SCORING_AT
@@ -16,6 +18,7 @@ from leadscore.features.schema import Activity, LeadRecord
 from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.baselines import ManualProcessClassifier
 from leadscore.models.lead_model import LeadScoringModel
+from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingSpec, TierSpec, fit_routing
 from leadscore.models.scorer import ARTIFACT_FILE, SCORER_FILE, Scorer
 from leadscore.training.metrics import binary_metrics, expected_calibration_error, top_share
@@ -205,9 +208,82 @@ def test_capacity_routing_sizes_the_a_tier_by_leads_per_week() -> None:
         tiers=[TierSpec(name="A", queue="ae", sla_hours=1, per_week=50), TierSpec(name="D", queue="nurture")]
     )
     policy = fit_routing(spec, p, leads_per_week=500)
-    assert (policy.tier_index(p) == 0).mean() == pytest.approx(0.10, abs=0.002)
+    assert (policy.tier_index(p) == 0).sum() == 100  # 50 a week of 500: the top 10% of 1,000, the cut-off's lead in
     with pytest.raises(ValueError, match="per week"):
         fit_routing(spec, p, leads_per_week=None)
+
+
+REFERENCE = np.array([0.0, 0.1, 0.1, 0.1, 0.25, 0.4, 0.4, 0.7, 1.0])  # ties, and the scale's own ends
+CUTOFFS = np.array([0.7, 0.4, 0.4, 0.1])  # tiers 0-4; tiers 1 and 2 share a cut-off
+EDGES = sorted(
+    {
+        *REFERENCE.tolist(),
+        *np.nextafter(REFERENCE, -np.inf).tolist(),
+        *np.nextafter(REFERENCE, np.inf).tolist(),
+        -0.0,
+        -1.0,
+        2.0,
+        0.05,
+        0.55,
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.sampled_from(EDGES), st.floats(-0.5, 1.5)))
+def test_one_probability_is_placed_as_an_array_of_them(p: float) -> None:
+    """The scalar form (a request's leads) and the vectorised form (tables): the same score and tier."""
+    placement = Placement(REFERENCE, CUTOFFS)
+    assert placement.score(p) == placement.scores(np.array([p]))[0]
+    assert placement.tier(p) == placement.tiers(np.array([p]))[0]
+
+
+@pytest.mark.parametrize(
+    ("p", "score", "tier"),
+    [
+        (1.0, 8, 0),  # at the top of the reference: the top score; at or above the best cut-off
+        (0.7, 7, 0),  # exactly at a cut-off: that tier (the cut-off is reached)
+        (float(np.nextafter(0.7, 0)), 6, 1),  # just below it: the next tier
+        (0.4, 6, 1),  # two tiers share the cut-off 0.4: the first of them; tied percentiles: the last one
+        (0.25, 4, 3),
+        (0.1, 3, 3),
+        (float(np.nextafter(0.1, 0)), 0, 4),  # below every cut-off: the last tier
+        (0.0, 0, 4),
+        (-1.0, 0, 4),  # below the scale: score 0
+        (2.0, 8, 0),  # above it: the top score
+    ],
+    ids=[
+        "top",
+        "at-cut-off",
+        "below-cut-off",
+        "shared-cut-off",
+        "between",
+        "tied-percentile",
+        "below-all",
+        "zero",
+        "under",
+        "over",
+    ],
+)
+def test_placement_on_the_edges(p: float, score: int, tier: int) -> None:
+    """Score: how many reference values are at or below p, minus one. Tier: the first whose cut-off p reaches."""
+    placement = Placement(REFERENCE, CUTOFFS)
+    assert (placement.score(p), placement.tier(p)) == (score, tier)
+    assert placement.scores(np.array([p])).tolist() == [score] and placement.tiers(np.array([p])).tolist() == [tier]
+
+
+def test_placement_refuses_nan_and_unordered_scales() -> None:
+    placement = Placement(REFERENCE, CUTOFFS)
+    for place in (placement.score, placement.tier):
+        with pytest.raises(ValueError, match="NaN"):
+            place(float("nan"))
+    for place in (placement.scores, placement.tiers):
+        with pytest.raises(ValueError, match="NaN"):
+            place(np.array([0.5, np.nan]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        Placement(REFERENCE[::-1], CUTOFFS)
+    with pytest.raises(ValueError, match="non-increasing"):
+        Placement(REFERENCE, CUTOFFS[::-1])
 
 
 def test_artifact_round_trips_through_one_file(fitted: FitResult, tmp_path: Path) -> None:

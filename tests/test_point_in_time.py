@@ -217,28 +217,34 @@ def _engagement_kernel_built() -> bool:
     return _kernel() is not None
 
 
-@pytest.mark.skipif(
+KERNEL_BUILT = pytest.mark.skipif(
     not _engagement_kernel_built(), reason="the C kernel (features/_engagement.c) was not built by the install"
 )
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(-1, 4), st.integers(-1, len(ACTIVITY_TYPES) - 1), st.integers(-(2**62), 2**62)),
-        max_size=40,
-    ),
-    st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=5),
-)
-def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int, int]], moments: list[int]) -> None:
-    """Counts, windows, distinct types and recency: the C pass and the numpy operations give the same floats."""
-    from leadscore.features.engagement import engagement_matrix
+INT64 = st.one_of(st.just(-(2**63)), st.integers(-(2**63) + 1, 2**63 - 1))  # -2**63 is NaT
 
-    n = len(moments)
-    lead = np.array([min(a[0], n - 1) for a in activities], dtype=np.int64)
-    kind = np.array([a[1] for a in activities], dtype=np.int64)
-    occurred = np.array([a[2] for a in activities], dtype=np.int64).view("datetime64[ns]")
-    scoring = np.array(moments, dtype=np.int64).view("datetime64[ns]")
-    native = engagement_matrix(lead, kind, occurred, scoring)
-    np.testing.assert_array_equal(native, engagement_matrix(lead, kind, occurred, scoring, native=False))
+
+@KERNEL_BUILT
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-1, 4), st.integers(-1, len(ACTIVITY_TYPES) - 1), INT64), max_size=40),
+    st.lists(INT64, min_size=1, max_size=5),
+)
+def test_engagement_kernel_equals_the_reference(activities: list[tuple[int, int, int]], moments: list[int]) -> None:
+    """Counts, windows, distinct types and recency: the C pass and the plain Python reference give the same floats,
+    over the whole int64 range of times (NaT included)."""
+    from leadscore.features.engagement import engagement_matrix, reference_engagement
+
+    n, k = len(moments), len(ACTIVITY_TYPES)
+    lead = [min(a[0], n - 1) for a in activities]
+    kind = [a[1] for a in activities]
+    occurred = [a[2] for a in activities]
+    native = engagement_matrix(
+        np.array(lead, dtype=np.int64),
+        np.array(kind, dtype=np.int64),
+        np.array(occurred, dtype=np.int64).view("datetime64[ns]"),
+        np.array(moments, dtype=np.int64).view("datetime64[ns]"),
+    )
+    np.testing.assert_array_equal(native, np.array(reference_engagement(lead, kind, occurred, moments, k)))
 
 
 @settings(max_examples=200, deadline=None)
@@ -250,79 +256,92 @@ def test_engagement_kernel_equals_the_numpy_form(activities: list[tuple[int, int
 def test_one_leads_engagement_equals_the_matrix_row(
     activities: list[tuple[str, int]], moment: int, native: bool
 ) -> None:
-    """The API's one-lead path (the kernel on array buffers, or numpy without it) gives the matrix's row."""
+    """The API's one-lead path (the kernel on array buffers, or the reference without it) gives the matrix's row."""
     from leadscore.features import engagement
 
     kinds, occurred = [a[0] for a in activities], [a[1] for a in activities]
-    expected = engagement.engagement_matrix(
-        np.zeros(len(activities), dtype=np.int64),
-        engagement.type_codes(kinds),
-        np.array(occurred, dtype=np.int64).view("datetime64[ns]"),
-        np.array([moment], dtype=np.int64).view("datetime64[ns]"),
-        native=False,
+    expected = engagement.reference_engagement(
+        [0] * len(activities), engagement.type_codes(kinds).tolist(), occurred, [moment], len(ACTIVITY_TYPES)
     )[0]
     assume(not native or _engagement_kernel_built())
     with patch.object(engagement, "_kernel", engagement._kernel if native else lambda: None):
         got = engagement.lead_engagement(kinds, occurred, moment)
-    np.testing.assert_array_equal(np.array(got), expected)
+        row = engagement.engagement_matrix(
+            np.zeros(len(activities), dtype=np.int64),
+            engagement.type_codes(kinds),
+            np.array(occurred, dtype=np.int64).view("datetime64[ns]"),
+            np.array([moment], dtype=np.int64).view("datetime64[ns]"),
+        )[0]
+    np.testing.assert_array_equal(np.array(got), np.array(expected))
+    np.testing.assert_array_equal(row, np.array(expected))
 
 
-ENGAGEMENT_PATHS = pytest.mark.parametrize(
-    "native",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.skipif(
-                not _engagement_kernel_built(),
-                reason="the C kernel (features/_engagement.c) was not built by the install",
-            ),
-        ),
-    ],
-)
+@pytest.fixture(params=[pytest.param(True, marks=KERNEL_BUILT), False], ids=["C", "reference"])
+def engagement_matrix(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """``engagement_matrix`` through the C kernel, or through the reference as where no kernel was built."""
+    from leadscore.features import engagement
+
+    if not request.param:
+        monkeypatch.setattr(engagement, "_kernel", lambda: None)
+    return engagement.engagement_matrix
 
 
-@ENGAGEMENT_PATHS
-def test_engagement_refuses_an_out_of_range_lead_or_type(native: bool) -> None:
-    from leadscore.features.engagement import engagement_matrix
-
+def test_engagement_refuses_an_out_of_range_lead_or_type(engagement_matrix) -> None:
     when = np.array([0], dtype=np.int64).view("datetime64[ns]")
     with pytest.raises(ValueError, match="out of range"):
-        engagement_matrix(np.array([3]), np.array([0]), when, when, native=native)
+        engagement_matrix(np.array([3]), np.array([0]), when, when)
     with pytest.raises(ValueError, match="out of range"):
-        engagement_matrix(np.array([0]), np.array([len(ACTIVITY_TYPES)]), when, when, native=native)
+        engagement_matrix(np.array([0]), np.array([len(ACTIVITY_TYPES)]), when, when)
 
 
-@ENGAGEMENT_PATHS
-def test_engagement_without_leads_or_with_unknown_moments(native: bool) -> None:
+def test_engagement_without_leads_or_with_unknown_moments(engagement_matrix) -> None:
     """No lead: an empty matrix. A missing (NaT) activity time or scoring moment counts nothing."""
-    from leadscore.features.engagement import engagement_matrix
-
     k = len(ACTIVITY_TYPES)
     when = np.array(["2025-01-02", "NaT"], dtype="datetime64[ns]")
-    assert engagement_matrix(np.array([0]), np.array([0]), when[:1], when[:0], native=native).shape == (0, 2 * k + 4)
-    rows = engagement_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), when[[1, 0, 0]], when, native=native)
+    assert engagement_matrix(np.array([0]), np.array([0]), when[:1], when[:0]).shape == (0, 2 * k + 4)
+    rows = engagement_matrix(np.array([0, 0, 1]), np.array([0, 1, 0]), when[[1, 0, 0]], when)
     timed_only = np.zeros(2 * k)
     timed_only[[1, k + 1]] = 1  # only the timed activity counts: type 1, in the window and in all
     assert rows[0, : 2 * k].tolist() == timed_only.tolist()
     assert rows[1, 2 * k + 1] == 0 and np.isnan(rows[1, 2 * k + 3])  # a lead without a moment: nothing counted
 
 
-@ENGAGEMENT_PATHS
-def test_engagement_window_and_moment_boundaries(native: bool) -> None:
+def test_engagement_window_and_moment_boundaries(engagement_matrix) -> None:
     """At the scoring moment counts; 1 ns after does not; exactly 7 days before is outside the 7-day window."""
-    from leadscore.features.engagement import WINDOW_DAYS, engagement_matrix
+    from leadscore.features.engagement import WINDOW_DAYS
 
     day, k = 86_400 * 10**9, len(ACTIVITY_TYPES)
     scoring = np.array([100 * day], dtype=np.int64)
     ages = np.array([0, -1, WINDOW_DAYS * day - 1, WINDOW_DAYS * day, 30 * day], dtype=np.int64)
     occurred = (scoring[0] - ages).view("datetime64[ns]")
     row = engagement_matrix(
-        np.zeros(5, dtype=np.int64), np.array([0, 0, 1, 2, 2]), occurred, scoring.view("datetime64[ns]"), native=native
+        np.zeros(5, dtype=np.int64), np.array([0, 0, 1, 2, 2]), occurred, scoring.view("datetime64[ns]")
     )[0]
     assert row[:3].tolist() == [1, 1, 0] and row[k : k + 3].tolist() == [1, 1, 2]  # window counts, all-time counts
     assert row[2 * k :].tolist() == [2, 4, 3, 0.0]  # in the window, in all, distinct types, days since the last
-    alone = engagement_matrix(
-        np.zeros(1, dtype=np.int64), np.array([3]), occurred[4:], scoring.view("datetime64[ns]"), native=native
-    )[0]
+    alone = engagement_matrix(np.zeros(1, dtype=np.int64), np.array([3]), occurred[4:], scoring.view("datetime64[ns]"))[
+        0
+    ]
     assert alone[2 * k + 3] == 30.0
+
+
+def test_ages_beyond_the_int64_range_are_exact(engagement_matrix) -> None:
+    """An activity more than 2**63 ns (292 years) before its lead's moment counts, with its true age: the
+    difference of two int64 times is not wrapped around."""
+    k = len(ACTIVITY_TYPES)
+    occurred = np.array([-(2**63) + 1, 2**63 - 1], dtype=np.int64).view("datetime64[ns]")
+    scoring = np.array([2**63 - 1, -(2**63) + 1], dtype=np.int64).view("datetime64[ns]")
+    rows = engagement_matrix(np.array([0, 1]), np.array([0, 0]), occurred, scoring)
+    assert rows[0, [0, k, 2 * k + 1]].tolist() == [0, 1, 1]  # not in the window; in all time
+    assert rows[0, 2 * k + 3] == float(2**64 - 2) / float(86_400 * 10**9)
+    assert rows[1, 2 * k + 1] == 0 and np.isnan(rows[1, 2 * k + 3])  # 2**64 - 2 ns after its moment: not counted
+
+
+def test_days_since_the_last_activity_divide_the_float64_age(engagement_matrix) -> None:
+    """Days: the age rounded to float64, then divided by a day's nanoseconds (the kernel's arithmetic), which for
+    this age differs from the correctly rounded quotient of the two integers."""
+    age, day = 5_652_604_951_135_202_956, 86_400 * 10**9
+    assert age / day != float(age) / float(day)
+    when = np.array([0, age], dtype=np.int64).view("datetime64[ns]")
+    row = engagement_matrix(np.array([0]), np.array([0]), when[:1], when[1:])[0]
+    assert row[-1] == float(age) / float(day)
