@@ -46,12 +46,20 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, GateFailed):
                 if kwargs.get("as_json"):
                     typer.echo(json.dumps(exc.result.summary(), default=str))
-            elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)):
+            elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)) and not _not_found(exc):
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _not_found(exc: Exception) -> bool:
+    """MLflow's answer for an unknown model, version or alias (matched by name: no MLflow import here)."""
+    return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+    )
 
 
 def _echo_json(obj: Any) -> None:
@@ -127,11 +135,20 @@ def train(
     )
     extra = _report_writer() if report else None
     result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
+    _echo_notes(result.fit.frame)
     if as_json:
         _echo_json(result.summary())
         return
     typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
     _print_metrics(result.metrics)
+
+
+def _echo_notes(tf: Any) -> None:
+    """What the run decided for the user (no id, unused columns, split rule) on stderr: never silent."""
+    for warning in tf.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for note in tf.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _report_writer() -> Callable[..., Any] | None:
@@ -205,9 +222,14 @@ def score(
         str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")
     ] = "models:/lead-scoring@champion",
     as_of: Annotated[str | None, typer.Option(help="CRM folder input: aggregate engagement as of this moment.")] = None,
+    allow_missing_features: Annotated[
+        bool, typer.Option("--allow-missing-features", help="Score even when the model's features are missing.")
+    ] = False,
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
+    from leadscore.features.coverage import check_coverage, coverage
     from leadscore.features.mapping import Mapping
+    from leadscore.features.values import refuse_non_finite
     from leadscore.models import registry
     from leadscore.models.scorer import MODEL_FILES
     from leadscore.models.settings import get_mlflow_settings
@@ -220,6 +242,12 @@ def score(
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
     leads = load_leads(input, mapping, as_of)
+    features = list(scorer.metadata.get("feature_columns") or [])
+    cov = coverage(leads, features, scorer.metadata.get("feature_importance"), mapping.missing_values)
+    refuse_non_finite(leads, mapping.numeric, str(input), mapping.missing_values)
+    warning = check_coverage(cov, str(input), allow=allow_missing_features)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     scored = score_leads(leads, scorer, mapping, name, version)
     write_atomic(scored, output)
     tiers = scored["tier"].value_counts().sort_index().to_dict()

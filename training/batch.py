@@ -55,7 +55,8 @@ def score_leads(
     leads: pd.DataFrame, scorer: Scorer | ScoringArtifact, mapping: Mapping, model_name: str, version: str
 ) -> pd.DataFrame:
     """Probability, score, tier and queue per lead, with the id and the model version that scored it."""
-    ids = leads[mapping.id] if mapping.id in leads.columns else pd.Series(range(len(leads)), name=mapping.id)
+    key = mapping.id or "row"  # a mapping without an id identifies leads by their row number, from 1
+    ids = leads[key] if key in leads.columns else pd.Series(range(1, len(leads) + 1), name=key)
     return pd.DataFrame(
-        {mapping.id: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version}
+        {key: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version}
     )

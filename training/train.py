@@ -184,9 +184,18 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         model=model,
         routing=fit_routing(routing_spec, probability["model"], rate),
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
-        metadata=_metadata(tf, split, options, metrics),
+        metadata={**_metadata(tf, split, options, metrics), "feature_importance": importance_shares(model, tf)},
     )
     return FitResult(artifact, metrics, tf, split, probability, manual)
+
+
+def importance_shares(model: LeadScoringModel, tf: TrainingFrame) -> dict[str, float]:
+    """Each input feature's share of the model's total gain (what ``score`` weighs missing features by)."""
+    names = [str(n) for n in model.encoder_.get_feature_names_out()]
+    gain = np.asarray(model.booster_.feature_importance("gain"), dtype=float)
+    total = gain.sum()
+    shares = {name: float(g / total) if total > 0 else 1 / len(names) for name, g in zip(names, gain, strict=True)}
+    return {column: shares.get(column, 0.0) for column in tf.feature_columns}
 
 
 def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +221,9 @@ def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: d
         "n_train": len(split.train),
         "n_holdout": len(split.holdout),
         "excluded": tf.excluded,
+        "split_rule": tf.split_rule or split.method,
+        "unused_columns": tf.unused,
+        "notes": [*tf.warnings, *tf.notes],
         "data_source": tf.source,
         "data_digest": tf.digest,
         "feature_columns": tf.feature_columns,
@@ -254,6 +266,9 @@ class TrainResult:
             "version": self.version,
             "alias": CHALLENGER,
             "metrics": self.metrics,
+            "notes": self.fit.frame.notes,
+            "warnings": self.fit.frame.warnings,
+            "unused_columns": self.fit.frame.unused,
         }
 
 
@@ -293,6 +308,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 "config": str(options.config or "default CRM mapping"),
                 "split": result.split.method,
                 "features": len(columns),
+                "unused_columns": _param_list(tf.unused),
                 **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
             }
         )
@@ -333,6 +349,15 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
             client.delete_model_version(settings.model_name, version)
             raise
     return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result)
+
+
+def _param_list(values: list[str], limit: int = 6000) -> str:
+    """A list as one MLflow parameter value (at most ``limit`` characters, the rest counted)."""
+    text = ", ".join(values) or "-"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 40].rsplit(", ", 1)[0]
+    return f"{cut}, ... ({len(values) - cut.count(', ') - 1} more)"
 
 
 def _jsonable(value: Any) -> Any:
