@@ -75,17 +75,65 @@ def generate(
     start: Annotated[str, typer.Option(help="First lead creation date.")] = "2024-10-01",
     end: Annotated[str, typer.Option(help="Extraction date: nothing after it appears in the data.")] = "2026-09-30",
     csv: Annotated[bool, typer.Option("--csv", help="Write CSV instead of Parquet.")] = False,
+    export_style: Annotated[
+        str, typer.Option(help="'crm': leadscore's tables; 'messy': as real tools export them (see docs).")
+    ] = "crm",
 ) -> None:
     """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
     from leadscore.training.synthetic import generate_crm, write_crm
 
     began = time.perf_counter()
+    if export_style == "messy":
+        from leadscore.training.messy import write_messy_exports
+
+        written = write_messy_exports(out, leads=leads, seed=seed, end=end)
+        typer.echo(f"wrote messy exports of {leads:,} leads to {out}: {', '.join(str(p) for p in written.values())}")
+        return
+    if export_style != "crm":
+        raise ValueError(f"--export-style must be 'crm' or 'messy', not {export_style!r}")
     tables = generate_crm(leads, seed=seed, start=start, end=end)
     paths = write_crm(tables, out, "csv" if csv else "parquet")
     typer.echo(
         f"wrote {len(tables.leads):,} leads, {len(tables.activities):,} activities, {len(tables.outcomes):,} outcomes "
         f"to {out} in {time.perf_counter() - began:.1f}s ({', '.join(p.name for p in paths.values())})"
     )
+
+
+@app.command()
+@_fails_cleanly
+def inspect(
+    data: Annotated[Path, typer.Option(help="An export: one file, or a folder of related files.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the draft mapping here (default: print it after the summary).")
+    ] = None,
+) -> None:
+    """Read an export and draft the mapping that trains on it: id, dates, label, kinds, leakage suspects."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadscore.features.files import write_via_temp
+    from leadscore.features.inspect import inspect_export, mapping_yaml, summary_rows
+
+    draft = inspect_export(data)
+    text = mapping_yaml(draft)
+    console = Console(soft_wrap=False)
+    table = Table(title=f"{draft.main.name}: {draft.rows:,} rows, {len(draft.columns)} columns ({draft.form} form)")
+    for name in ("column", "kind", "missing", "distinct", "decision"):
+        table.add_column(name, overflow="fold")
+    for row in summary_rows(draft):
+        table.add_row(*row)
+    console.print(table)
+    if draft.conversions:
+        console.print(f"conversions: {draft.conversions}", highlight=False)
+    for lookup in draft.lookups:
+        console.print(f"lookup: {lookup['table']} joined on {lookup['on']!r}", highlight=False)
+    for note in draft.notes:
+        console.print(f"note: {note}", highlight=False)
+    if out is None:
+        typer.echo(text)
+        return
+    write_via_temp(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    typer.echo(f"draft mapping written to {out}; check it, then: leadscore train --data {data} --config {out}")
 
 
 @app.command()
