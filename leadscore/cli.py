@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps option names, defaults and help text to the terminal instead of cutting them.
+    rich_markup_mode=None,
 )
 
 
@@ -140,20 +142,28 @@ def inspect(
 @_fails_cleanly
 def train(
     data: Annotated[
-        Path, typer.Option(help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet file.")
+        Path,
+        typer.Option(
+            help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet/.xlsx file or folder."
+        ),
     ],
     config: Annotated[
-        Path | None, typer.Option(help="Mapping YAML (see data/mappings/); default: leadscore's CRM schema.")
+        Path | None,
+        typer.Option(help="Mapping YAML (draft one with 'leadscore inspect'); default: leadscore's CRM schema."),
     ] = None,
     target: Annotated[str, typer.Option(help="CRM form: 'opportunity' or 'closed_won'.")] = "opportunity",
     horizon_days: Annotated[
-        int, typer.Option(min=1, help="CRM form: a conversion counts if it happens within this many days of creation.")
+        int,
+        typer.Option(
+            min=1, help="CRM form, or flat with a conversions table: a conversion counts within this many days."
+        ),
     ] = 90,
     observation_days: Annotated[
         int, typer.Option(min=0, help="CRM form: leads are scored this many days after creation.")
     ] = 7,
     as_of: Annotated[
-        str | None, typer.Option(help="CRM form: the moment the data is seen from (default: its latest timestamp).")
+        str | None,
+        typer.Option(help="The moment the data is seen from (default: its latest timestamp)."),
     ] = None,
     holdout_fraction: Annotated[float, typer.Option(help="Share of leads in the holdout (the newest period).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the model (and the random split of untimed data).")] = 0,
@@ -162,12 +172,18 @@ def train(
         Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics, notes, stage timings).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no notes on stderr (warnings stay).")] = False,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
     from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.progress import Stages
     from leadscore.training.train import TrainOptions
     from leadscore.training.train import train as run_training
+
+    _quiet()  # again: importing MLflow resets its loggers
 
     options = TrainOptions(
         data=data,
@@ -182,8 +198,9 @@ def train(
         routing=routing,
     )
     extra = _report_writer() if report else None
-    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
-    _echo_notes(result.fit.frame)
+    stages = Stages.for_terminal(quiet=quiet)
+    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra, stages=stages)
+    _echo_notes(result.fit.frame, quiet=quiet)
     if as_json:
         _echo_json(result.summary())
         return
@@ -191,11 +208,12 @@ def train(
     _print_metrics(result.metrics)
 
 
-def _echo_notes(tf: Any) -> None:
-    """What the run decided for the user (no id, unused columns, split rule) on stderr: never silent."""
+def _echo_notes(tf: Any, quiet: bool = False) -> None:
+    """What the run decided for the user (no id, unused columns, split rule) on stderr; ``quiet`` keeps the
+    warnings only. The same lists are in ``--json`` and the run's metadata."""
     for warning in tf.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    for note in tf.notes:
+    for note in [] if quiet else tf.notes:
         typer.echo(f"note: {note}", err=True)
 
 
