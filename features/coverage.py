@@ -38,7 +38,9 @@ def coverage(
             missing.append(name)
             continue
         column = leads[name]
-        if column.isna().all() or (column.dtype == object and column.astype(str).isin(tokens).all()):
+        if column.isna().all() or (
+            not pd.api.types.is_numeric_dtype(column) and column.dropna().astype(str).isin(tokens).all()
+        ):
             missing.append(name)
     weights = importance or {name: 1 / len(features) for name in features}
     total = sum(weights.get(n, 0.0) for n in features) or 1.0

@@ -20,24 +20,11 @@ import pandas as pd
 
 from leadscore.features.dates import detect_format
 from leadscore.features.errors import DataError
-from leadscore.features.mapping import FALSE_WORDS, TRUE_WORDS, label_token
+from leadscore.features.mapping import FALSE_WORDS, TRUE_WORDS, ManualProcess, default_crm_mapping, label_token
 from leadscore.features.reading import SUFFIXES, read_file
 
-MISSING_TOKENS = (
-    "",
-    "unknown",
-    "select",
-    "n/a",
-    "na",
-    "-",
-    "--",
-    "none",
-    "null",
-    "nan",
-    "?",
-    "not provided",
-    "not set",
-)
+# Not "na" nor "none": "NA" is North America in a region column, "None" an answer in a form.
+MISSING_TOKENS = ("", "unknown", "select", "n/a", "-", "--", "null", "nan", "?", "not provided", "not set")
 POST_OUTCOME = re.compile(
     r"(close|closed|won\b|_won|lost|stage|status|convert|tags?\b|last.?activity|last.?notable|outcome|result|churn|"
     r"quality|reason|opportunit|deal|signed|paid|revenue_won)",
@@ -47,6 +34,10 @@ ID_NAME = re.compile(r"(^id$|_id$|^id_|\bid$|^id\b|number$|\bno$|uuid|guid|key$|
 LABEL_NAME = re.compile(
     r"^(y|label|target|converted|conversion|is_converted|won|is_won|outcome|result|purchased|subscribed|"
     r"is_customer|closed_won|deposit|sale)$",
+    re.IGNORECASE,
+)
+PII_NAME = re.compile(
+    r"(^name$|first.?name|last.?name|full.?name|contact.?name|phone|mobile|e-?mail|address|street|zip|postal)",
     re.IGNORECASE,
 )
 CREATED_NAME = re.compile(r"(creat|first|signup|sign_up|submit|added|contact_date|lead_date|entered|date$)", re.I)
@@ -95,6 +86,7 @@ class Draft:
     split_reason: str = ""
     delimiter: str | None = None
     notes: list[str] = field(default_factory=list)
+    manual: list[ManualProcess] = field(default_factory=list)
 
     def by_role(self, role: str) -> list[Column]:
         return [c for c in self.columns if c.role == role]
@@ -182,7 +174,10 @@ def profile(raw: pd.Series, name: str) -> Column:
                 col.reason = "day/month order undecidable from the values"
                 return col
     lengths = sample.str.len()
-    if present.astype(str).str.contains("@").mean() > 0.8:
+    if PII_NAME.search(name):
+        col.kind = "id"
+        col.reason = "personal data (name, e-mail, phone or address)"
+    elif present.astype(str).str.contains("@").mean() > 0.8:
         col.kind = "id"
         col.reason = "e-mail addresses (personal data, unique per lead)"
     elif unique_per_row and lengths.mean() < 40:
@@ -287,6 +282,13 @@ def _draft(
         for name in ("lead_id", "created_at"):
             if name in by_name:
                 by_name[name].role = "id" if name == "lead_id" else "created_at"
+                by_name[name].reason = "leadscore's CRM schema"
+        present = set(table.columns)
+        draft.manual = [m for m in default_crm_mapping().manual if set(m.columns) <= present]
+        for process in draft.manual:
+            for name in process.columns:
+                by_name[name].role = "manual"
+                by_name[name].reason = f"manual process {process.name!r}: compared with the model, not a feature"
     else:
         _choose_id(draft, by_name, conversions)
         _choose_created(draft)
@@ -470,10 +472,13 @@ def mapping_yaml(draft: Draft) -> str:
             extra = f", {c.missing:,} missing" if c.missing else ""
             out.append(f"  - {_q(c.name)}  # {c.distinct:,} values{extra}")
     out.append(f"missing_values: [{', '.join(_q(v) for v in draft.missing_values)}]  # tokens seen in the data")
-    excluded = [c for c in draft.columns if c.role in ("exclude", "skip", "key")]
+    excluded = [c for c in draft.columns if c.role in ("exclude", "skip", "key", "manual")]
     if excluded:
         out.append("exclude:")
         out.extend(f"  - {_q(c.name)}  # {c.reason}" for c in excluded)
+    if draft.manual:
+        out.append("manual:  # the manual qualification, judged on the same holdout as the model")
+        out.extend("  - " + json.dumps(p.model_dump(exclude_none=True), ensure_ascii=False) for p in draft.manual)
     out.extend(f"# note: {note}" for note in draft.notes)
     return "\n".join(out) + "\n"
 

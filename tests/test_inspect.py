@@ -146,3 +146,31 @@ def test_score_refuses_a_file_without_the_models_features(exports: Path, home: P
     assert code == 0 and err.startswith("warning: ") and out.exists()
     code, _, err = run("score", "--input", str(data), "--output", str(out), "--model-uri", uri)
     assert code == 0 and "warning" not in err
+
+
+def test_inspect_drafts_a_crm_folder_with_its_manual_processes(crm_folder: Path, home: Path, tmp_path: Path) -> None:
+    draft = inspect_export(crm_folder)
+    assert (draft.form, draft.id, draft.created_at) == ("crm", "lead_id", "created_at")
+    roles = {c.name: c.role for c in draft.columns}
+    assert roles["email"] == roles["name"] == "skip"
+    assert roles["is_mql"] == "manual" and roles["region"] == "feature"
+    mapping = Mapping.model_validate(yaml.safe_load(mapping_yaml(draft)))
+    assert [m.name for m in mapping.manual] == ["MQL flag", "Manual points", "BANT"]
+    assert "NA" not in mapping.missing_values  # North America, not a missing value
+    assert not {"email", "name", "is_mql"} & set(mapping.feature_columns)
+
+
+def test_score_joins_the_lookups_beside_the_input(exports: Path, home: Path, tmp_path: Path) -> None:
+    data, draft = exports / "funnel", tmp_path / "draft.yaml"
+    assert run("inspect", "--data", str(data), "--out", str(draft))[0] == 0
+    code, _, err = run("train", "--data", str(data), "--config", str(draft), "--min-conversions", "40", "--no-report")
+    assert code == 0, err
+    out, uri = tmp_path / "scores.csv", "models:/lead-scoring/1"
+    code, _, err = run("score", "--input", str(data / "mql.csv"), "--output", str(out), "--model-uri", uri)
+    assert code == 0 and "warning" not in err, err
+    assert pd.read_csv(out)["mql_id"].tolist() == pd.read_csv(data / "mql.csv", encoding="utf-8-sig")["mql_id"].tolist()
+    alone = tmp_path / "alone" / "mql.csv"
+    alone.parent.mkdir()
+    alone.write_bytes((data / "mql.csv").read_bytes())
+    code, _, err = run("score", "--input", str(alone), "--output", str(tmp_path / "s2.csv"), "--model-uri", uri)
+    assert code == 2 and "'industry'" in err and "'employees'" in err

@@ -332,3 +332,39 @@ def test_a_random_split_beside_a_time_like_column_warns(tmp_path: Path) -> None:
 def test_mapping_needs_a_label_or_conversions() -> None:
     with pytest.raises(ValueError, match="'label"):
         Mapping.model_validate({"form": "flat", "categorical": ["a"]})
+
+
+def test_an_order_column_sorts_rows_for_a_file_order_split(tmp_path: Path) -> None:
+    from leadscore.training.split import split_frame
+
+    frame = leads().drop(columns=["created"]).assign(seq=lambda f: np.arange(len(f))[::-1])
+    data, config = write(tmp_path, frame, MAPPING.replace("created_at: created\n", "order: seq\n"))
+    tf = build_flat(data, load_mapping(config))
+    assert tf.split_rule == "file_order" and list(tf.frame["seq"]) == list(range(len(frame)))
+    split = split_frame(tf, 0.2)
+    assert set(tf.frame["ref"].iloc[split.holdout]) == set(frame["ref"].iloc[:120])
+
+
+def test_excel_export_trains(tmp_path: Path, home: Path) -> None:
+    _, config = write(tmp_path, leads(), MAPPING)
+    xlsx = tmp_path / "leads.xlsx"
+    leads().to_excel(xlsx, index=False)
+    code, _, err = run("train", "--data", str(xlsx), "--config", str(config), "--min-conversions", "20", "--no-report")
+    assert code == 0, err
+
+
+def test_crm_data_all_censored_says_why_with_counts(crm_folder: Path, home: Path) -> None:
+    code, _, err = run("train", "--data", str(crm_folder), "--horizon-days", "5000")
+    assert_one_error(code, err, "no lead is eligible", "horizon_not_elapsed: ", "censored")
+
+
+def test_coverage_weighs_missing_features_by_importance() -> None:
+    from leadscore.features.coverage import check_coverage, coverage
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["", ""], "c": ["x", "y"]})
+    cov = coverage(frame, ["a", "b", "c", "d"], {"a": 0.5, "b": 0.02, "c": 0.38, "d": 0.1}, [""])
+    assert cov.missing == ["b", "d"] and cov.share == pytest.approx(0.12)
+    with pytest.raises(DataError, match=r"12% of its importance\): \['b', 'd'\]"):
+        check_coverage(cov, "f.csv", allow=False)
+    assert "12%" in check_coverage(cov, "f.csv", allow=True)
+    assert check_coverage(coverage(frame, ["a", "b"], {"a": 0.99, "b": 0.01}, [""]), "f.csv", allow=False)
