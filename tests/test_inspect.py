@@ -174,3 +174,15 @@ def test_score_joins_the_lookups_beside_the_input(exports: Path, home: Path, tmp
     alone.write_bytes((data / "mql.csv").read_bytes())
     code, _, err = run("score", "--input", str(alone), "--output", str(tmp_path / "s2.csv"), "--model-uri", uri)
     assert code == 2 and "'industry'" in err and "'employees'" in err
+
+
+@pytest.mark.parametrize("shape", ["funnel", "telemarketing.csv"])
+def test_the_shipped_mappings_read_the_messy_exports(exports: Path, shape: str) -> None:
+    from leadscore.features.build import LABEL
+    from leadscore.features.flat import build_flat
+    from leadscore.features.mapping import load_mapping
+
+    name = "messy-funnel.yaml" if shape == "funnel" else "messy-telemarketing.yaml"
+    tf = build_flat(exports / shape, load_mapping(Path(__file__).parents[1] / "data" / "mappings" / name))
+    assert tf.unused == [] and 0.05 < tf.frame[LABEL].mean() < 0.4
+    assert tf.split_rule == ("time" if shape == "funnel" else "file_order")

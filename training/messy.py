@@ -10,7 +10,8 @@ lookup table by account key).
 ``telemarketing.csv`` (a campaign export): semicolon-separated, Windows-1252, ``unknown`` for missing, a
 ``yes``/``no`` label ``y``, no id column, rows in time order with only a ``month`` name as time.
 
-Every value is derived from the generated tables, so a model trained on either export learns the
+``data/mappings/messy-funnel.yaml`` and ``messy-telemarketing.yaml`` map them by hand; ``leadscore inspect``
+drafts the same. Every value is derived from the generated tables, so a model trained on either export learns the
 generator's signal; the same arguments give the same bytes.
 """
 
@@ -140,26 +141,3 @@ def write_messy_exports(out: Path, leads: int = 4000, seed: int = 0, end: str = 
         lambda tmp: campaign.to_csv(tmp, index=False, sep=";", encoding="cp1252"),
     )
     return paths
-
-
-FUNNEL_MAPPING = """\
-form: flat
-id: mql_id
-created_at: {column: first_contact_date, format: "%d/%m/%Y %H:%M"}
-conversions: {table: won.csv, id: mql_id, at: won_date, format: "%d/%m/%Y %H:%M"}
-lookups: [{table: accounts.csv, on: account_id}]
-categorical: [origin, landing_page_id, title, seniority, department, industry, country]
-numeric: [employees, web_visits_7d, email_clicks_7d, downloads_7d, demo_requests_7d]
-missing_values: ["", unknown, "-"]
-exclude: [lead_status, contact_email, account_id]
-"""
-
-TELEMARKETING_MAPPING = """\
-form: flat
-split: file_order
-label: {column: y, positive: [yes]}
-categorical: [month, contact, job, sector, country]
-numeric: [employees, calls, downloads]
-boolean: [demo]
-missing_values: ["", unknown]
-"""
