@@ -84,6 +84,29 @@ def join_lookups(table: pd.DataFrame, main: Path, mapping: Mapping, notes: list[
     return table
 
 
+def drop_open_outcomes(table: pd.DataFrame, mapping: Mapping, path: Path, notes: list[str]) -> tuple[pd.DataFrame, int]:
+    """Rows whose label is neither positive nor negative (when ``negative`` is given) have no outcome yet: left out."""
+    label = mapping.label
+    if label is None or label.negative_tokens is None:
+        return table, 0
+    require_columns(table, [label.column], path)
+    tokens = table[label.column].map(label_token)
+    known = tokens.isin(label.tokens | label.negative_tokens) & table[label.column].notna()
+    if known.all():
+        return table, 0
+    if not known.any():
+        raise DataError(
+            f"{path}: label column {label.column!r}: no value is in 'positive' {sorted(label.tokens)} or 'negative' "
+            f"{sorted(label.negative_tokens)}; found {examples(tokens.drop_duplicates(), 6)}"
+        )
+    open_values = tokens[~known].value_counts().head(4)
+    notes.append(
+        f"{int((~known).sum())} row(s) with an outcome not known yet left out (label "
+        f"{', '.join(f'{v!r} ({n})' for v, n in open_values.items())})"
+    )
+    return table.loc[known.to_numpy()].reset_index(drop=True), int((~known).sum())
+
+
 def label_from_column(table: pd.DataFrame, mapping: Mapping, path: Path) -> np.ndarray:
     assert mapping.label is not None
     column = mapping.label.column
@@ -194,6 +217,7 @@ def build_flat(
     notes: list[str] = []
     warnings: list[str] = []
     table = join_lookups(table, path, mapping, notes)
+    table, open_rows = drop_open_outcomes(table, mapping, path, notes)
     label_column = mapping.label.column if mapping.label else None
     needed = [
         *([label_column] if label_column else []),
@@ -236,12 +260,13 @@ def build_flat(
             refuse_future(created, mapping.created_at, path, as_of=as_of_ts)
         table[mapping.created_at] = created
 
-    excluded: dict[str, int] = {}
+    excluded: dict[str, int] = {"outcome_not_known": open_rows} if open_rows else {}
     horizon = None
     if mapping.conversions is not None:
-        y, keep, excluded, as_of_ts, horizon = label_from_conversions(
+        y, keep, censored, as_of_ts, horizon = label_from_conversions(
             table, mapping, path, horizon_days=horizon_days, as_of=as_of_ts, notes=notes
         )
+        excluded.update(censored)
     else:
         y, keep = label_from_column(table, mapping, path), np.ones(len(table), dtype=bool)
     table[LABEL] = y

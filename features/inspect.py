@@ -80,6 +80,8 @@ class Draft:
     label: str | None = None
     positive: str | None = None
     label_values: dict[str, int] = field(default_factory=dict)
+    negative: list[str] | None = None
+    known: np.ndarray | None = None  # rows whose outcome is known (a deal stage label with open stages)
     conversions: dict[str, str] | None = None
     lookups: list[dict[str, str]] = field(default_factory=list)
     split: str | None = None
@@ -291,13 +293,14 @@ def _draft(
                 by_name[name].reason = f"manual process {process.name!r}: compared with the model, not a feature"
     else:
         _choose_id(draft, by_name, conversions)
-        _choose_created(draft)
         _choose_label(draft, table, conversions, tables)
+        _choose_created(draft, table)
     y = _label_vector(draft, table, tables)
+    known = draft.known if draft.known is not None else np.ones(len(table), dtype=bool)
     for col in columns:
         if col.role != "feature":
             continue
-        _decide(col, table, y)
+        _decide(col, table.loc[known].reset_index(drop=True), None if y is None else y[known])
     if form == "flat" and draft.created_at is None:
         _choose_split(draft, table)
     return draft
@@ -320,12 +323,14 @@ def _choose_id(draft: Draft, by_name: dict[str, Column], conversions: dict[str, 
     draft.id = chosen.name
 
 
-def _choose_created(draft: Draft) -> None:
+def _choose_created(draft: Draft, table: pd.DataFrame) -> None:
+    """The creation timestamp: named like one, not post-outcome, never empty on a row with a known outcome."""
     stamps = [c for c in draft.columns if c.kind == "timestamp" and c.role == "feature"]
     usable = [c for c in stamps if not POST_OUTCOME.search(c.name)]
     preferred = sorted(usable, key=lambda c: (not CREATED_NAME.search(c.name), c.missing))
+    known = draft.known if draft.known is not None else np.ones(len(table), dtype=bool)
     for column in preferred:
-        if column.missing:
+        if _is_missing_text(table[column.name].astype("string")).to_numpy()[known].any():
             continue
         if column.date_format == "ambiguous":
             column.role = "exclude"
@@ -354,6 +359,8 @@ def _choose_label(
     named = [c for c in binary if LABEL_NAME.match(c.name.strip())]
     loose = [c for c in binary if re.search(r"convert|won|purchase|subscri|signed|deposit", c.name, re.I)]
     chosen = (named or loose or [None])[0]
+    if chosen is None and _choose_stage_label(draft, table):
+        return
     if chosen is None:
         draft.notes.append("no label column found: set 'label: {column: ..., positive: [...]}' or a conversions table")
         return
@@ -368,6 +375,30 @@ def _choose_label(
         if true_like
         else f"two values; the rarer, {draft.positive!r}, taken as converted: check it"
     )
+
+
+def _choose_stage_label(draft: Draft, table: pd.DataFrame) -> bool:
+    """A deal stage column (``Won`` / ``Lost`` / open stages) as the label: won positive, lost negative, the
+    open stages left out (their outcome is not known yet)."""
+    for col in draft.columns:
+        if col.role != "feature" or col.kind != "categorical" or col.distinct > 20:
+            continue
+        tokens = table[col.name].map(label_token)
+        values = tokens.value_counts()
+        won = [v for v in values.index if re.fullmatch(r"(closed[ _-]?)?won", str(v))]
+        if not won:
+            continue
+        lost = [v for v in values.index if re.fullmatch(r"(closed[ _-]?)?lost", str(v))]
+        col.role, col.kind = "label", "label"
+        draft.label, draft.positive, draft.negative = col.name, won[0], lost or None
+        draft.label_values = {str(k): int(v) for k, v in values.items()}
+        if lost:
+            draft.known = tokens.isin([*won, *lost]).to_numpy()
+            col.reason = f"deal stage: {won[0]!r} converted, {lost!r} not, other stages open (left out)"
+        else:
+            col.reason = f"deal stage: {won[0]!r} converted, every other value not"
+        return True
+    return False
 
 
 def _label_vector(draft: Draft, table: pd.DataFrame, tables: dict[Path, pd.DataFrame]) -> np.ndarray | None:
@@ -454,7 +485,10 @@ def mapping_yaml(draft: Draft) -> str:
         out.append(f"split: {draft.split}  # {draft.split_reason}")
     if draft.label:
         seen = ", ".join(f"{k} ({v})" for k, v in draft.label_values.items())
-        out.append(f"label: {{column: {_q(draft.label)}, positive: [{_q(draft.positive or '')}]}}  # values: {seen}")
+        negative = f", negative: [{', '.join(_q(v) for v in draft.negative)}]" if draft.negative else ""
+        out.append(
+            f"label: {{column: {_q(draft.label)}, positive: [{_q(draft.positive or '')}]{negative}}}  # values: {seen}"
+        )
     elif draft.conversions:
         spec = ", ".join(f"{k}: {_q(v)}" for k, v in draft.conversions.items())
         out.append(f"conversions: {{{spec}}}  # a lead converted if its id appears in {draft.conversions['table']}")

@@ -67,25 +67,37 @@ class Label(BaseModel):
 
     Values match as text, case-insensitively; YAML's booleans (``yes``, ``true``, ``on`` read as true) match
     any of the words for true (``true``, ``yes``, ``y``, ``t``, ``on``, ``1``), and likewise for false.
+    Without ``negative`` every other value is a non-conversion; with it, rows whose value is in neither list
+    (an open deal: ``Engaging``, ``Prospecting``) have no outcome yet and are left out, counted.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     column: str
     positive: list[Any] = Field(default_factory=lambda: [True], min_length=1)
+    negative: list[Any] | None = None
 
     @property
     def tokens(self) -> set[str]:
         """Every text a label value may have to count as positive."""
-        out: set[str] = set()
-        for value in self.positive:
-            if value is True:
-                out.update(TRUE_WORDS)
-            elif value is False:
-                out.update(FALSE_WORDS)
-            else:
-                out.add(label_token(value))
-        return out
+        return _tokens_of(self.positive)
+
+    @property
+    def negative_tokens(self) -> set[str] | None:
+        """Every text a label value may have to count as negative; ``None``: anything not positive."""
+        return None if self.negative is None else _tokens_of(self.negative)
+
+
+def _tokens_of(values: list[Any]) -> set[str]:
+    out: set[str] = set()
+    for value in values:
+        if value is True:
+            out.update(TRUE_WORDS)
+        elif value is False:
+            out.update(FALSE_WORDS)
+        else:
+            out.add(label_token(value))
+    return out
 
 
 class Lookup(BaseModel):

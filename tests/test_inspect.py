@@ -186,3 +186,62 @@ def test_the_shipped_mappings_read_the_messy_exports(exports: Path, shape: str) 
     tf = build_flat(exports / shape, load_mapping(Path(__file__).parents[1] / "data" / "mappings" / name))
     assert tf.unused == [] and 0.05 < tf.frame[LABEL].mean() < 0.4
     assert tf.split_rule == ("time" if shape == "funnel" else "file_order")
+
+
+def opportunity_export(folder: Path, n: int = 3000, seed: int = 0) -> Path:
+    """A CRM opportunity export in four files: deals (stage Won / Lost / Engaging / Prospecting), accounts,
+    products and sales teams, joined by key. Wins depend on the account's sector and the product."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sectors = ["retail", "software", "medical", "finance"]
+    accounts = pd.DataFrame(
+        {
+            "account": [f"Acc {i}" for i in range(80)],
+            "sector": rng.choice(sectors, 80),
+            "employees": rng.integers(5, 9000, 80),
+        }
+    )
+    products = pd.DataFrame({"product": ["GTX Basic", "GTX Pro", "MG Special"], "series": ["GTX", "GTX", "MG"]})
+    teams = pd.DataFrame(
+        {"sales_agent": [f"Agent {i}" for i in range(12)], "regional_office": rng.choice(["East", "West"], 12)}
+    )
+    account = rng.integers(0, 80, n)
+    product = rng.integers(0, 3, n)
+    logit = -0.5 + 1.2 * (accounts["sector"].to_numpy()[account] == "software") + 0.8 * (product == 1)
+    won = rng.random(n) < 1 / (1 + np.exp(-logit))
+    engage = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 500, n)), unit="D")
+    closed = rng.random(n) < 0.8
+    stage = np.where(closed, np.where(won, "Won", "Lost"), rng.choice(["Engaging", "Prospecting"], n))
+    deals = pd.DataFrame(
+        {
+            "opportunity_id": [f"{rng.integers(16**7, 16**8):08X}" for _ in range(n)],
+            "sales_agent": rng.choice(teams["sales_agent"], n),
+            "product": products["product"].to_numpy()[product],
+            "account": accounts["account"].to_numpy()[account],
+            "deal_stage": stage,
+            "engage_date": pd.Series(engage.strftime("%Y-%m-%d")).where(stage != "Prospecting", ""),
+            "close_date": pd.Series((engage + pd.Timedelta(days=30)).strftime("%Y-%m-%d")).where(closed, ""),
+            "close_value": np.where(closed & won, rng.integers(500, 5000, n), 0),
+        }
+    ).drop_duplicates("opportunity_id")
+    for name, frame in {"deals": deals, "accounts": accounts, "products": products, "sales_teams": teams}.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def test_a_four_file_opportunity_export_inspects_and_trains(home: Path, tmp_path: Path) -> None:
+    folder = opportunity_export(tmp_path / "crm")
+    draft = inspect_export(folder)
+    assert draft.main.name == "deals.csv" and draft.id == "opportunity_id"
+    assert sorted(lk["table"] for lk in draft.lookups) == ["accounts.csv", "products.csv", "sales_teams.csv"]
+    assert (draft.label, draft.positive, draft.negative) == ("deal_stage", "won", ["lost"])
+    assert draft.created_at == "engage_date"
+    roles = {c.name: c.role for c in draft.columns}
+    assert roles["close_date"] == roles["close_value"] == "exclude"
+    config = tmp_path / "draft.yaml"
+    config.write_text(mapping_yaml(draft))
+    code, _, err = run(
+        "train", "--data", str(folder), "--config", str(config), "--min-conversions", "40", "--no-report"
+    )
+    assert code == 0, err
+    assert "outcome not known yet" in err and "'engaging'" in err

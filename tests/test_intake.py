@@ -368,3 +368,16 @@ def test_coverage_weighs_missing_features_by_importance() -> None:
         check_coverage(cov, "f.csv", allow=False)
     assert "12%" in check_coverage(cov, "f.csv", allow=True)
     assert check_coverage(coverage(frame, ["a", "b"], {"a": 0.99, "b": 0.01}, [""]), "f.csv", allow=False)
+
+
+def test_label_values_in_neither_list_are_open_outcomes_left_out(tmp_path: Path) -> None:
+    frame = leads()
+    frame["converted"] = np.where(frame["converted"] == "yes", "Won", "Lost")
+    frame.loc[frame.index % 5 == 0, "converted"] = "Engaging"
+    mapping = MAPPING.replace("positive: [yes]", "positive: [won], negative: [LOST]")
+    data, config = write(tmp_path, frame, mapping)
+    tf = build_flat(data, load_mapping(config))
+    assert tf.excluded == {"outcome_not_known": 120} and len(tf.frame) == 480
+    assert set(tf.frame["ref"]) == set(frame.loc[frame["converted"] != "Engaging", "ref"])
+    assert tf.frame[LABEL].sum() == (frame["converted"] == "Won").sum()
+    assert any("'engaging' (120)" in note for note in tf.notes)
