@@ -71,6 +71,11 @@ def test_inspect_then_train_works_as_drafted(exports: Path, home: Path, tmp_path
     )
     assert code == 0, err
     assert '"version": "1"' in out
+    code, out, err = run(
+        "evaluate", "--data", str(data), "--model-uri", "models:/lead-scoring/1", "--out", str(tmp_path / "r")
+    )
+    assert code == 0, err
+    assert ("time split" if shape == "funnel" else "file-order split") in out.splitlines()[0]
 
 
 def test_inspect_reads_the_telemarketing_export_as_sorted_without_id(exports: Path) -> None:
