@@ -381,3 +381,47 @@ def test_label_values_in_neither_list_are_open_outcomes_left_out(tmp_path: Path)
     assert set(tf.frame["ref"]) == set(frame.loc[frame["converted"] != "Engaging", "ref"])
     assert tf.frame[LABEL].sum() == (frame["converted"] == "Won").sum()
     assert any("'engaging' (120)" in note for note in tf.notes)
+
+
+def test_crm_tables_with_day_first_dates_read_right(crm_folder: Path, tmp_path: Path) -> None:
+    from leadscore.features.build import _latest_timestamp, read_crm_tables
+    from leadscore.features.mapping import default_crm_mapping
+
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    columns = {
+        "leads": ["created_at"],
+        "activities": ["occurred_at"],
+        "outcomes": ["opportunity_created_at", "closed_at"],
+    }
+    for name, dated in columns.items():
+        table = pd.read_parquet(crm_folder / f"{name}.parquet")
+        for column in dated:
+            table[column] = table[column].dt.strftime("%d/%m/%Y %H:%M:%S")
+        table.to_csv(folder / f"{name}.csv", index=False, sep=";")
+    mapping = default_crm_mapping()
+    truth = read_crm_tables(crm_folder, mapping)
+    read = read_crm_tables(folder, mapping)
+    assert (read.leads["created_at"] == truth.leads["created_at"].dt.floor("s")).all()
+    assert _latest_timestamp(read, mapping) == _latest_timestamp(truth, mapping).floor("s")
+
+
+def test_crm_dates_that_cannot_be_decided_are_refused(crm_folder: Path, tmp_path: Path) -> None:
+    from leadscore.features.build import read_crm_tables
+    from leadscore.features.mapping import default_crm_mapping
+
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    for name in ("activities", "outcomes"):
+        (folder / f"{name}.parquet").write_bytes((crm_folder / f"{name}.parquet").read_bytes())
+    table = pd.read_parquet(crm_folder / "leads.parquet")
+    table = table[table["created_at"].dt.day <= 12]
+    table["created_at"] = table["created_at"].dt.strftime("%d/%m/%Y")
+    table.to_csv(folder / "leads.csv", index=False)
+    with pytest.raises(DataError, match=r"leads.csv: column 'created_at': dates such as .* day-first and month-first"):
+        read_crm_tables(folder, default_crm_mapping())
+    given = default_crm_mapping().model_copy(update={"date_formats": {"created_at": "%d/%m/%Y"}})
+    read = read_crm_tables(folder, given)
+    assert (
+        read.leads["created_at"].to_numpy() == pd.to_datetime(table["created_at"], format="%d/%m/%Y").to_numpy()
+    ).all()
