@@ -3,8 +3,9 @@
 CRM form: the scoring moment is ``created_at + observation_days``; engagement counts only activities at
 or before it; the label is the target event within ``horizon_days`` of creation. Leads whose horizon
 has not ended by ``as_of`` are left out (censored, not negative), and so are leads that had already
-converted at their scoring moment (nothing left to predict). Flat form: the table as it is, with a
-0/1 label; rows are time-ordered when the mapping names a timestamp column.
+converted at their scoring moment (nothing left to predict). Flat form (built in ``features.flat``): one
+table with lookups joined, a 0/1 label from a column or a conversions table (with a horizon and censoring
+when the conversions have times), rows time-ordered when the mapping names a timestamp column.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def generate(
     if export_style == "messy":
         from leadscore.training.messy import write_messy_exports
 
-        written = write_messy_exports(out, leads=leads, seed=seed, end=end)
+        written = write_messy_exports(out, leads=leads, seed=seed, start=start, end=end)
         typer.echo(f"wrote messy exports of {leads:,} leads to {out}: {', '.join(str(p) for p in written.values())}")
         return
     if export_style != "crm":

@@ -250,3 +250,13 @@ def test_a_four_file_opportunity_export_inspects_and_trains(home: Path, tmp_path
     )
     assert code == 0, err
     assert "outcome not known yet" in err and "'engaging'" in err
+
+
+def test_the_messy_exports_are_reproducible(tmp_path: Path) -> None:
+    from leadscore.training.messy import write_messy_exports
+
+    first = write_messy_exports(tmp_path / "a", leads=500, seed=5)
+    second = write_messy_exports(tmp_path / "b", leads=500, seed=5)
+    other = write_messy_exports(tmp_path / "c", leads=500, seed=6)
+    assert all(first[k].read_bytes() == second[k].read_bytes() for k in first)
+    assert first["mql"].read_bytes() != other["mql"].read_bytes()

@@ -123,10 +123,12 @@ def telemarketing_export(tables: CrmTables, end: str) -> pd.DataFrame:
     )
 
 
-def write_messy_exports(out: Path, leads: int = 4000, seed: int = 0, end: str = "2026-09-30") -> dict[str, Path]:
+def write_messy_exports(
+    out: Path, leads: int = 4000, seed: int = 0, start: str = "2024-10-01", end: str = "2026-09-30"
+) -> dict[str, Path]:
     """Generate leads and write both exports under ``out`` (see the module docstring); returns the paths."""
     out = Path(out)
-    tables = generate_crm(leads, seed=seed, start="2024-10-01", end=end)
+    tables = generate_crm(leads, seed=seed, start=start, end=end)
     funnel = funnel_export(tables, seed)
     paths: dict[str, Path] = {}
     for name, frame in funnel.items():
