@@ -125,8 +125,15 @@ def inspect(
     for row in summary_rows(draft):
         table.add_row(*row)
     console.print(table)
+    if draft.label:
+        values = ", ".join(f"{k!r} ({v:,})" for k, v in draft.label_values.items())
+        console.print(f"label: {draft.label!r}, positive {draft.positive!r}; values {values}", highlight=False)
+    if draft.created_at:
+        console.print(f"created_at: {draft.created_at!r}, format {draft.created_format}", highlight=False)
     if draft.conversions:
-        console.print(f"conversions: {draft.conversions}", highlight=False)
+        spec = draft.conversions
+        at = f", converted at {spec['at']!r}" if "at" in spec else ""
+        console.print(f"conversions: {spec['table']} by {spec['id']!r}{at}", highlight=False)
     for lookup in draft.lookups:
         console.print(f"lookup: {lookup['table']} joined on {lookup['on']!r}", highlight=False)
     for note in draft.notes:

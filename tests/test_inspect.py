@@ -78,6 +78,14 @@ def test_inspect_then_train_works_as_drafted(exports: Path, home: Path, tmp_path
     assert ("time split" if shape == "funnel" else "file-order split") in out.splitlines()[0]
 
 
+def test_inspect_prints_the_label_with_its_values(exports: Path) -> None:
+    code, out, err = run("inspect", "--data", str(exports / "telemarketing.csv"))
+    assert code == 0, err
+    label = next(line for line in out.splitlines() if line.startswith("label: "))
+    assert "'y', positive 'yes'" in label and "'no' (" in label
+    assert "form: flat" in out and "split: file_order" in out  # no --out: the draft follows the summary
+
+
 def test_inspect_reads_the_telemarketing_export_as_sorted_without_id(exports: Path) -> None:
     draft = inspect_export(exports / "telemarketing.csv")
     assert draft.id is None and draft.split == "file_order" and "month" in draft.split_reason
