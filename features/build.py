@@ -256,4 +256,4 @@ def load_training_frame(
             as_of=as_of,
             source=str(data),
         )
-    return replace(frame, digest=data_digest(data))
+    return replace(frame, digest=frame.digest or data_digest(data))  # a flat frame digests its related files too

@@ -11,6 +11,7 @@ conversion counts within the horizon and leads whose horizon has not ended by ``
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from leadscore.features.values import refuse_non_finite
 
 ROW = "row"
 TIME_LIKE = re.compile(r"(date|time|_at$|^at$|created|timestamp|day|month|year)", re.IGNORECASE)
+
+
+def files_digest(paths: list[Path]) -> str:
+    """sha256 over the names and bytes of ``paths`` (sorted by name): the main file, its lookups, its conversions."""
+    digest = hashlib.sha256()
+    for file in sorted(set(paths), key=lambda p: p.name):
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def related_path(main: Path, name: str) -> Path:
@@ -331,4 +343,11 @@ def build_flat(
         warnings=warnings,
         unused=unused,
         split_rule=rule,
+        digest=files_digest(
+            [
+                path,
+                *(related_path(path, lk.table) for lk in mapping.lookups),
+                *([related_path(path, mapping.conversions.table)] if mapping.conversions else []),
+            ]
+        ),
     )

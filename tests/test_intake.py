@@ -425,3 +425,24 @@ def test_crm_dates_that_cannot_be_decided_are_refused(crm_folder: Path, tmp_path
     assert (
         read.leads["created_at"].to_numpy() == pd.to_datetime(table["created_at"], format="%d/%m/%Y").to_numpy()
     ).all()
+
+
+def test_the_data_digest_covers_lookups_and_conversions(tmp_path: Path) -> None:
+    from leadscore.features.build import load_training_frame
+
+    frame = leads().assign(account=lambda f: [f"A{i % 50}" for i in range(len(f))])
+    won = frame.loc[frame["converted"] == "yes", ["ref", "created"]].rename(columns={"created": "at"})
+    won.to_csv(tmp_path / "won.csv", index=False)
+    accounts = pd.DataFrame({"account": [f"A{i}" for i in range(50)], "employees": np.arange(50)})
+    accounts.to_csv(tmp_path / "accounts.csv", index=False)
+    mapping = MAPPING.replace(
+        "label: {column: converted, positive: [yes]}", "conversions: {table: won.csv, id: ref, at: at}"
+    )
+    mapping += "lookups: [{table: accounts.csv, on: account}]\nexclude: [account, converted]\n"
+    data, config = write(tmp_path, frame, mapping)
+    digests = [load_training_frame(data, load_mapping(config), horizon_days=30).digest]
+    accounts.assign(employees=accounts["employees"] + 1).to_csv(tmp_path / "accounts.csv", index=False)
+    digests.append(load_training_frame(data, load_mapping(config), horizon_days=30).digest)
+    won.iloc[1:].to_csv(tmp_path / "won.csv", index=False)
+    digests.append(load_training_frame(data, load_mapping(config), horizon_days=30).digest)
+    assert len(set(digests)) == 3
