@@ -3,8 +3,9 @@
 CRM form: the scoring moment is ``created_at + observation_days``; engagement counts only activities at
 or before it; the label is the target event within ``horizon_days`` of creation. Leads whose horizon
 has not ended by ``as_of`` are left out (censored, not negative), and so are leads that had already
-converted at their scoring moment (nothing left to predict). Flat form: the table as it is, with a
-0/1 label; rows are time-ordered when the mapping names a timestamp column.
+converted at their scoring moment (nothing left to predict). Flat form (built in ``features.flat``): one
+table with lookups joined, a 0/1 label from a column or a conversions table (with a horizon and censoring
+when the conversions have times), rows time-ordered when the mapping names a timestamp column.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.features import schema
+from leadscore.features.dates import refuse_future
 from leadscore.features.engagement import (
     aggregate_engagement,
     engagement_feature_names,
@@ -25,6 +27,7 @@ from leadscore.features.engagement import (
     type_codes,
 )
 from leadscore.features.mapping import DataError, Mapping, find_table, parse_datetimes, read_table, require_columns
+from leadscore.features.values import refuse_non_finite
 
 LABEL = "label"
 SCORING_AT = "scoring_at"
@@ -58,6 +61,10 @@ class TrainingFrame:
     source: str = ""
     monotone: dict[str, int] = field(default_factory=dict)
     digest: str = ""
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    split_rule: str | None = None
 
     @property
     def feature_columns(self) -> list[str]:
@@ -82,7 +89,11 @@ def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
     require_columns(
         leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"]
     )
-    leads[mapping.created_at] = parse_datetimes(leads, mapping.created_at, paths["leads"], required=True)
+    leads[mapping.created_at] = parse_datetimes(
+        leads, mapping.created_at, paths["leads"], required=True, format=mapping.date_formats.get(mapping.created_at)
+    )
+    refuse_future(leads[mapping.created_at], mapping.created_at, paths["leads"])
+    refuse_non_finite(leads, mapping.numeric, paths["leads"], mapping.missing_values)
     if leads[mapping.id].duplicated().any():
         dup = leads.loc[leads[mapping.id].duplicated(), mapping.id].iloc[0]
         raise DataError(f"{paths['leads']}: column {mapping.id!r} has duplicate id {dup!r}")
@@ -103,7 +114,8 @@ def _read_events(path: Path, mapping: Mapping, dates: dict[str, bool], others: l
         table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     require_columns(table, [mapping.id, *dates, *others], path)
     for column, required in dates.items():
-        table[column] = parse_datetimes(table, column, path, required=required)
+        table[column] = parse_datetimes(table, column, path, required=required, format=mapping.date_formats.get(column))
+        refuse_future(table[column], column, path)
     return table
 
 
@@ -200,47 +212,13 @@ def _latest_timestamp(tables: CrmTables, mapping: Mapping) -> pd.Timestamp:
     return max(pd.Timestamp(c) for c in candidates if pd.notna(c))
 
 
-def build_flat_frame(path: Path, mapping: Mapping) -> TrainingFrame:
-    """A flat table with a label column: rows as they are, label mapped to 0/1."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: a flat-form data path must be one .csv or .parquet file, not a folder")
-    table = read_table(path)
-    assert mapping.label is not None
-    needed = [mapping.label.column, *mapping.feature_columns, *mapping.manual_columns, *mapping.segments]
-    if mapping.id:
-        needed.insert(0, mapping.id)
-    if mapping.created_at:
-        needed.append(mapping.created_at)
-    require_columns(table, list(dict.fromkeys(needed)), path)
-    raw_label = table[mapping.label.column]
-    if raw_label.isna().any():
-        raise DataError(
-            f"{path}: label column {mapping.label.column!r} is empty in {int(raw_label.isna().sum())} row(s)"
-        )
-    positive = {str(v) for v in mapping.label.positive}
-    table[LABEL] = raw_label.map(lambda v: _label_text(v) in positive).astype(np.int8)
-    timed = mapping.created_at is not None
-    if timed:
-        table[mapping.created_at] = parse_datetimes(table, mapping.created_at, path, required=True)
-        table = table.sort_values(mapping.created_at, kind="stable").reset_index(drop=True)
-    return TrainingFrame(
-        frame=table,
-        mapping=mapping,
-        categorical=list(mapping.categorical),
-        numeric=list(mapping.numeric),
-        boolean=list(mapping.boolean),
-        timed=timed,
-        target=mapping.label.column,
-        source=str(path),
-        monotone=dict(mapping.monotone),
-    )
+def build_flat_frame(
+    path: Path, mapping: Mapping, *, horizon_days: int = 90, as_of: str | pd.Timestamp | None = None
+) -> TrainingFrame:
+    """A flat table with a label column or a conversions table; see :mod:`features.flat`."""
+    from leadscore.features.flat import build_flat
 
-
-def _label_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return build_flat(path, mapping, horizon_days=horizon_days, as_of=as_of)
 
 
 def data_digest(path: Path) -> str:
@@ -267,7 +245,7 @@ def load_training_frame(
 ) -> TrainingFrame:
     """Read data by its mapping and build the training frame (CRM: point in time; flat: as is)."""
     if mapping.form == "flat":
-        frame = build_flat_frame(data, mapping)
+        frame = build_flat_frame(data, mapping, horizon_days=horizon_days, as_of=as_of)
     else:
         frame = build_crm_frame(
             read_crm_tables(data, mapping),
@@ -278,4 +256,4 @@ def load_training_frame(
             as_of=as_of,
             source=str(data),
         )
-    return replace(frame, digest=data_digest(data))
+    return replace(frame, digest=frame.digest or data_digest(data))  # a flat frame digests its related files too

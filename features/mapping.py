@@ -14,12 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadscore.features import schema
+from leadscore.features.errors import DataError
+
+__all__ = ["DataError", "Label", "ManualProcess", "Mapping", "load_mapping", "parse_datetimes", "read_table"]
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class DataError(ValueError):
-    """Input data or mapping that cannot be used; the message names the file, column or value."""
 
 
 class ManualProcess(BaseModel):
@@ -50,13 +49,88 @@ class ManualProcess(BaseModel):
         return self
 
 
+TRUE_WORDS = ("true", "yes", "y", "t", "on", "1")
+FALSE_WORDS = ("false", "no", "n", "f", "off", "0")
+
+
+def label_token(value: object) -> str:
+    """A label value as the text it matches on: stripped, lower case, ``1.0`` -> ``1``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip().lower()
+
+
 class Label(BaseModel):
-    """Flat form: the label column and the values that mean converted."""
+    """Flat form: the label column and the values that mean converted.
+
+    Values match as text, case-insensitively; YAML's booleans (``yes``, ``true``, ``on`` read as true) match
+    any of the words for true (``true``, ``yes``, ``y``, ``t``, ``on``, ``1``), and likewise for false.
+    Without ``negative`` every other value is a non-conversion; with it, rows whose value is in neither list
+    (an open deal: ``Engaging``, ``Prospecting``) have no outcome yet and are left out, counted.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     column: str
-    positive: list[Any] = Field(default_factory=lambda: [1, True, "1", "yes", "Yes", "true", "True"])
+    positive: list[Any] = Field(default_factory=lambda: [True], min_length=1)
+    negative: list[Any] | None = None
+
+    @property
+    def tokens(self) -> set[str]:
+        """Every text a label value may have to count as positive."""
+        return _tokens_of(self.positive)
+
+    @property
+    def negative_tokens(self) -> set[str] | None:
+        """Every text a label value may have to count as negative; ``None``: anything not positive."""
+        return None if self.negative is None else _tokens_of(self.negative)
+
+
+def _tokens_of(values: list[Any]) -> set[str]:
+    out: set[str] = set()
+    for value in values:
+        if value is True:
+            out.update(TRUE_WORDS)
+        elif value is False:
+            out.update(FALSE_WORDS)
+        else:
+            out.add(label_token(value))
+    return out
+
+
+class Lookup(BaseModel):
+    """A lookup table joined to the leads by a key column (e.g. accounts by ``account``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str
+    on: str
+    right_on: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        """YAML 1.1 reads the key ``on`` as the boolean true: take it back as ``on``."""
+        if isinstance(raw, dict) and True in raw and "on" not in raw:
+            raw = {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+
+class Conversions(BaseModel):
+    """Flat form: a table of converted leads (``id``) and, when known, when they converted (``at``).
+
+    A lead converted if its id appears in the table; with ``at`` and a ``created_at``, a conversion counts
+    within ``--horizon-days`` of creation and leads whose horizon has not ended are left out (censored).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str
+    id: str
+    at: str | None = None
+    format: str | None = None
 
 
 class Tables(BaseModel):
@@ -75,9 +149,18 @@ class Mapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     form: Literal["crm", "flat"]
-    id: str = schema.LEAD_ID
+    id: str | None = None
     created_at: str | None = None
+    date_formats: dict[str, str] = Field(
+        default_factory=dict, description="Column -> strptime format, for dates whose format must be given."
+    )
     label: Label | None = None
+    conversions: Conversions | None = None
+    lookups: list[Lookup] = Field(default_factory=list)
+    split: Literal["time", "file_order", "random"] | None = None
+    order: str | None = None
+    delimiter: str | None = None
+    encoding: str | None = None
     tables: Tables = Field(default_factory=Tables)
     categorical: list[str] = Field(default_factory=list)
     numeric: list[str] = Field(default_factory=list)
@@ -92,12 +175,36 @@ class Mapping(BaseModel):
         description="Numeric features whose increase never lowers (1) or never raises (-1) the score.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dated_column(cls, raw: Any) -> Any:
+        """``created_at: {column: c, format: f}`` is ``created_at: c`` with ``date_formats[c] = f``."""
+        if isinstance(raw, dict) and isinstance(raw.get("created_at"), dict):
+            raw = dict(raw)
+            spec = dict(raw.pop("created_at"))
+            column = spec.pop("column", None)
+            fmt = spec.pop("format", None)
+            if not isinstance(column, str) or spec:
+                raise ValueError("'created_at' is a column name or {column: ..., format: ...}")
+            raw["created_at"] = column
+            if fmt is not None:
+                raw["date_formats"] = {**raw.get("date_formats", {}), column: fmt}
+        return raw
+
     @model_validator(mode="after")
     def _check(self) -> Mapping:
-        if self.form == "flat" and self.label is None:
-            raise ValueError("a flat mapping needs 'label: {column: ...}'")
+        if self.form == "flat" and self.label is None and self.conversions is None:
+            raise ValueError("a flat mapping needs 'label: {column: ...}' or 'conversions: {table: ..., id: ...}'")
+        if self.label is not None and self.conversions is not None:
+            raise ValueError("give either 'label' (a column) or 'conversions' (a table), not both")
         if self.form == "crm" and self.created_at is None:
             self.created_at = schema.CREATED_AT
+        if self.form == "crm" and self.id is None:
+            self.id = schema.LEAD_ID
+        if self.conversions is not None and self.id is None:
+            raise ValueError("'conversions' are matched to leads by id: name the leads' 'id' column")
+        if self.split == "time" and self.created_at is None:
+            raise ValueError("'split: time' needs a 'created_at' column")
         features = self.feature_columns
         clashes = sorted(set(features) & set(self.exclude))
         if clashes:
@@ -149,13 +256,21 @@ def load_yaml_model(path: Path, model: type[M], what: str) -> M:
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found") from None
     except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML: {exc}") from None
+        raise DataError(f"{path}: not valid YAML: {yaml_error_text(exc)}") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: a {what} file must be a YAML mapping (key: value), got {type(raw).__name__}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise DataError(validation_error_text(str(path), exc)) from None
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A YAML parse error on one line, with the line and column it points at."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def validation_error_text(source: str, exc: ValidationError) -> str:
@@ -170,36 +285,18 @@ def load_mapping(path: Path | None) -> Mapping:
     return default_crm_mapping() if path is None else load_yaml_model(path, Mapping, "mapping")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet or CSV file; a clear error for a missing, unreadable or empty file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path, low_memory=False, keep_default_na=False, na_values=[""])
-            frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed: ")])
-        else:
-            raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .parquet or .csv")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: cannot be read: {exc}") from None
-    if frame.empty:
-        raise DataError(f"{path}: file has no rows")
-    return frame
+def read_table(path: Path, *, delimiter: str | None = None, encoding: str | None = None) -> pd.DataFrame:
+    """Read a Parquet, CSV (delimiter and encoding sniffed) or Excel file; see :mod:`features.reading`."""
+    from leadscore.features.reading import read_file
+
+    return read_file(path, delimiter=delimiter, encoding=encoding)
 
 
 def find_table(folder: Path, stem: str) -> Path:
-    """``folder/stem`` as given, or with a ``.parquet`` / ``.csv`` suffix."""
-    for candidate in (folder / stem, folder / f"{stem}.parquet", folder / f"{stem}.csv"):
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"{folder}: no {stem}.parquet or {stem}.csv")
+    """``folder/stem`` as given, or with a ``.parquet`` / ``.csv`` / ``.xlsx`` ... suffix."""
+    from leadscore.features.reading import find_in
+
+    return find_in(Path(folder), stem)
 
 
 def require_columns(frame: pd.DataFrame, columns: list[str], source: Path | str) -> None:
@@ -211,21 +308,11 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: Path | str)
         )
 
 
-def parse_datetimes(frame: pd.DataFrame, column: str, source: Path | str, *, required: bool) -> pd.Series:
-    """Parse a timestamp column to naive UTC; unparseable values name the file, column and value."""
-    raw = frame[column]
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        parsed = raw
-    else:
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-        bad = raw.notna() & parsed.isna()
-        if bad.any():
-            raise DataError(
-                f"{source}: column {column!r} has unparseable date {raw[bad].iloc[0]!r} (row {int(bad.idxmax())})"
-            )
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    parsed = parsed.astype("datetime64[ns]")
-    if required and parsed.isna().any():
-        raise DataError(f"{source}: column {column!r} is empty in {int(parsed.isna().sum())} row(s)")
-    return parsed
+def parse_datetimes(
+    frame: pd.DataFrame, column: str, source: Path | str, *, required: bool, format: str | None = None
+) -> pd.Series:
+    """Parse a timestamp column to naive UTC with one format for all its values (given or detected from all of
+    them, never guessed per value); see :mod:`features.dates`."""
+    from leadscore.features.dates import parse_dates
+
+    return parse_dates(frame, column, source, required=required, format=format)

@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: it wraps option names, defaults and help text to the terminal instead of cutting them.
+    rich_markup_mode=None,
 )
 
 
@@ -46,12 +48,20 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, GateFailed):
                 if kwargs.get("as_json"):
                     typer.echo(json.dumps(exc.result.summary(), default=str))
-            elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)):
+            elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)) and not _not_found(exc):
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _not_found(exc: Exception) -> bool:
+    """MLflow's answer for an unknown model, version or alias (matched by name: no MLflow import here)."""
+    return type(exc).__name__ == "MlflowException" and getattr(exc, "error_code", "") in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+    )
 
 
 def _echo_json(obj: Any) -> None:
@@ -67,11 +77,22 @@ def generate(
     start: Annotated[str, typer.Option(help="First lead creation date.")] = "2024-10-01",
     end: Annotated[str, typer.Option(help="Extraction date: nothing after it appears in the data.")] = "2026-09-30",
     csv: Annotated[bool, typer.Option("--csv", help="Write CSV instead of Parquet.")] = False,
+    export_style: Annotated[
+        str, typer.Option(help="'crm': leadscore's tables; 'messy': as real tools export them (see docs).")
+    ] = "crm",
 ) -> None:
     """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
     from leadscore.training.synthetic import generate_crm, write_crm
 
     began = time.perf_counter()
+    if export_style == "messy":
+        from leadscore.training.messy import write_messy_exports
+
+        written = write_messy_exports(out, leads=leads, seed=seed, start=start, end=end)
+        typer.echo(f"wrote messy exports of {leads:,} leads to {out}: {', '.join(str(p) for p in written.values())}")
+        return
+    if export_style != "crm":
+        raise ValueError(f"--export-style must be 'crm' or 'messy', not {export_style!r}")
     tables = generate_crm(leads, seed=seed, start=start, end=end)
     paths = write_crm(tables, out, "csv" if csv else "parquet")
     typer.echo(
@@ -82,22 +103,74 @@ def generate(
 
 @app.command()
 @_fails_cleanly
+def inspect(
+    data: Annotated[Path, typer.Option(help="An export: one file, or a folder of related files.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the draft mapping here (default: print it after the summary).")
+    ] = None,
+) -> None:
+    """Read an export and draft the mapping that trains on it: id, dates, label, kinds, leakage suspects."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadscore.features.files import write_atomic
+    from leadscore.features.inspect import inspect_export, mapping_yaml, summary_rows
+
+    draft = inspect_export(data)
+    text = mapping_yaml(draft)
+    console = Console(soft_wrap=False)
+    table = Table(title=f"{draft.main.name}: {draft.rows:,} rows, {len(draft.columns)} columns ({draft.form} form)")
+    for name in ("column", "kind", "missing", "distinct", "decision"):
+        table.add_column(name, overflow="fold")
+    for row in summary_rows(draft):
+        table.add_row(*row)
+    console.print(table)
+    if draft.label:
+        values = ", ".join(f"{k!r} ({v:,})" for k, v in draft.label_values.items())
+        console.print(f"label: {draft.label!r}, positive {draft.positive!r}; values {values}", highlight=False)
+    if draft.created_at:
+        console.print(f"created_at: {draft.created_at!r}, format {draft.created_format}", highlight=False)
+    if draft.conversions:
+        spec = draft.conversions
+        at = f", converted at {spec['at']!r}" if "at" in spec else ""
+        console.print(f"conversions: {spec['table']} by {spec['id']!r}{at}", highlight=False)
+    for lookup in draft.lookups:
+        console.print(f"lookup: {lookup['table']} joined on {lookup['on']!r}", highlight=False)
+    for note in draft.notes:
+        console.print(f"note: {note}", highlight=False)
+    if out is None:
+        typer.echo(text)
+        return
+    write_atomic(out, text)
+    typer.echo(f"draft mapping written to {out}; check it, then: leadscore train --data {data} --config {out}")
+
+
+@app.command()
+@_fails_cleanly
 def train(
     data: Annotated[
-        Path, typer.Option(help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet file.")
+        Path,
+        typer.Option(
+            help="A CRM-form folder (leads/activities/outcomes) or a flat .csv/.parquet/.xlsx file or folder."
+        ),
     ],
     config: Annotated[
-        Path | None, typer.Option(help="Mapping YAML (see data/mappings/); default: leadscore's CRM schema.")
+        Path | None,
+        typer.Option(help="Mapping YAML (draft one with 'leadscore inspect'); default: leadscore's CRM schema."),
     ] = None,
     target: Annotated[str, typer.Option(help="CRM form: 'opportunity' or 'closed_won'.")] = "opportunity",
     horizon_days: Annotated[
-        int, typer.Option(min=1, help="CRM form: a conversion counts if it happens within this many days of creation.")
+        int,
+        typer.Option(
+            min=1, help="CRM form, or flat with a conversions table: a conversion counts within this many days."
+        ),
     ] = 90,
     observation_days: Annotated[
         int, typer.Option(min=0, help="CRM form: leads are scored this many days after creation.")
     ] = 7,
     as_of: Annotated[
-        str | None, typer.Option(help="CRM form: the moment the data is seen from (default: its latest timestamp).")
+        str | None,
+        typer.Option(help="The moment the data is seen from (default: its latest timestamp)."),
     ] = None,
     holdout_fraction: Annotated[float, typer.Option(help="Share of leads in the holdout (the newest period).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the model (and the random split of untimed data).")] = 0,
@@ -106,12 +179,18 @@ def train(
         Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics, notes, stage timings).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no notes on stderr (warnings stay).")] = False,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
     from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.progress import Stages
     from leadscore.training.train import TrainOptions
     from leadscore.training.train import train as run_training
+
+    _quiet()  # again: importing MLflow resets its loggers
 
     options = TrainOptions(
         data=data,
@@ -126,12 +205,23 @@ def train(
         routing=routing,
     )
     extra = _report_writer() if report else None
-    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
+    stages = Stages.for_terminal(quiet=quiet)
+    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra, stages=stages)
+    _echo_notes(result.fit.frame, quiet=quiet)
     if as_json:
         _echo_json(result.summary())
         return
     typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
     _print_metrics(result.metrics)
+
+
+def _echo_notes(tf: Any, quiet: bool = False) -> None:
+    """What the run decided for the user (no id, unused columns, split rule) on stderr; ``quiet`` keeps the
+    warnings only. The same lists are in ``--json`` and the run's metadata."""
+    for warning in tf.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for note in [] if quiet else tf.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 def _report_writer() -> Callable[..., Any] | None:
@@ -205,9 +295,14 @@ def score(
         str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")
     ] = "models:/lead-scoring@champion",
     as_of: Annotated[str | None, typer.Option(help="CRM folder input: aggregate engagement as of this moment.")] = None,
+    allow_missing_features: Annotated[
+        bool, typer.Option("--allow-missing-features", help="Score even when the model's features are missing.")
+    ] = False,
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
+    from leadscore.features.coverage import check_coverage, coverage
     from leadscore.features.mapping import Mapping
+    from leadscore.features.values import refuse_non_finite
     from leadscore.models import registry
     from leadscore.models.scorer import MODEL_FILES
     from leadscore.models.settings import get_mlflow_settings
@@ -220,6 +315,12 @@ def score(
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
     leads = load_leads(input, mapping, as_of)
+    features = list(scorer.metadata.get("feature_columns") or [])
+    cov = coverage(leads, features, scorer.metadata.get("feature_importance"), mapping.missing_values)
+    refuse_non_finite(leads, mapping.numeric, str(input), mapping.missing_values)
+    warning = check_coverage(cov, str(input), allow=allow_missing_features)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     scored = score_leads(leads, scorer, mapping, name, version)
     write_scores(scored, output)
     tiers = scored["tier"].value_counts().sort_index().to_dict()

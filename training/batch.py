@@ -23,12 +23,28 @@ if TYPE_CHECKING:
 
 
 def load_leads(path: Path, mapping: Mapping, as_of: str | None) -> pd.DataFrame:
-    """Lead rows to score: a flat file as it is, or a CRM folder with engagement aggregated as of ``as_of``."""
+    """Lead rows to score: a flat file (with the mapping's lookup tables joined when they lie beside it), or a
+    CRM folder with engagement aggregated as of ``as_of``. A lookup that is absent leaves its columns out, for
+    the coverage check to weigh."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and mapping.form == "crm":
         tables: CrmTables = read_crm_tables(path, mapping)
         return scoring_frame(tables, mapping, as_of)
-    return read_table(path)
+    from leadscore.features.flat import join_lookups, leads_path, related_path
+
+    path = leads_path(path, mapping)
+    table = read_table(path, delimiter=mapping.delimiter, encoding=mapping.encoding)
+    present = []
+    for lookup in mapping.lookups:
+        try:
+            related_path(path, lookup.table)
+        except DataError:
+            continue
+        if lookup.on in table.columns:
+            present.append(lookup)
+    if present:
+        table = join_lookups(table, path, mapping.model_copy(update={"lookups": present}), [])
+    return table
 
 
 def write_scores(frame: pd.DataFrame, output: Path) -> Path:
@@ -55,7 +71,8 @@ def score_leads(
     leads: pd.DataFrame, scorer: Scorer | ScoringArtifact, mapping: Mapping, model_name: str, version: str
 ) -> pd.DataFrame:
     """Probability, score, tier and queue per lead, with the id and the model version that scored it."""
-    ids = leads[mapping.id] if mapping.id in leads.columns else pd.Series(range(len(leads)), name=mapping.id)
+    key = mapping.id or "row"  # a mapping without an id identifies leads by their row number, from 1
+    ids = leads[key] if key in leads.columns else pd.Series(range(1, len(leads) + 1), name=key)
     return pd.DataFrame(
-        {mapping.id: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version}
+        {key: ids.to_numpy(), **scorer.score_table(leads), "model_name": model_name, "model_version": version}
     )

@@ -27,7 +27,8 @@ from leadscore.training.train import fit_baselines, leads_per_week, make_encoder
 
 
 def reapply_split(tf: TrainingFrame, recorded: dict[str, Any]) -> Split:
-    """The training run's split rule on (possibly newer) data: time -> created at/after the cutoff; random -> same seed."""
+    """The training run's split rule on (possibly newer) data: time -> created at/after the cutoff; file_order ->
+    the last rows; random -> same seed."""
     method = recorded.get("method")
     fraction = float(recorded.get("holdout_fraction") or 0.2)
     seed = int(recorded.get("seed") or 0)
@@ -39,9 +40,13 @@ def reapply_split(tf: TrainingFrame, recorded: dict[str, Any]) -> Split:
         moments = pd.to_datetime(tf.frame[tf.mapping.created_at]).to_numpy()
         holdout = moments >= np.datetime64(cutoff, "ns")
         return Split(np.flatnonzero(~holdout), np.flatnonzero(holdout), "time", fraction, seed, str(cutoff))
-    if method == "random":
+    if method in ("random", "file_order"):
+        if method == "file_order" and tf.split_rule != "file_order":
+            raise DataError(f"{where}: the model was trained with a file-order split; the mapping must say so too")
         return split_frame(tf, fraction, seed)
-    raise DataError(f"the model's metadata has an unknown split method {method!r} (expected 'time' or 'random')")
+    raise DataError(
+        f"the model's metadata has an unknown split method {method!r} (expected 'time', 'file_order' or 'random')"
+    )
 
 
 def evaluate(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -31,6 +31,7 @@ from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.threads import cores
 from leadscore.training.metrics import binary_metrics
+from leadscore.training.progress import Stages
 from leadscore.training.split import Split, split_frame
 
 HOLDOUT_FILE = "holdout.parquet"
@@ -185,9 +186,18 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         model=model,
         routing=fit_routing(routing_spec, probability["model"], rate),
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
-        metadata=_metadata(tf, split, options, metrics),
+        metadata={**_metadata(tf, split, options, metrics), "feature_importance": importance_shares(model, tf)},
     )
     return FitResult(artifact, metrics, tf, split, probability, manual)
+
+
+def importance_shares(model: LeadScoringModel, tf: TrainingFrame) -> dict[str, float]:
+    """Each input feature's share of the model's total gain (what ``score`` weighs missing features by)."""
+    names = [str(n) for n in model.encoder_.get_feature_names_out()]
+    gain = np.asarray(model.booster_.feature_importance("gain"), dtype=float)
+    total = gain.sum()
+    shares = {name: float(g / total) if total > 0 else 1 / len(names) for name, g in zip(names, gain, strict=True)}
+    return {column: shares.get(column, 0.0) for column in tf.feature_columns}
 
 
 def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +223,9 @@ def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: d
         "n_train": len(split.train),
         "n_holdout": len(split.holdout),
         "excluded": tf.excluded,
+        "split_rule": tf.split_rule or split.method,
+        "unused_columns": tf.unused,
+        "notes": [*tf.warnings, *tf.notes],
         "data_source": tf.source,
         "data_digest": tf.digest,
         "feature_columns": tf.feature_columns,
@@ -247,6 +260,7 @@ class TrainResult:
     version: str
     metrics: dict[str, dict[str, float]]
     fit: FitResult
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -255,6 +269,10 @@ class TrainResult:
             "version": self.version,
             "alias": CHALLENGER,
             "metrics": self.metrics,
+            "notes": self.fit.frame.notes,
+            "warnings": self.fit.frame.warnings,
+            "unused_columns": self.fit.frame.unused,
+            "timings": self.timings,
         }
 
 
@@ -267,21 +285,39 @@ def flat_metrics(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     return {f"{safe(name)}.{key}": value for name, values in metrics.items() for key, value in values.items()}
 
 
-def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any = None) -> TrainResult:
+def train(
+    options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any = None, stages: Stages | None = None
+) -> TrainResult:
     """Fit, then log the run, register a version and give it the ``challenger`` alias.
 
     ``extra_artifacts(result, folder)`` may write more files (e.g. the evaluation report) to log with the run.
+    ``stages`` times (and may show) each step; its timings end in the result's summary.
     """
-    mapping = load_mapping(options.config)
-    tf = load_training_frame(
-        options.data,
-        mapping,
-        target=options.target,
-        horizon_days=options.horizon_days,
-        observation_days=options.observation_days,
-        as_of=options.as_of,
-    )
-    result = fit(tf, options)
+    stages = stages or Stages()
+    with stages.stage("reading the data and building the frame"):
+        mapping = load_mapping(options.config)
+        tf = load_training_frame(
+            options.data,
+            mapping,
+            target=options.target,
+            horizon_days=options.horizon_days,
+            observation_days=options.observation_days,
+            as_of=options.as_of,
+        )
+    with stages.stage("fitting the model and its baselines"):
+        result = fit(tf, options)
+    with stages.stage("logging the run and registering the model"):
+        return _log_and_register(options, settings, extra_artifacts, tf, result, stages)
+
+
+def _log_and_register(
+    options: TrainOptions,
+    settings: MlflowSettings,
+    extra_artifacts: Any,
+    tf: TrainingFrame,
+    result: FitResult,
+    stages: Stages,
+) -> TrainResult:
     client = registry.configure(settings)
     experiment = registry.experiment_id(client, settings.experiment, settings)
     columns = tf.feature_columns
@@ -294,6 +330,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 "config": str(options.config or "default CRM mapping"),
                 "split": result.split.method,
                 "features": len(columns),
+                "unused_columns": _param_list(tf.unused),
                 **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
             }
         )
@@ -322,7 +359,8 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
             mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE))
             if extra_artifacts is not None:
                 extra = Path(tmp) / "report"
-                extra_artifacts(result, extra)
+                with stages.stage("writing the report"):
+                    extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
         info = packaging.log_model(result.artifact, tf.frame[columns].head(5))
         version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
@@ -333,7 +371,16 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         except Exception:
             client.delete_model_version(settings.model_name, version)
             raise
-    return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result)
+    return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result, stages.timings)
+
+
+def _param_list(values: list[str], limit: int = 6000) -> str:
+    """A list as one MLflow parameter value (at most ``limit`` characters, the rest counted)."""
+    text = ", ".join(values) or "-"
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 40].rsplit(", ", 1)[0]
+    return f"{cut}, ... ({len(values) - cut.count(', ') - 1} more)"
 
 
 def _jsonable(value: Any) -> Any:

@@ -440,6 +440,11 @@ def split_rule_text(split: dict[str, Any], created_at: str | None) -> str:
             f"time split: holdout = leads created at or after {split.get('cutoff')} (column {created_at!r}), "
             f"the newest {split.get('holdout_fraction'):.0%} of eligible leads; the model was trained only on earlier leads"
         )
+    if split.get("method") == "file_order":
+        return (
+            f"file-order split: holdout = the last {split.get('holdout_fraction'):.0%} of rows of an export sorted by "
+            "time; the model was trained only on the rows before them"
+        )
     return (
         f"random split: a seeded stratified {split.get('holdout_fraction'):.0%} of leads (seed {split.get('seed')}), "
         "the same rows the training run held out; the model never saw them"
