@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python bench/bench_serving.py [--home DIR] [--seconds 10]``. Trains a model on synthetic data
 into a temporary embedded store (or uses the champion in ``--home``), starts each server on 127.0.0.1, drives
 it with the same single-lead load at 1 and 8 connections (``wrk`` when installed, else a Python load
-generator) and prints requests/s, p50, p99 and the serving process's resident memory.
+generator) and prints requests/s, p50, p99 and the serving process's resident memory, then the floors the
+scoring API is held to (``FLOORS``), each with its figure and whether it was met.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The floors `leadscore serve` is held to, one lead per request: requests/s against `mlflow models serve`,
+# p99 latency, and resident memory of the serving process tree (the API and its score-log writer).
+FLOORS = {"min_ratio_to_mlflow": 20.0, "max_p99_ms_at_8": 10.0, "max_rss_mb": 300.0}
+MB = 1e6
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
@@ -67,7 +72,8 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> Non
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (mlflow serve runs uvicorn as a child)."""
+    """Resident memory of a process and its children (mlflow serve runs uvicorn as a child, leadscore serve its
+    score-log writer), in MiB."""
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
@@ -250,6 +256,36 @@ def in_process_costs(name: str, version: str, home: Path) -> None:
             )
 
 
+def print_floors(results: dict[tuple[str, int], dict[str, float]], memory: dict[str, float]) -> None:
+    """Each floor of ``leadscore serve`` (with reasons, the default): its figure, and met or MISSED."""
+    lead, mlflow = "b) leadscore serve", "c) mlflow models serve"
+    rows: list[tuple[str, str, str, bool]] = []
+    for connections in (1, 8):
+        if (lead, connections) in results and (mlflow, connections) in results:
+            ratio = results[lead, connections]["rps"] / results[mlflow, connections]["rps"]
+            floor = FLOORS["min_ratio_to_mlflow"]
+            rows.append(
+                (
+                    f"req/s against mlflow models serve, c={connections}",
+                    f"{ratio:.1f}x",
+                    f">= {floor:.0f}x",
+                    ratio >= floor,
+                )
+            )
+    if (lead, 8) in results:
+        p99, floor = results[lead, 8]["p99"], FLOORS["max_p99_ms_at_8"]
+        rows.append(("p99 latency, c=8", f"{p99:.2f} ms", f"< {floor:.0f} ms", p99 < floor))
+    if lead in memory:
+        rss_mb, floor = memory[lead] * 2**20 / MB, FLOORS["max_rss_mb"]
+        figure = f"{rss_mb:.0f} MB ({memory[lead]:.0f} MiB)"
+        rows.append(("RSS (API + score-log writer)", figure, f"< {floor:.0f} MB", rss_mb < floor))
+    print("\nfloors of leadscore serve (one lead per request, with reasons)")
+    for what, figure, floor, met in rows:
+        print(f"  {what:<44}{figure:>20}   floor {floor:<10}{'met' if met else 'MISSED'}")
+    if not rows:
+        print("  (not measured: run servers b and c)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -257,6 +293,12 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="Load duration per server and concurrency.")
     parser.add_argument("--python-load", action="store_true", help="Use the Python load generator even if wrk exists.")
+    parser.add_argument(
+        "--servers",
+        default="a,b,b',c",
+        help="Which servers to run, comma-separated: a (constant FastAPI), b (leadscore serve), b' (with "
+        "?explain=false), c (mlflow models serve). Default: all.",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="leadscore-bench-"))
@@ -312,6 +354,8 @@ def main() -> None:
             pyfunc_body(name, version, home),
         ),
     }
+    wanted = {name.strip() for name in args.servers.split(",")}
+    servers = {label: server for label, server in servers.items() if label.split(")")[0] in wanted}
     results: dict[tuple[str, int], dict[str, float]] = {}
     memory: dict[str, float] = {}
     for label, (command, path, body) in servers.items():
@@ -352,6 +396,7 @@ def main() -> None:
         )
         if a and b and c:
             print(f"c={connections}: (b)/(c) = {b['rps'] / c['rps']:.1f}x   (b)/(a) = {100 * b['rps'] / a['rps']:.0f}%")
+    print_floors(results, memory)
     shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None
 
 

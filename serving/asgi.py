@@ -1,4 +1,4 @@
-"""Small ASGI pieces shared by the middleware and the scoring endpoints: JSON responses and error bodies."""
+"""JSON answers and error bodies: a response class for the routes, raw ASGI sends for the middleware."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+
+class ORJSONAnswer(JSONResponse):
+    """A JSON response written by orjson; a datetime in UTC ends in ``Z`` (``2026-09-21T09:30:00Z``), not ``+00:00``."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
 def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -21,8 +29,9 @@ def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     ]
 
 
-async def send_body(send: Any, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """Send a complete JSON response whose body is already encoded."""
+async def send_json(send: Any, status: int, detail: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Send ``{"detail": ...}`` with ``status`` as a complete response."""
+    body = orjson.dumps({"detail": detail})
     await send(
         {
             "type": "http.response.start",
@@ -31,11 +40,6 @@ async def send_body(send: Any, status: int, body: bytes, headers: Iterable[tuple
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def send_json(send: Any, status: int, detail: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """Send ``{"detail": ...}`` with ``status`` as a complete response."""
-    await send_body(send, status, orjson.dumps({"detail": detail}), headers)
 
 
 async def send_http_error(send: Any, exc: HTTPException) -> None:

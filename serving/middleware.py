@@ -19,6 +19,7 @@ log = logging.getLogger("leadscore.serving")
 
 TOO_LARGE = "request body too large"
 INTERNAL_ERROR = "internal server error"
+CLIENT_CLOSED = 499  # the status nginx logs for a client that went away before its answer: nothing is sent
 
 
 class BodyTooLarge(HTTPException):
@@ -34,6 +35,7 @@ class Guard:
     - **body size**: a declared ``Content-Length`` over ``max_bytes`` is refused at once (413); a
       streamed body is counted as it is read, and passing the limit raises :class:`BodyTooLarge`;
     - **metrics**: the request is counted and timed by route template (never the raw path) and status;
+      a client that disconnected before its answer started is counted as 499 and sent nothing;
     - **faults**: an unhandled exception becomes one stable 500 and one log line naming the route and
       the stack, never the request's data (the exception's message may quote it, so it is left out),
       and it is not re-raised to the server (which would log it whole).
@@ -49,21 +51,26 @@ class Guard:
         began = time.perf_counter()
         status = 500
         started = False
+        gone = False  # the client disconnected before the answer started
         seen = 0
 
         async def tracked_send(message: dict[str, Any]) -> None:
             nonlocal status, started
+            if gone:
+                return
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
             await send(message)
 
         async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
+            nonlocal seen, gone
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+            elif message["type"] == "http.disconnect" and not started:
+                gone = True
             return message
 
         try:
@@ -81,7 +88,9 @@ class Guard:
                 await send_json(tracked_send, 500, INTERNAL_ERROR)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe(route, scope.get("method", ""), status, time.perf_counter() - began)
+            self.metrics.observe(
+                route, scope.get("method", ""), CLIENT_CLOSED if gone else status, time.perf_counter() - began
+            )
 
     @staticmethod
     def _declared(scope: dict[str, Any]) -> int:

@@ -122,6 +122,36 @@ class ModelInfo(BaseModel):
     )
 
 
+class ErrorDetail(BaseModel):
+    """An error answer (401, 413, 503, ...)."""
+
+    detail: str
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int] = Field(description="Where: 'body' or 'query', then the field path (indexes for lists).")
+    msg: str
+    type: str
+
+
+class ValidationErrors(BaseModel):
+    """A 422 answer: each problem's place and message; the caller's input is not echoed back."""
+
+    detail: list[ValidationProblem]
+
+
+# OpenAPI descriptions of the error answers, by status (for a route's ``responses=``).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "Missing or invalid API key (when keys are configured)."},
+    413: {
+        "model": ErrorDetail,
+        "description": "Body larger than LEADSCORE_MAX_BODY_BYTES, or more leads than LEADSCORE_MAX_BATCH.",
+    },
+    422: {"model": ValidationErrors, "description": "Invalid request: `detail[].loc` is the field path."},
+    503: {"model": ErrorDetail, "description": "No model is loaded yet (retry after `Retry-After` seconds)."},
+}
+
+
 class Health(BaseModel):
     status: str
 

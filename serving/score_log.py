@@ -7,12 +7,9 @@ the time. ``append`` never blocks the request path and wakes nothing (a deque ap
 (retrying with a growing pause) and reports what it wrote; ``close`` hands over what is left and waits
 for it to be written.
 
-Why a process: in the API's process any second thread that takes the GIL, even briefly, slows the
-event loop: a thread that only wakes 50 times a second cost a busy uvloop loop 16-22% of its work
-(``bench/bench_score_log.py``). At 2,500 rows a second a writer thread cost it 19-21%, this design
-13-16% (which part of that is the writer's CPU time on the other core and which the sender's two
-wake-ups a second is not measured); the API answered about a fifth more requests at 8 connections
-(wrk, medians of three runs).
+The writing happens in another process because any second thread of the API's process that takes the
+GIL, even briefly, delays its event loop; the only thread the score log adds to the API's process is
+the sender, which wakes once every ``flush_seconds`` (``bench/bench_score_log.py`` measures the cost).
 """
 
 from __future__ import annotations
@@ -62,9 +59,9 @@ def lead_hasher(key: bytes | None) -> Callable[[str], str]:
 
 
 def _sqlite_wal(connection: Any, record: Any) -> None:
-    """Write-ahead log with ``synchronous=NORMAL``: a commit appends to the log without an fsync (readers are
-    not blocked, and a batch costs far less CPU time the API's thread waits on). Committed rows survive a
-    crash of the process; a power cut can lose the last fraction of a second."""
+    """Write-ahead log with ``synchronous=NORMAL``: a commit appends to the log without an fsync, and readers
+    are not blocked. Committed rows survive a crash of the process; a power cut can lose the last fraction
+    of a second."""
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from leadscore.features.schema import LeadRecord
@@ -186,6 +187,17 @@ def test_invalid_leads_get_422_with_the_field_path(client: TestClient, payload: 
 def test_malformed_json_is_422_not_500(client: TestClient) -> None:
     response = client.post("/v1/score", content=b'{"lead_id": ', headers={"content-type": "application/json"})
     assert response.status_code == 422
+
+
+def test_a_body_not_declared_as_json_is_422(client: TestClient) -> None:
+    """FastAPI's default: the body is read as JSON only under a JSON content type (a browser's cross-site form
+    post cannot score leads)."""
+    body = json.dumps({"lead_id": "x"}).encode()
+    for content_type in ("application/json", "application/json; charset=utf-8", "application/merge-patch+json"):
+        assert client.post("/v1/score", content=body, headers={"content-type": content_type}).status_code == 200
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = client.post("/v1/score", content=body, headers={"content-type": content_type})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body"]
 
 
 def test_batch_answers_in_order_with_one_version(client: TestClient) -> None:
@@ -371,14 +383,22 @@ def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import leadscore.serving.batcher as batcher
+    import leadscore.serving.routes_scoring as routes_scoring
 
     def broken(model: Any, leads: list[LeadRecord], *args: Any) -> Any:
         raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
 
     monkeypatch.setattr(batcher, "score_leads", broken)
-    response = client.post("/v1/score", json={"lead_id": "secret-lead-id"})
-    assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
+    monkeypatch.setattr(routes_scoring, "score_leads", broken)
+    for path, payload in (
+        ("/v1/score", {"lead_id": "secret-lead-id"}),
+        ("/v1/score/batch", {"leads": [{"lead_id": "secret-lead-id"}]}),
+    ):
+        response = client.post(path, json=payload)
+        assert response.status_code == 500 and response.json() == {"detail": "internal server error"}
     assert "RuntimeError" in caplog.text and "secret-lead-id" not in caplog.text
+    metrics = client.get("/metrics").text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="500"} 1.0' in metrics
 
 
 def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClient, scorer: Scorer) -> None:
@@ -402,17 +422,121 @@ def test_concurrent_requests_see_one_version_each_across_a_swap(client: TestClie
 def test_the_openapi_document_carries_working_examples_for_each_scoring_route(client: TestClient) -> None:
     """README: /docs has a complete example lead for each scoring route, and a routing team can send it as is."""
     doc = client.get("/openapi.json").json()
-    for path in ("/v1/score", "/v1/score/batch"):
+    schemas = doc["components"]["schemas"]
+    assert set(doc["components"]["securitySchemes"]) == {"APIKeyHeader"}
+    assert "Bearer" in doc["components"]["securitySchemes"]["APIKeyHeader"]["description"]
+    for path, answer in (("/v1/score", "ScoreResponse"), ("/v1/score/batch", "BatchResponse")):
         operation = doc["paths"][path]["post"]
         body = operation["requestBody"]["content"]["application/json"]
-        assert body["schema"]["$ref"].removeprefix("#/components/schemas/") in doc["components"]["schemas"]
-        assert [p["name"] for p in operation["parameters"]] == ["explain"] and operation["security"]
-        assert {"200", "401", "413", "422", "503"} <= set(operation["responses"])
+        assert body["schema"]["$ref"].removeprefix("#/components/schemas/") in schemas
+        assert [p["name"] for p in operation["parameters"]] == ["explain"]
+        assert "X-Request-Id" in operation["description"]
+        assert operation["security"] == [{"APIKeyHeader": []}]
+        responses = operation["responses"]
+        assert responses["200"]["content"]["application/json"]["schema"]["$ref"] == f"#/components/schemas/{answer}"
+        for status in ("401", "413", "422", "503"):
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.removeprefix("#/components/schemas/") in schemas and responses[status]["description"]
         for example in body["examples"].values():
             response = client.post(path, json=example["value"])
             assert response.status_code == 200, (path, response.text)
     full = doc["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["examples"]["full"]["value"]
     assert full["activities"] and full["industry"]  # complete: firmographics and engagement
+    batch_examples = doc["paths"]["/v1/score/batch"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert set(batch_examples) == {"two"}
+
+
+def test_error_answers_match_their_documented_schemas(tmp_path: Path, scorer: Scorer) -> None:
+    """401, 413, 422 and 503 answer the bodies the OpenAPI document names for them."""
+    from leadscore.serving.schemas import ErrorDetail, ValidationErrors
+
+    loader = SlowLoader(scorer)  # no model until the first poll
+    with TestClient(create_app(make_settings(tmp_path, api_keys="k", max_batch=1), loader)) as c:
+        key = {"X-API-Key": "k"}
+        unauthorized = c.post("/v1/score", json=lead())
+        not_ready = c.post("/v1/score", json=lead(), headers=key)
+        c.app.state.leadscore.check_for_new_version()
+        too_many = c.post("/v1/score/batch", json={"leads": [lead(), lead()]}, headers=key)
+        invalid = c.post("/v1/score", json={"lead_id": 3}, headers=key)
+    assert [r.status_code for r in (unauthorized, not_ready, too_many, invalid)] == [401, 503, 413, 422]
+    assert unauthorized.headers["www-authenticate"] == "Bearer"
+    assert not_ready.headers["retry-after"] == "5"
+    for response in (unauthorized, not_ready, too_many):
+        ErrorDetail.model_validate(response.json())
+    assert ValidationErrors.model_validate(invalid.json()).detail[0].loc == ["body", "lead_id"]
+
+
+def test_the_scoring_dependencies_can_be_overridden(client: TestClient, scorer: Scorer) -> None:
+    """The serving model, the key check and the request id are FastAPI dependencies: a test replaces them."""
+    from leadscore.serving import deps
+
+    app = client.app
+    stand_in = LoadedModel(scorer, "stand-in", "42", "static")
+
+    async def refuse() -> None:
+        raise HTTPException(403, detail="refused by the override")
+
+    app.dependency_overrides[deps.get_model] = lambda: stand_in
+    app.dependency_overrides[deps.get_request_id] = lambda: "fixed-id"
+    try:
+        single = client.post("/v1/score", json=lead())
+        batch = client.post("/v1/score/batch", json={"leads": [lead()]})
+        app.dependency_overrides[deps.require_key] = refuse
+        refused = client.post("/v1/score", json=lead())
+    finally:
+        app.dependency_overrides.clear()
+    assert single.json()["model"] == {"name": "stand-in", "version": "42"} and single.json()["request_id"] == "fixed-id"
+    assert batch.json()["model"] == {"name": "stand-in", "version": "42"}
+    assert batch.json()["results"][0]["model"]["version"] == "42"
+    assert refused.status_code == 403 and refused.json() == {"detail": "refused by the override"}
+    assert client.post("/v1/score", json=lead()).json()["model"]["version"] == "7"  # overrides gone
+
+
+def test_answers_are_written_by_orjson_with_utc_times_ending_in_z(client: TestClient) -> None:
+    response = client.post("/v1/score", json=lead())
+    assert response.headers["content-type"] == "application/json"
+    scored_at = response.json()["scored_at"]
+    assert scored_at.endswith("Z") and "+00:00" not in scored_at
+    assert b'"scored_at":"' in response.content  # compact: no spaces after separators
+
+
+def test_a_client_that_disconnects_mid_body_is_counted_as_499_not_500(client: TestClient) -> None:
+    """Nobody is left to answer: nothing is sent, and the metrics do not count a server error."""
+    import asyncio
+
+    app = client.app
+    messages = [
+        {"type": "http.request", "body": b'{"lead_id": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/score",
+        "raw_path": b"/v1/score",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent == []
+    text = client.get("/metrics").text
+    assert 'leadscore_http_requests_total{method="POST",route="/v1/score",status="499"} 1.0' in text
+    assert 'status="500"' not in text and 'status="400"' not in text
 
 
 def test_scoring_routes_answer_only_post(client: TestClient) -> None:
@@ -423,7 +547,7 @@ def test_scoring_routes_answer_only_post(client: TestClient) -> None:
 def test_scoring_routes_answer_behind_a_path_prefix_and_count_in_metrics(
     settings: ServingSettings, scorer: Scorer
 ) -> None:
-    """The scoring POSTs are answered before FastAPI's layers; a proxy's prefix (root_path) and the metrics still hold."""
+    """Behind a proxy's prefix (root_path) the scoring routes answer, and metrics name them by route template."""
     with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7")), root_path="/api") as prefixed:
         assert prefixed.post("/api/v1/score", json=lead()).status_code == 200
         assert prefixed.post("/api/v1/score/batch", json={"leads": [lead()]}).status_code == 200
