@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import random
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -32,42 +33,31 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-class APIKeyCheck(APIKeyHeader):
-    """The API-key check, listed in the OpenAPI document as the ``APIKeyHeader`` security scheme.
+def check_key(request: Request) -> None:
+    """401 unless keys are off or ``X-API-Key`` (or else ``Authorization: Bearer``) holds one.
 
-    401 unless keys are off or ``X-API-Key`` (or else ``Authorization: Bearer``) holds one. The offered
-    key is compared with every configured key in constant time, so the time taken does not tell which
-    key, or how much of one, matched.
+    The offered key is compared with every configured key in constant time, so the time taken does not
+    tell which key, or how much of one, matched.
     """
-
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        keys = request.app.state.leadscore.settings.api_keys
-        if not keys:
+    keys = request.app.state.leadscore.settings.api_keys
+    if not keys:
+        return
+    headers = request.headers
+    given = headers.get("x-api-key")
+    if not given:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
+    if given:
+        offered = given.encode("utf-8")
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(offered, key.get_secret_value().encode("utf-8"))
+        if matched:
             return
-        headers = request.headers
-        given = headers.get("x-api-key")
-        if not given:
-            scheme, _, token = headers.get("authorization", "").partition(" ")
-            given = token.strip() if scheme.lower() == "bearer" else ""
-        if given:
-            offered = given.encode("utf-8")
-            matched = False
-            for key in keys:
-                matched |= hmac.compare_digest(offered, key.get_secret_value().encode("utf-8"))
-            if matched:
-                return
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_KEY, headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=BAD_KEY, headers={"WWW-Authenticate": "Bearer"})
 
 
-require_key = APIKeyCheck(
-    name="X-API-Key",
-    scheme_name="APIKeyHeader",
-    auto_error=False,
-    description="An API key (when keys are configured); `Authorization: Bearer <key>` is accepted too.",
-)
-
-
-async def get_model(request: Request) -> LoadedModel:
+def serving_model(request: Request) -> LoadedModel:
     """The model version serving now; 503 with ``Retry-After`` while none is loaded.
 
     The reference is read once, so one request is served by one version end to end, even across a swap.
@@ -80,10 +70,7 @@ async def get_model(request: Request) -> LoadedModel:
     return model
 
 
-Model = Annotated[LoadedModel, Depends(get_model)]
-
-
-async def get_request_id(request: Request) -> str:
+def request_id(request: Request) -> str:
     """The caller's ``X-Request-Id`` when it is a short token (at most 64 letters, digits, ``-`` or ``_``),
     else a new UUIDv7 (32 hex digits)."""
     given = request.headers.get("x-request-id", "")
@@ -92,7 +79,52 @@ async def get_request_id(request: Request) -> str:
     return uuid7_hex()
 
 
-RequestId = Annotated[str, Depends(get_request_id)]
+_KEY_SCHEME = {
+    "name": "X-API-Key",
+    "scheme_name": "APIKeyHeader",
+    "auto_error": False,
+    "description": "An API key (when keys are configured); `Authorization: Bearer <key>` is accepted too.",
+}
+
+
+class APIKeyCheck(APIKeyHeader):
+    """The API-key check (:func:`check_key`), listed in the OpenAPI document as the ``APIKeyHeader`` scheme."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        check_key(request)
+
+
+require_key = APIKeyCheck(**_KEY_SCHEME)
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """What a scoring request is served with: one model version end to end, and its request id."""
+
+    model: LoadedModel
+    request_id: str
+
+
+class ScoringAccess(APIKeyHeader):
+    """The scoring routes' one dependency: the key check (401), then the serving model (503), then the
+    request id. One dependency rather than three, since FastAPI resolves each dependency of every request;
+    it is listed in the OpenAPI document as the ``APIKeyHeader`` scheme, as :data:`require_key` is."""
+
+    async def __call__(self, request: Request) -> ScoringContext:  # type: ignore[override]
+        check_key(request)
+        return ScoringContext(serving_model(request), request_id(request))
+
+
+scoring_access = ScoringAccess(**_KEY_SCHEME)
+Scoring = Annotated[ScoringContext, Depends(scoring_access)]
+
+
+async def get_model(request: Request) -> LoadedModel:
+    """The dependency form of :func:`serving_model` (routes other than scoring)."""
+    return serving_model(request)
+
+
+Model = Annotated[LoadedModel, Depends(get_model)]
 
 
 def uuid7_hex(now_ns: int | None = None) -> str:

@@ -1,8 +1,8 @@
 """Scoring routes: one lead, or a bounded batch answered in request order.
 
 Both are FastAPI path operations: the body is validated into :class:`LeadRecord` / :class:`BatchRequest`
-(422 with the field path), the key check, the model and the request id are the dependencies of
-:mod:`serving.deps` (so ``app.dependency_overrides`` reaches them), and the OpenAPI document is
+(422 with the field path), the key check, the model and the request id come from one dependency,
+:data:`serving.deps.scoring_access` (so ``app.dependency_overrides`` reaches them), and the OpenAPI document is
 FastAPI's, with the request examples below. Single leads are scored through the micro-batcher
 (:mod:`serving.batcher`). The answer is the dict :func:`serving.scoring.score_leads` builds, written by
 orjson (:class:`serving.asgi.ORJSONAnswer`); ``response_model`` documents its shape.
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.asgi import ORJSONAnswer
-from leadscore.serving.deps import Model, RequestId, require_key
+from leadscore.serving.deps import Scoring
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
     EXAMPLE_LEAD,
@@ -36,7 +36,6 @@ INLINE_LEADS = 16
 router = APIRouter(
     prefix="/v1",
     tags=["scoring"],
-    dependencies=[Depends(require_key)],
     default_response_class=ORJSONAnswer,
     responses=ERROR_RESPONSES,
 )
@@ -59,8 +58,7 @@ async def score(
         ),
     ],
     request: Request,
-    model: Model,
-    request_id: RequestId,
+    context: Scoring,
     explain: Explain = True,
 ) -> ORJSONAnswer:
     """Score one lead: probability, 0-100 score, tier, queue, SLA and the top reasons.
@@ -69,7 +67,7 @@ async def score(
     log; without one, a new UUIDv7 is made.
     """
     state: AppState = request.app.state.leadscore
-    answer, row = await state.batcher.score(model, lead, request_id, explain)
+    answer, row = await state.batcher.score(context.model, lead, context.request_id, explain)
     state.score_log.append([row])
     state.metrics.count_tiers([answer["tier"]])
     return ORJSONAnswer(answer)
@@ -84,8 +82,7 @@ async def score_batch(
         Body(openapi_examples={"two": {"summary": "Two leads", "value": {"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}}}),
     ],
     request: Request,
-    model: Model,
-    request_id: RequestId,
+    context: Scoring,
     explain: Explain = True,
 ) -> ORJSONAnswer:
     """Score many leads (at most LEADSCORE_MAX_BATCH); answers come back in request order.
@@ -94,6 +91,7 @@ async def score_batch(
     log (one id for the whole batch); without one, a new UUIDv7 is made.
     """
     state: AppState = request.app.state.leadscore
+    model, request_id = context.model, context.request_id
     leads = batch.leads
     if len(leads) > state.settings.max_batch:
         raise HTTPException(

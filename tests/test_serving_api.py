@@ -467,7 +467,8 @@ def test_error_answers_match_their_documented_schemas(tmp_path: Path, scorer: Sc
 
 
 def test_the_scoring_dependencies_can_be_overridden(client: TestClient, scorer: Scorer) -> None:
-    """The serving model, the key check and the request id are FastAPI dependencies: a test replaces them."""
+    """The scoring routes' context (key check, serving model, request id) and the other routes' key check and
+    model are FastAPI dependencies: a test replaces them."""
     from leadscore.serving import deps
 
     app = client.app
@@ -476,19 +477,24 @@ def test_the_scoring_dependencies_can_be_overridden(client: TestClient, scorer: 
     async def refuse() -> None:
         raise HTTPException(403, detail="refused by the override")
 
+    app.dependency_overrides[deps.scoring_access] = lambda: deps.ScoringContext(stand_in, "fixed-id")
     app.dependency_overrides[deps.get_model] = lambda: stand_in
-    app.dependency_overrides[deps.get_request_id] = lambda: "fixed-id"
     try:
         single = client.post("/v1/score", json=lead())
         batch = client.post("/v1/score/batch", json={"leads": [lead()]})
+        info = client.get("/v1/model")
+        app.dependency_overrides[deps.scoring_access] = refuse
         app.dependency_overrides[deps.require_key] = refuse
         refused = client.post("/v1/score", json=lead())
+        refused_info = client.get("/v1/model")
     finally:
         app.dependency_overrides.clear()
     assert single.json()["model"] == {"name": "stand-in", "version": "42"} and single.json()["request_id"] == "fixed-id"
-    assert batch.json()["model"] == {"name": "stand-in", "version": "42"}
+    assert batch.json()["model"] == {"name": "stand-in", "version": "42"} and batch.json()["request_id"] == "fixed-id"
     assert batch.json()["results"][0]["model"]["version"] == "42"
-    assert refused.status_code == 403 and refused.json() == {"detail": "refused by the override"}
+    assert info.json()["version"] == "42"
+    for response in (refused, refused_info):
+        assert response.status_code == 403 and response.json() == {"detail": "refused by the override"}
     assert client.post("/v1/score", json=lead()).json()["model"]["version"] == "7"  # overrides gone
 
 
