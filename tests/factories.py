@@ -80,7 +80,12 @@ def mlflow_server(root: Path, backend_store_uri: str | None = None) -> Iterator[
     ]
     log = (root / "server.log").open("w")
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # MLflow 3's job runner (huey consumers, for GenAI jobs leadscore does not use) would keep five
+        # processes polling for the whole session.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:
