@@ -280,7 +280,18 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         observation_days=options.observation_days,
         as_of=options.as_of,
     )
-    result = fit(tf, options)
+    return register_fit(fit(tf, options), options, settings, extra_artifacts)
+
+
+def register_fit(
+    result: FitResult,
+    options: TrainOptions,
+    settings: MlflowSettings,
+    extra_artifacts: Any = None,
+    params: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Log a fit as a run (``params`` added to the options), register a version and alias it ``challenger``."""
+    tf = result.frame
     client = registry.configure(settings)
     experiment = registry.experiment_id(client, settings.experiment, settings)
     columns = tf.feature_columns
@@ -294,6 +305,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 "split": result.split.method,
                 "features": len(columns),
                 **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
+                **(params or {}),
             }
         )
         mlflow.log_metrics(flat_metrics(result.metrics))
