@@ -8,6 +8,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class Engine(StrEnum):
+    """Where training and batch scoring run: in this process, or on a Dask cluster."""
+
+    local = "local"
+    dask = "dask"
 
 
 def _quiet() -> None:
@@ -67,11 +75,27 @@ def generate(
     start: Annotated[str, typer.Option(help="First lead creation date.")] = "2024-10-01",
     end: Annotated[str, typer.Option(help="Extraction date: nothing after it appears in the data.")] = "2026-09-30",
     csv: Annotated[bool, typer.Option("--csv", help="Write CSV instead of Parquet.")] = False,
+    chunk_leads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Above this many leads, write each table as a folder of Parquet parts, one chunk of leads at a time.",
+        ),
+    ] = 250_000,
 ) -> None:
     """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
-    from leadscore.training.synthetic import generate_crm, write_crm
+    from leadscore.training.synthetic import generate_crm, write_crm, write_crm_parts
 
     began = time.perf_counter()
+    if leads > chunk_leads:
+        if csv:
+            raise ValueError(f"--csv writes one file per table; use Parquet for more than {chunk_leads:,} leads")
+        paths = write_crm_parts(leads, out, seed=seed, start=start, end=end, chunk_leads=chunk_leads)
+        typer.echo(
+            f"wrote {leads:,} leads in parts of {chunk_leads:,} to {out} in {time.perf_counter() - began:.1f}s "
+            f"({', '.join(f'{p.name}/' for p in paths.values())})"
+        )
+        return
     tables = generate_crm(leads, seed=seed, start=start, end=end)
     paths = write_crm(tables, out, "csv" if csv else "parquet")
     typer.echo(
@@ -107,6 +131,15 @@ def train(
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
+    engine: Annotated[Engine, typer.Option(help="local: one process; dask: a Dask cluster (CRM form, Parquet).")] = (
+        Engine.local
+    ),
+    scheduler: Annotated[
+        str | None, typer.Option(help="--engine dask: scheduler address (default: a local cluster of processes).")
+    ] = None,
+    sample_rows: Annotated[
+        int, typer.Option(min=1, help="--engine dask: rows collected for calibration, baselines and the report.")
+    ] = 500_000,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
     from leadscore.models.settings import get_mlflow_settings
@@ -126,7 +159,14 @@ def train(
         routing=routing,
     )
     extra = _report_writer() if report else None
-    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
+    if engine is Engine.dask:
+        from leadscore.training.distributed import train_distributed
+
+        result = train_distributed(
+            options, get_mlflow_settings(), extra_artifacts=extra, scheduler=scheduler, sample_rows=sample_rows
+        )
+    else:
+        result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
     if as_json:
         _echo_json(result.summary())
         return
@@ -205,6 +245,12 @@ def score(
         str, typer.Option(help="models:/<name>@<alias> or models:/<name>/<version>.")
     ] = "models:/lead-scoring@champion",
     as_of: Annotated[str | None, typer.Option(help="CRM folder input: aggregate engagement as of this moment.")] = None,
+    engine: Annotated[
+        Engine, typer.Option(help="local: one process; dask: a Dask cluster, output a folder of Parquet parts.")
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None, typer.Option(help="--engine dask: scheduler address (default: a local cluster of processes).")
+    ] = None,
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
     from leadscore.features.mapping import Mapping
@@ -219,6 +265,15 @@ def score(
     scorer = batch_model(folder)
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
+    if engine is Engine.dask:
+        from leadscore.training.distributed import score_distributed
+
+        done = score_distributed(input, output, scorer, mapping, name, version, as_of=as_of, scheduler=scheduler)
+        typer.echo(
+            f"scored {done['rows']:,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; "
+            f"tiers {done['tiers']}"
+        )
+        return
     leads = load_leads(input, mapping, as_of)
     scored = score_leads(leads, scorer, mapping, name, version)
     write_atomic(scored, output)

@@ -18,9 +18,12 @@ into a temporary folder beside the output and renamed into place once every part
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,11 +180,15 @@ def fit_distributed(tf: TrainingFrame, options: TrainOptions, sample_rows: int =
     params = model.lgb_params()
     if tf.monotone:
         params["monotone_constraints"] = [int(tf.monotone.get(c, 0)) for c in encoder.feature_names_out_]
-    booster = (
-        DaskLGBMClassifier(n_estimators=options.n_estimators, **params)
-        .fit(matrix, trees[LABEL], feature_name=names, categorical_feature=encoder.categorical_indices_)
-        .booster_
-    )
+    # lightgbm.dask prints its set-up notes on stdout (stderr keeps them off a --json answer) and warns that it
+    # sets each worker's threads itself
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        booster = (
+            DaskLGBMClassifier(n_estimators=options.n_estimators, **params)
+            .fit(matrix, trees[LABEL], feature_name=names, categorical_feature=encoder.categorical_indices_)
+            .booster_
+        )
     model.encoder_, model.booster_ = encoder, booster
     model.classes_, model.n_features_in_ = np.array([0, 1]), encoder.n_features_in_
     n_calibration = n_train - cut
