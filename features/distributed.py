@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,15 @@ def connect(address: str | None = None, **cluster: Any) -> Iterator[Client]:
         **cluster,
     }
     with LocalCluster(**options) as local, Client(local) as client:
+        client.run(_stdout_to_stderr)
         yield client
+
+
+def _stdout_to_stderr() -> None:
+    """Point a local worker's standard output at its standard error: the workers share the command's terminal,
+    and what libraries print there (e.g. LightGBM's network set-up) must not mix into the command's answer."""
+    sys.stdout.flush()
+    os.dup2(2, 1)
 
 
 @dataclass(frozen=True)

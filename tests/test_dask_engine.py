@@ -4,6 +4,8 @@ scores and registry entries, and no half-written output when a job fails on a wo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +161,11 @@ def test_scores_equal_the_local_engines_for_a_single_file_folder(
     assert done["rows"] == len(expected) and done["tiers"] == expected["tier"].value_counts().sort_index().to_dict()
     pd.testing.assert_frame_equal(by_id(got), by_id(expected))
 
+    flat = tmp_path / "leads.parquet"  # a flat file of lead rows is scored as it is
+    load_leads(crm_folder, MAPPING, None).to_parquet(flat, index=False)
+    score_distributed(flat, tmp_path / "flat", scorer, MAPPING, "m", "3", scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(by_id(pd.read_parquet(tmp_path / "flat")), by_id(expected))
+
 
 def test_a_job_that_fails_on_a_worker_leaves_nothing_half_written(
     cluster: LocalCluster, crm_parts: Path, fitted: FitResult, tmp_path: Path
@@ -201,3 +208,17 @@ def test_input_the_dask_engine_cannot_read_gets_one_clear_error(crm_folder: Path
 
     with pytest.raises(DataError, match="name a folder"):
         write_dataset(None, tmp_path / "scores.csv")  # type: ignore[arg-type]
+
+
+def test_a_local_clusters_workers_print_to_stderr_not_into_the_commands_answer(tmp_path: Path) -> None:
+    code = (
+        "from leadscore.features.distributed import connect\n"
+        "if __name__ == '__main__':\n"
+        "    with connect(n_workers=1) as client:\n"
+        "        client.run(lambda: print('worker noise', flush=True))\n"
+        "    print('answer')\n"
+    )
+    (tmp_path / "job.py").write_text(code)
+    done = subprocess.run([sys.executable, str(tmp_path / "job.py")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "answer\n" and "worker noise" in done.stderr
