@@ -119,8 +119,9 @@ def main() -> None:
                     uri = f"models:/lead-scoring/{version}"
                     r = run(["score", "--input", str(data), "--output", str(out), "--model-uri", uri, *address], env)
                     print(line("dask", n, "score", r, worker_peaks(client), base.get("score")), flush=True)
+    against = f"the local engine's at {args.local[0]:,} leads (same step)" if args.local else "(no local run)"
     print(
-        f"ratio = seconds per lead / the local engine's at {args.local[0]:,} leads (same step); peak = the command "
+        f"ratio = seconds per lead / {against}; peak = the command "
         f"process's peak resident memory; workers = each Dask worker's peak for that command "
         f"(2 processes, 1 thread, memory limit {args.memory_limit} each); data and store in {root}"
     )
