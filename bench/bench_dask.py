@@ -16,6 +16,7 @@ within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from distributed import Client, LocalCluster
 
@@ -31,21 +33,29 @@ CLI = str(Path(sys.executable).parent / "leadscore")
 GIB = 1024**3
 
 
-def run(args: list[str], env: dict[str, str]) -> dict[str, float | int]:
-    """Run one CLI command: wall seconds, its peak resident memory (bytes) and exit status."""
+def run(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run one CLI command: wall seconds, its peak resident memory (bytes), exit status and standard output."""
     began = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        process = subprocess.Popen([CLI, *args], env=env, stdout=sink, stderr=subprocess.PIPE)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=errors)
+        out = process.stdout.read().decode()
+        process.stdout.close()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-        error = process.stderr.read().decode(errors="replace").strip().splitlines() if process.returncode else []
-        process.stderr.close()
+        errors.seek(0)
+        error = errors.read().decode(errors="replace").strip().splitlines() if process.returncode else []
     return {
         "seconds": time.perf_counter() - began,
         "peak": usage.ru_maxrss * 1024,
         "status": process.returncode,
         "error": error[-1] if error else "",
+        "stdout": out,
     }
+
+
+def version_of(r: dict[str, Any]) -> str:
+    """The registered version a ``train --json`` run reports."""
+    return json.loads(r["stdout"].strip().splitlines()[-1])["version"]
 
 
 def worker_peaks(client: Client) -> list[int]:
@@ -85,16 +95,14 @@ def main() -> None:
             print(line("-", n, "generate", r, None, None), flush=True)
             generated.add(n)
 
-    version = 0
     for n in args.local:
         generate(n)
         data = root / f"crm-{n}"
-        r = run(["train", "--data", str(data), "--no-report"], env)
-        version += r["status"] == 0
+        r = run(["train", "--data", str(data), "--no-report", "--json"], env)
         print(line("local", n, "train", r, None, base.get("train")), flush=True)
         base.setdefault("train", r["seconds"] / n)
         if r["status"] == 0:
-            uri = f"models:/lead-scoring/{version}"
+            uri = f"models:/lead-scoring/{version_of(r)}"
             r = run(
                 ["score", "--input", str(data), "--output", str(root / f"local-{n}.parquet"), "--model-uri", uri], env
             )
@@ -110,13 +118,12 @@ def main() -> None:
                 generate(n)
                 data = root / f"crm-{n}"
                 client.restart()
-                r = run(["train", "--data", str(data), "--no-report", *address], env)
-                version += r["status"] == 0
+                r = run(["train", "--data", str(data), "--no-report", "--json", *address], env)
                 print(line("dask", n, "train", r, worker_peaks(client), base.get("train")), flush=True)
                 if r["status"] == 0:
+                    uri = f"models:/lead-scoring/{version_of(r)}"
                     client.restart()
                     out = root / f"dask-{n}"
-                    uri = f"models:/lead-scoring/{version}"
                     r = run(["score", "--input", str(data), "--output", str(out), "--model-uri", uri, *address], env)
                     print(line("dask", n, "score", r, worker_peaks(client), base.get("score")), flush=True)
     against = f"the local engine's at {args.local[0]:,} leads (same step)" if args.local else "(no local run)"
