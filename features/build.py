@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,13 +80,40 @@ def size_band(employees: pd.Series | np.ndarray) -> np.ndarray:
     return bands
 
 
+def table_path(folder: Path, stem: str) -> Path:
+    """Where a CRM table is: ``stem.parquet`` / ``stem.csv`` (or ``stem`` as given), or a folder ``stem/`` of
+    Parquet part files (what ``leadscore generate`` writes for large runs); both at once is ambiguous."""
+    parts = folder / stem
+    if parts.is_dir():
+        files = [p for p in (folder / f"{stem}.parquet", folder / f"{stem}.csv") if p.is_file()]
+        if files:
+            raise DataError(f"{folder}: both a folder {stem}/ and {files[0].name}; keep one form of the {stem} table")
+        if not any(parts.glob("*.parquet")):
+            raise DataError(f"{parts}: a table folder must hold .parquet part files")
+        return parts
+    return find_table(folder, stem)
+
+
+def read_any_table(path: Path) -> pd.DataFrame:
+    """:func:`features.mapping.read_table`, or every part of a folder of Parquet files, in file-name order."""
+    if not Path(path).is_dir():
+        return read_table(path)
+    try:
+        frame = pd.concat([pd.read_parquet(part) for part in sorted(Path(path).glob("*.parquet"))], ignore_index=True)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+    if frame.empty:
+        raise DataError(f"{path}: table has no rows")
+    return frame
+
+
 def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
     """Read the three tables of a CRM-form data folder and check the columns the mapping needs."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
-    paths = {name: find_table(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
-    leads = read_table(paths["leads"])
+    paths = {name: table_path(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
+    leads = read_any_table(paths["leads"])
     require_columns(
         leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"]
     )
@@ -107,11 +135,11 @@ def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
 def _read_events(path: Path, mapping: Mapping, dates: dict[str, bool], others: list[str]) -> pd.DataFrame:
     """An activities or outcomes table; one with no rows is valid (no events yet)."""
     try:
-        table = read_table(path)
+        table = read_any_table(path)
     except DataError as exc:
         if "no rows" not in str(exc):
             raise
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.is_dir() or path.suffix == ".parquet" else pd.read_csv(path)
     require_columns(table, [mapping.id, *dates, *others], path)
     for column, required in dates.items():
         table[column] = parse_datetimes(table, column, path, required=required, format=mapping.date_formats.get(column))
@@ -119,24 +147,36 @@ def _read_events(path: Path, mapping: Mapping, dates: dict[str, bool], others: l
     return table
 
 
-def build_crm_frame(
-    tables: CrmTables,
-    mapping: Mapping,
-    *,
-    target: str = "opportunity",
-    horizon_days: int = 90,
-    observation_days: int = 7,
-    as_of: pd.Timestamp | str | None = None,
-    source: str = "",
-) -> TrainingFrame:
-    """The point-in-time frame of CRM tables (see the module docstring)."""
+EXCLUSIONS = ("created_after_as_of", "horizon_not_elapsed", "converted_before_scoring")
+EXCLUDED = "excluded_code"  # in point_in_time_rows: 0 kept, else 1 + the index of the reason in EXCLUSIONS
+
+
+def check_crm_options(target: str, horizon_days: int, observation_days: int) -> None:
+    """Refuse a target or windows the point-in-time frame cannot be built with."""
     if target not in schema.TARGETS:
         raise DataError(f"target {target!r} is not one of {list(schema.TARGETS)}")
     if not 0 <= observation_days < horizon_days:
         raise DataError(f"observation_days ({observation_days}) must be >= 0 and below horizon_days ({horizon_days})")
+
+
+def point_in_time_rows(
+    tables: CrmTables,
+    mapping: Mapping,
+    *,
+    target: str,
+    horizon_days: int,
+    observation_days: int,
+    as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """Every lead of ``tables`` with its features, scoring moment, label and :data:`EXCLUDED` code, sorted by
+    creation time then id.
+
+    A lead's row depends only on its own lead, activity and outcome rows and on ``as_of``: any subset of
+    leads with all of their activities and outcomes gives those leads' rows exactly (what the Dask engine
+    relies on to build each partition of leads alone).
+    """
     leads = tables.leads.sort_values([mapping.created_at, mapping.id], kind="stable").reset_index(drop=True)
     created = leads[mapping.created_at].to_numpy("datetime64[ns]")
-    as_of = pd.Timestamp(as_of) if as_of is not None else _latest_timestamp(tables, mapping)
     scoring_at = created + np.timedelta64(observation_days, "D")
     horizon_end = created + np.timedelta64(horizon_days, "D")
 
@@ -154,33 +194,56 @@ def build_crm_frame(
     created_late = created > as_of_ns
     censored = ~created_late & (horizon_end > as_of_ns)
     converted_early = ~created_late & ~censored & (opportunity_at <= scoring_at)
-    keep = ~(created_late | censored | converted_early)
 
     frame = leads.assign(**_engagement(tables, mapping, ids, scoring_at))
     frame[SCORING_AT] = scoring_at
     frame[LABEL] = (event_at <= horizon_end).astype(np.int8)
     if "employees" in frame.columns:
         frame[SIZE_BAND] = size_band(frame["employees"])
-    frame = frame.loc[keep].reset_index(drop=True)
-    names = engagement_feature_names()
-    return TrainingFrame(
-        frame=frame,
-        mapping=mapping,
-        categorical=list(mapping.categorical),
-        numeric=[*mapping.numeric, *names],
-        boolean=list(mapping.boolean),
-        timed=True,
+    frame[EXCLUDED] = np.select([created_late, censored, converted_early], [1, 2, 3], 0).astype(np.int8)
+    return frame
+
+
+def build_crm_frame(
+    tables: CrmTables,
+    mapping: Mapping,
+    *,
+    target: str = "opportunity",
+    horizon_days: int = 90,
+    observation_days: int = 7,
+    as_of: pd.Timestamp | str | None = None,
+    source: str = "",
+) -> TrainingFrame:
+    """The point-in-time frame of CRM tables (see the module docstring)."""
+    check_crm_options(target, horizon_days, observation_days)
+    as_of = pd.Timestamp(as_of) if as_of is not None else _latest_timestamp(tables, mapping)
+    rows = point_in_time_rows(
+        tables, mapping, target=target, horizon_days=horizon_days, observation_days=observation_days, as_of=as_of
+    )
+    code = rows.pop(EXCLUDED).to_numpy()
+    return crm_training_frame(
+        rows.loc[code == 0].reset_index(drop=True),
+        mapping,
         target=target,
         horizon_days=horizon_days,
         observation_days=observation_days,
         as_of=as_of,
-        excluded={
-            "created_after_as_of": int(created_late.sum()),
-            "horizon_not_elapsed": int(censored.sum()),
-            "converted_before_scoring": int(converted_early.sum()),
-        },
+        excluded={reason: int((code == i + 1).sum()) for i, reason in enumerate(EXCLUSIONS)},
         source=source,
+    )
+
+
+def crm_training_frame(frame: Any, mapping: Mapping, **fields: Any) -> TrainingFrame:
+    """A :class:`TrainingFrame` of point-in-time rows (a pandas frame, or a Dask one on that engine)."""
+    return TrainingFrame(
+        frame=frame,
+        mapping=mapping,
+        categorical=list(mapping.categorical),
+        numeric=[*mapping.numeric, *engagement_feature_names()],
+        boolean=list(mapping.boolean),
+        timed=True,
         monotone={**monotone_engagement(), **mapping.monotone},
+        **fields,
     )
 
 
@@ -203,12 +266,18 @@ def _engagement(tables: CrmTables, mapping: Mapping, ids: pd.Series, scoring_at:
 
 
 def _latest_timestamp(tables: CrmTables, mapping: Mapping) -> pd.Timestamp:
-    candidates = [
-        tables.leads[mapping.created_at].max(),
-        tables.activities["occurred_at"].max() if len(tables.activities) else pd.NaT,
-        tables.outcomes["opportunity_created_at"].max() if len(tables.outcomes) else pd.NaT,
-        tables.outcomes["closed_at"].max() if len(tables.outcomes) else pd.NaT,
-    ]
+    return latest_of(
+        [
+            tables.leads[mapping.created_at].max(),
+            tables.activities["occurred_at"].max() if len(tables.activities) else pd.NaT,
+            tables.outcomes["opportunity_created_at"].max() if len(tables.outcomes) else pd.NaT,
+            tables.outcomes["closed_at"].max() if len(tables.outcomes) else pd.NaT,
+        ]
+    )
+
+
+def latest_of(candidates: list[Any]) -> pd.Timestamp:
+    """The latest of the tables' newest timestamps (the default ``as_of``); missing ones are skipped."""
     return max(pd.Timestamp(c) for c in candidates if pd.notna(c))
 
 

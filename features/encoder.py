@@ -76,7 +76,14 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         self.max_categories = max_categories
         self.labels = labels
 
-    def fit(self, X: pd.DataFrame | Mapping[str, Sequence[Any]], y: Any = None) -> FeatureEncoder:
+    def fit(
+        self,
+        X: pd.DataFrame | Mapping[str, Sequence[Any]],
+        y: Any = None,
+        category_counts: Mapping[str, pd.Series] | None = None,
+    ) -> FeatureEncoder:
+        """Learn the code tables from ``X``; ``category_counts`` (value -> count per categorical column, e.g.
+        counted over a distributed frame) stands in for ``X``'s own counts, and ``X`` is then only checked."""
         names = [*self.categorical, *self.numeric, *self.boolean]
         if not names:
             raise ValueError(
@@ -97,12 +104,15 @@ class FeatureEncoder(TransformerMixin, BaseEstimator):
         missing = frozenset(self.missing_values)
         self.categories_ = {}
         for name in self.categorical:
-            column = column_values(X, name, n)
-            if not (isinstance(column, pd.Series) and isinstance(column.dtype, pd.StringDtype)):
-                column = pd.Series(
-                    as_objects(column), dtype=object
-                )  # text columns count as they are: str keys either way
-            raw = column.value_counts(dropna=True)
+            if category_counts is not None:
+                raw = category_counts[name]
+            else:
+                column = column_values(X, name, n)
+                if not (isinstance(column, pd.Series) and isinstance(column.dtype, pd.StringDtype)):
+                    column = pd.Series(
+                        as_objects(column), dtype=object
+                    )  # text columns count as they are: str keys either way
+                raw = column.value_counts(dropna=True)
             counts: dict[str, int] = {}
             for value, count in raw.items():  # normalise each distinct value once
                 if not is_missing(value, missing):

@@ -8,6 +8,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,13 @@ app = typer.Typer(
     # Plain click help: it wraps option names, defaults and help text to the terminal instead of cutting them.
     rich_markup_mode=None,
 )
+
+
+class Engine(StrEnum):
+    """Where training and batch scoring run: in this process, or on a Dask cluster."""
+
+    local = "local"
+    dask = "dask"
 
 
 def _quiet() -> None:
@@ -80,9 +88,16 @@ def generate(
     export_style: Annotated[
         str, typer.Option(help="'crm': leadscore's tables; 'messy': as real tools export them (see docs).")
     ] = "crm",
+    chunk_leads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Above this many leads, write each table as a folder of Parquet parts, one chunk of leads at a time.",
+        ),
+    ] = 250_000,
 ) -> None:
     """Write synthetic CRM data (leads, activities, outcomes), calibrated to public B2B conversion benchmarks."""
-    from leadscore.training.synthetic import generate_crm, write_crm
+    from leadscore.training.synthetic import generate_crm, write_crm, write_crm_parts
 
     began = time.perf_counter()
     if export_style == "messy":
@@ -93,6 +108,15 @@ def generate(
         return
     if export_style != "crm":
         raise ValueError(f"--export-style must be 'crm' or 'messy', not {export_style!r}")
+    if leads > chunk_leads:
+        if csv:
+            raise ValueError(f"--csv writes one file per table; use Parquet for more than {chunk_leads:,} leads")
+        paths = write_crm_parts(leads, out, seed=seed, start=start, end=end, chunk_leads=chunk_leads)
+        typer.echo(
+            f"wrote {leads:,} leads in parts of {chunk_leads:,} to {out} in {time.perf_counter() - began:.1f}s "
+            f"({', '.join(f'{p.name}/' for p in paths.values())})"
+        )
+        return
     tables = generate_crm(leads, seed=seed, start=start, end=end)
     paths = write_crm(tables, out, "csv" if csv else "parquet")
     typer.echo(
@@ -183,6 +207,15 @@ def train(
         bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics, notes, stage timings).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no notes on stderr (warnings stay).")] = False,
+    engine: Annotated[Engine, typer.Option(help="local: one process; dask: a Dask cluster (CRM form, Parquet).")] = (
+        Engine.local
+    ),
+    scheduler: Annotated[
+        str | None, typer.Option(help="--engine dask: scheduler address (default: a local cluster of processes).")
+    ] = None,
+    sample_rows: Annotated[
+        int, typer.Option(min=1, help="--engine dask: rows collected for calibration, baselines and the report.")
+    ] = 500_000,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
     from leadscore.models.settings import get_mlflow_settings
@@ -206,7 +239,14 @@ def train(
     )
     extra = _report_writer() if report else None
     stages = Stages.for_terminal(quiet=quiet)
-    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra, stages=stages)
+    if engine is Engine.dask:
+        from leadscore.training.distributed import train_distributed
+
+        result = train_distributed(
+            options, get_mlflow_settings(), extra_artifacts=extra, scheduler=scheduler, sample_rows=sample_rows
+        )
+    else:
+        result = run_training(options, get_mlflow_settings(), extra_artifacts=extra, stages=stages)
     _echo_notes(result.fit.frame, quiet=quiet)
     if as_json:
         _echo_json(result.summary())
@@ -298,6 +338,12 @@ def score(
     allow_missing_features: Annotated[
         bool, typer.Option("--allow-missing-features", help="Score even when the model's features are missing.")
     ] = False,
+    engine: Annotated[
+        Engine, typer.Option(help="local: one process; dask: a Dask cluster, output a folder of Parquet parts.")
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None, typer.Option(help="--engine dask: scheduler address (default: a local cluster of processes).")
+    ] = None,
 ) -> None:
     """Score a batch of leads with a registered model: probability, score 0-100, tier and queue."""
     from leadscore.features.coverage import check_coverage, coverage
@@ -314,6 +360,15 @@ def score(
     scorer = batch_model(folder)
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
+    if engine is Engine.dask:
+        from leadscore.training.distributed import score_distributed
+
+        done = score_distributed(input, output, scorer, mapping, name, version, as_of=as_of, scheduler=scheduler)
+        typer.echo(
+            f"scored {done['rows']:,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; "
+            f"tiers {done['tiers']}"
+        )
+        return
     leads = load_leads(input, mapping, as_of)
     features = list(scorer.metadata.get("feature_columns") or [])
     cov = coverage(leads, features, scorer.metadata.get("feature_importance"), mapping.missing_values)

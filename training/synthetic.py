@@ -10,6 +10,9 @@ opens drift from quarter to quarter. ``end`` is the extraction date: nothing aft
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -38,8 +41,9 @@ from leadscore.features.schema import (
     STAGES,
 )
 
-__all__ = ["CrmTables", "generate_crm", "read_crm", "write_crm"]
+__all__ = ["CrmTables", "generate_crm", "read_crm", "write_crm", "write_crm_parts"]
 
+CHUNK_LEADS = 250_000  # leads per part file of a partitioned dataset (what one generation step holds in memory)
 DAY = 86_400  # seconds
 NS = 1_000_000_000
 
@@ -589,10 +593,22 @@ def _manual(
 
 
 def _lead_columns(
-    rng: np.random.Generator, f: dict[str, np.ndarray], created: np.ndarray, months: np.ndarray, logit: np.ndarray
+    rng: np.random.Generator,
+    f: dict[str, np.ndarray],
+    created: np.ndarray,
+    months: np.ndarray,
+    logit: np.ndarray,
+    first_number: int = 1,
+    id_digits: int | None = None,
 ) -> dict[str, pa.Array | np.ndarray]:
-    """Observed ``leads`` columns: firmographics with missing values, manual fields and fake PII."""
+    """Observed ``leads`` columns: firmographics with missing values, manual fields and fake PII.
+
+    Leads are numbered from ``first_number``; ids are ``L`` and the number padded to ``id_digits`` (default:
+    at least 8, enough for the last number).
+    """
     n = len(created)
+    final_number = first_number + n - 1
+    id_digits = id_digits if id_digits is not None else max(8, len(str(final_number)))
     missing = {c: rng.random(n) < rate for c, rate in MISSING_RATE.items()}
     observed_size = np.where(missing["employees"], len(SIZE_BANDS), f["size"])
     campaign_names, lookup = _campaign_lookup()
@@ -600,9 +616,9 @@ def _lead_columns(
     title = (rng.integers(0, len(TITLES), n) * len(SENIORITIES) + f["seniority"]) * len(DEPARTMENTS) + f["department"]
     first = _strings(FIRST_NAMES, rng.integers(0, len(FIRST_NAMES), n))
     last = _strings(LAST_NAMES, rng.integers(0, len(LAST_NAMES), n))
-    number = pc.cast(pa.array(np.arange(1, n + 1)), pa.large_string())
+    number = pc.cast(pa.array(np.arange(first_number, final_number + 1)), pa.large_string())
     return {
-        "lead_id": pc.binary_join_element_wise(_s("L"), pc.utf8_lpad(number, max(8, len(str(n))), "0"), _s("")),
+        "lead_id": pc.binary_join_element_wise(_s("L"), pc.utf8_lpad(number, id_digits, "0"), _s("")),
         "created_at": created * NS,
         "source": _strings(SOURCES, f["source"]),
         "campaign": _strings(campaign_names, lookup[f["source"], pick, months % 12 // 3]),
@@ -646,12 +662,30 @@ def generate_crm(n_leads: int, seed: int = 0, start: str = "2024-10-01", end: st
     ``end`` is the extraction date: activities, opportunities and closes after it are absent
     (an opportunity not closed by then has stage 'open'). Same arguments give identical tables.
     """
+    start_ts, end_ts = _period(n_leads, start, end)
+    tables = _generate(np.random.default_rng(seed), n_leads, start_ts, end_ts)
+    return CrmTables(**{name: table.to_pandas() for name, table in tables.items()})
+
+
+def _period(n_leads: int, start: str, end: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The checked arguments of a generation: at least one lead, ``start`` before ``end``."""
     if n_leads < 1:
         raise ValueError(f"n_leads must be >= 1, got {n_leads}")
     start_ts, end_ts = pd.Timestamp(start), pd.Timestamp(end)
     if start_ts >= end_ts:
         raise ValueError(f"start ({start}) must be before end ({end})")
-    rng = np.random.default_rng(seed)
+    return start_ts, end_ts
+
+
+def _generate(
+    rng: np.random.Generator,
+    n_leads: int,
+    start_ts: pd.Timestamp,
+    end_ts: pd.Timestamp,
+    first_number: int = 1,
+    id_digits: int | None = None,
+) -> dict[str, pa.Table]:
+    """The three tables of ``n_leads`` leads drawn from ``rng``, numbered from ``first_number``, as Arrow tables."""
     t0, t_end = start_ts.as_unit("ns").value // NS, end_ts.as_unit("ns").value // NS  # epoch seconds
     span = t_end - t0
 
@@ -670,7 +704,7 @@ def generate_crm(n_leads: int, seed: int = 0, start: str = "2024-10-01", end: st
         _vec(AMOUNT_MEDIAN, SIZE_BANDS)[f["size"]] * np.exp(AMOUNT_SIGMA * rng.standard_normal(n_leads)), -2
     )
 
-    leads = _lead_columns(rng, f, created, months, logit)
+    leads = _lead_columns(rng, f, created, months, logit, first_number, id_digits)
     activities = _sorted_activities(*_activities(rng, f, intent, quarter, created, opp_at), t_end, leads["lead_id"])
     opp = np.flatnonzero((opp_at >= 0) & (opp_at < t_end))
     closed = close_at[opp] < t_end
@@ -682,7 +716,7 @@ def generate_crm(n_leads: int, seed: int = 0, start: str = "2024-10-01", end: st
         "amount": amount[opp],
     }
     tables = {"leads": leads, "activities": activities, "outcomes": outcomes}
-    return CrmTables(**{name: pa.table(cols, schema=_SCHEMAS[name]).to_pandas() for name, cols in tables.items()})
+    return {name: pa.table(cols, schema=_SCHEMAS[name]) for name, cols in tables.items()}
 
 
 def write_crm(tables: CrmTables, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> dict[str, Path]:
@@ -701,6 +735,51 @@ def write_crm(tables: CrmTables, out_dir: Path, fmt: Literal["parquet", "csv"] =
         path = out_dir / f"{name}.{fmt}"
         writer = pq.write_table if fmt == "parquet" else pacsv.write_csv
         paths[name] = write_atomic(path, lambda tmp, table=table, writer=writer: writer(table, tmp))
+    return paths
+
+
+def write_crm_parts(
+    n_leads: int,
+    out_dir: Path,
+    seed: int = 0,
+    start: str = "2024-10-01",
+    end: str = "2026-09-30",
+    chunk_leads: int = CHUNK_LEADS,
+) -> dict[str, Path]:
+    """Generate ``n_leads`` leads chunk by chunk into a partitioned Parquet dataset: ``<table>/part-NNNNN.parquet``.
+
+    Chunk ``i`` holds leads ``i * chunk_leads + 1`` onwards, drawn from its own stream (seeded by ``(seed, i)``),
+    with all their activities and outcomes in part ``i`` of each table; only one chunk is in memory at a time.
+    The same arguments give identical files. The parts are written into a temporary folder inside
+    ``out_dir`` and each table's folder is renamed into place once all are written: a generation that
+    fails leaves ``out_dir`` as it was. Returns the table folders by name.
+    """
+    start_ts, end_ts = _period(n_leads, start, end)
+    if chunk_leads < 1:
+        raise ValueError(f"chunk_leads must be >= 1, got {chunk_leads}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digits = max(8, len(str(n_leads)))
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".parts-"))
+    try:
+        for name in _SCHEMAS:
+            (staging / name).mkdir()
+        for i, first in enumerate(range(0, n_leads, chunk_leads)):
+            rng = np.random.default_rng([seed, i])
+            tables = _generate(rng, min(chunk_leads, n_leads - first), start_ts, end_ts, first + 1, digits)
+            for name, table in tables.items():
+                pq.write_table(table, staging / name / f"part-{i:05d}.parquet")
+        paths = {}
+        for name in _SCHEMAS:
+            target = out_dir / name
+            for stale in (out_dir / f"{name}.parquet", out_dir / f"{name}.csv"):
+                stale.unlink(missing_ok=True)  # one form per table: the reader refuses a folder beside a file
+            if target.exists():
+                os.replace(target, staging / f"{name}.old")
+            os.replace(staging / name, target)
+            paths[name] = target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths
 
 

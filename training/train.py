@@ -307,17 +307,20 @@ def train(
     with stages.stage("fitting the model and its baselines"):
         result = fit(tf, options)
     with stages.stage("logging the run and registering the model"):
-        return _log_and_register(options, settings, extra_artifacts, tf, result, stages)
+        return register_fit(result, options, settings, extra_artifacts, stages=stages)
 
 
-def _log_and_register(
+def register_fit(
+    result: FitResult,
     options: TrainOptions,
     settings: MlflowSettings,
-    extra_artifacts: Any,
-    tf: TrainingFrame,
-    result: FitResult,
-    stages: Stages,
+    extra_artifacts: Any = None,
+    params: dict[str, Any] | None = None,
+    stages: Stages | None = None,
 ) -> TrainResult:
+    """Log a fit as a run (``params`` added to the options), register a version and alias it ``challenger``."""
+    stages = stages or Stages()
+    tf = result.frame
     client = registry.configure(settings)
     experiment = registry.experiment_id(client, settings.experiment, settings)
     columns = tf.feature_columns
@@ -332,6 +335,7 @@ def _log_and_register(
                 "features": len(columns),
                 "unused_columns": _param_list(tf.unused),
                 **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
+                **(params or {}),
             }
         )
         mlflow.log_metrics(flat_metrics(result.metrics))
