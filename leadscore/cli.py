@@ -428,6 +428,27 @@ def serve(
     run(host=host, port=port, workers=workers)
 
 
+events_app = typer.Typer(help="Outcome events of scored leads: import a CRM export, export a training table.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+@_fails_cleanly
+def events_import(
+    file: Annotated[Path, typer.Argument(help="CRM export of outcome events (.csv or .parquet).")],
+    config: Annotated[Path, typer.Option(help="Events mapping YAML (see docs/handoff.md).")],
+) -> None:
+    """Load outcome events into the score log's database (LEADSCORE_SCORE_LOG_URL); importing again adds nothing."""
+    from leadscore.training.events_io import import_events
+
+    began = time.perf_counter()
+    stored, duplicates = import_events(file, config)
+    typer.echo(
+        f"{stored + duplicates:,} events read from {file}: {stored:,} stored, {duplicates:,} already there "
+        f"({time.perf_counter() - began:.1f}s)"
+    )
+
+
 def _serve_once() -> None:
     from leadscore.serving.demo import score_one_over_http
 

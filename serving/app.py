@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from leadscore.serving import routes_health, routes_model, routes_scoring
+from leadscore.serving import routes_events, routes_health, routes_model, routes_scoring
 from leadscore.serving.asgi import validation_errors
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.metrics import Metrics
@@ -141,6 +141,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     app.router.routes[:0] = routes_scoring.routes(scoring)
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
+    routes_events.install(app)
     _add_handlers(app)
     app.add_middleware(Guard, metrics=app.state.metrics, max_bytes=settings.max_body_bytes)
     app.scoring = {

@@ -17,8 +17,6 @@ wake-ups a second is not measured); the API answered about a fifth more requests
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import pickle
@@ -31,8 +29,25 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
+
+from leadscore.models.outcomes import lead_hasher
+
+__all__ = ["ScoreLog", "lead_hasher", "open_engine", "score_log_table", "write_batch"]
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.score_log_writer"
@@ -51,14 +66,13 @@ score_log_table = Table(
     Column("score", Integer, nullable=False),
     Column("tier", String(64), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
+    # For the closed loop: the tier's queue and SLA, and the model input (JSON of the feature record the
+    # model scored: no names, emails or ids). Nullable: rows written before these columns have none.
+    Column("queue", String(64), nullable=True),
+    Column("sla_hours", Float, nullable=True),
+    Column("model_input", Text, nullable=True),
 )
-
-
-def lead_hasher(key: bytes | None) -> Callable[[str], str]:
-    """sha256 of the lead id (HMAC-sha256 when a key is configured)."""
-    if key:
-        return lambda lead_id: hmac.new(key, lead_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return lambda lead_id: hashlib.sha256(lead_id.encode("utf-8")).hexdigest()
+_ADDED_COLUMNS = ("queue", "sla_hours", "model_input")  # added to a score log created before them
 
 
 def _sqlite_wal(connection: Any, record: Any) -> None:
@@ -87,7 +101,24 @@ def open_engine(url: str) -> Engine:
             metadata.create_all(conn)
     else:
         metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable closed-loop columns to a score log created without them."""
+    present = {c["name"] for c in inspect(engine).get_columns("score_log")}
+    missing = [c for c in _ADDED_COLUMNS if c not in present]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name in missing:
+            kind = score_log_table.c[name].type.compile(dialect=engine.dialect)
+            conn.execute(
+                text(f"ALTER TABLE score_log ADD COLUMN IF NOT EXISTS {name} {kind}")
+                if engine.dialect.name == "postgresql"
+                else text(f"ALTER TABLE score_log ADD COLUMN {name} {kind}")
+            )
 
 
 def write_batch(engine: Engine, batch: list[dict[str, Any]]) -> None:
