@@ -21,7 +21,7 @@ from sqlalchemy import and_, exists, select
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from leadscore.models.outcomes import (
+from leadscore.models.store import (
     EVENT_KINDS,
     HANDLED_KINDS,
     create_events_table,

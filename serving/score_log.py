@@ -30,14 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     event,
     inspect,
@@ -45,34 +37,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 
-from leadscore.models.outcomes import lead_hasher
+from leadscore.models.store import ADDED_SCORE_LOG_COLUMNS, CREATE_LOCK_KEY, lead_hasher, metadata, score_log_table
 
 __all__ = ["ScoreLog", "lead_hasher", "open_engine", "score_log_table", "write_batch"]
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.score_log_writer"
-_CREATE_LOCK_KEY = 0x1EAD5C0E  # the advisory lock under which PostgreSQL's tables are created
-
-metadata = MetaData()
-score_log_table = Table(
-    "score_log",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, index=True),
-    Column("lead_hash", String(64), nullable=False, index=True),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(32), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("score", Integer, nullable=False),
-    Column("tier", String(64), nullable=False),
-    Column("scored_at", DateTime(timezone=True), nullable=False),
-    # For the closed loop: the tier's queue and SLA, and the model input (JSON of the feature record the
-    # model scored: no names, emails or ids). Nullable: rows written before these columns have none.
-    Column("queue", String(64), nullable=True),
-    Column("sla_hours", Float, nullable=True),
-    Column("model_input", Text, nullable=True),
-)
-_ADDED_COLUMNS = ("queue", "sla_hours", "model_input")  # added to a score log created before them
+_CREATE_LOCK_KEY = CREATE_LOCK_KEY  # the advisory lock under which PostgreSQL's tables are created
 
 
 def _sqlite_wal(connection: Any, record: Any) -> None:
@@ -108,7 +79,7 @@ def open_engine(url: str) -> Engine:
 def _add_missing_columns(engine: Engine) -> None:
     """Add the nullable closed-loop columns to a score log created without them."""
     present = {c["name"] for c in inspect(engine).get_columns("score_log")}
-    missing = [c for c in _ADDED_COLUMNS if c not in present]
+    missing = [c for c in ADDED_SCORE_LOG_COLUMNS if c not in present]
     if not missing:
         return
     with engine.begin() as conn:

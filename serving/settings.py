@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from leadscore.models.outcomes import DEFAULT_REJECTION_REASONS
 from leadscore.models.settings import MlflowSettings
+from leadscore.models.store import DEFAULT_REJECTION_REASONS
 
 
 class ServingSettings(MlflowSettings):

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from leadscore.models.outcomes import create_events_table, outcome_events, store_events
 from leadscore.models.scorer import Scorer
+from leadscore.models.store import create_events_table, outcome_events, store_events
 from leadscore.serving.app import create_app
 from leadscore.serving.routes_events import overdue
 from leadscore.serving.schemas import EXAMPLE_LEAD

@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from leadscore.models.outcomes import DEFAULT_REJECTION_REASONS, EVENT_KINDS, LoopSettings, open_database, store_events
+from leadscore.models.store import DEFAULT_REJECTION_REASONS, EVENT_KINDS, LoopSettings, open_database, store_events
 
 FIELDS = ("event_id", "lead_id", "kind", "occurred_at", "actor", "reason", "reengage_on", "amount")
 REQUIRED = ("lead_id", "kind", "occurred_at", "actor")

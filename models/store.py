@@ -1,7 +1,8 @@
-"""Outcome events: what happened to a scored lead after the hand-off, stored beside the score log.
+"""The score log's database: the ``score_log`` and ``outcome_events`` tables, and the lead hash.
 
-The table is shared by the API (which appends events) and the reports and exports (which read them),
-so it lives here, below both. Invariants:
+The API appends to both (:mod:`serving.score_log`, :mod:`serving.routes_events`); the loop report, the
+events export and the hand-off simulation read and fill them; so the tables live here, below both.
+The outcome events' invariants:
 
 - one row per idempotency key (``event_key``): a key sent again is a duplicate and changes nothing;
 - lead ids are stored only as the same hash the score log uses (:func:`lead_hasher`);
@@ -28,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     inspect,
     text,
@@ -56,9 +58,28 @@ DEFAULT_REJECTION_REASONS = (
     "wrong_contact",
     "duplicate",
 )
-CREATE_LOCK_KEY = 0x1EAD5C0F  # PostgreSQL advisory lock under which the events table is created
+CREATE_LOCK_KEY = 0x1EAD5C0E  # PostgreSQL advisory lock under which the tables are created (the score log's too)
 
 metadata = MetaData()
+score_log_table = Table(
+    "score_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("lead_hash", String(64), nullable=False, index=True),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    # For the closed loop: the tier's queue and SLA, and the model input (JSON of the feature record the
+    # model scored: no names, emails or ids). Nullable: rows written before these columns have none.
+    Column("queue", String(64), nullable=True),
+    Column("sla_hours", Float, nullable=True),
+    Column("model_input", Text, nullable=True),
+)
+ADDED_SCORE_LOG_COLUMNS = ("queue", "sla_hours", "model_input")  # added to a score log created before them
 outcome_events = Table(
     "outcome_events",
     metadata,
@@ -83,7 +104,7 @@ def lead_hasher(key: bytes | None) -> Callable[[str], str]:
 
 
 def create_events_table(engine: Engine) -> None:
-    """Create the events table if it is not there (PostgreSQL: under an advisory lock, replicas may race)."""
+    """Create the tables that are not there (PostgreSQL: under an advisory lock, replicas may race)."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
