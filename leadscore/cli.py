@@ -449,6 +449,79 @@ def events_import(
     )
 
 
+def _moment(value: str | None, option: str) -> Any:
+    """A date or date-time option as an aware UTC datetime (a date is its midnight, UTC)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{option} {value!r}: expected a date (2026-03-02) or a date and time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@app.command("loop-report")
+@_fails_cleanly
+def loop_report(
+    since: Annotated[str, typer.Option(help="First day of scoring to report on (2026-03-02; UTC).")],
+    until: Annotated[str, typer.Option(help="Day after the last day of scoring to report on (UTC).")],
+    out: Annotated[Path, typer.Option(help="Folder for loop.html, loop.json and the CSV tables.")] = Path(
+        "loop-report"
+    ),
+    as_of: Annotated[str | None, typer.Option(help="Count the events up to this moment (default: now).")] = None,
+    horizon_days: Annotated[
+        int, typer.Option(min=1, help="A lead converted when an opportunity came within this many days.")
+    ] = 90,
+    segment: Annotated[
+        list[str] | None, typer.Option(help="Model input to break the report down by (repeat; default: source).")
+    ] = None,
+    reference_since: Annotated[
+        str | None, typer.Option(help="Drift reference: first day (default: the same length before --since).")
+    ] = None,
+    reference_until: Annotated[str | None, typer.Option(help="Drift reference: day after its last day.")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: LEADSCORE_SCORE_LOG_URL, or <home>/scores.db).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report's header and notes as JSON.")] = False,
+) -> None:
+    """What happened to the leads scored from --since to --until: acceptance, SLA, conversion, calibration, drift."""
+    from leadscore.models.store import LoopSettings
+    from leadscore.training.loop_report import PAGE
+    from leadscore.training.loop_report import loop_report as run_loop_report
+
+    settings = LoopSettings(score_log_url=db) if db else LoopSettings()
+    reference = None
+    if reference_since or reference_until:
+        if not (reference_since and reference_until):
+            raise ValueError("give both --reference-since and --reference-until, or neither")
+        reference = (_moment(reference_since, "--reference-since"), _moment(reference_until, "--reference-until"))
+    began = time.perf_counter()
+    summary = run_loop_report(
+        _moment(since, "--since"),
+        _moment(until, "--until"),
+        out,
+        settings,
+        as_of=_moment(as_of, "--as-of"),
+        horizon_days=horizon_days,
+        segments=segment if segment else ["source"],
+        reference=reference,
+    )
+    if as_json:
+        _echo_json({"header": summary["header"], "notes": summary["notes"]})
+        return
+    h = summary["header"]
+    typer.echo(
+        f"{h['leads']:,} leads scored, {h['events']:,} events: accepted {h['accepted'] or 0:.1%}, "
+        f"first touch in SLA {h['on_time'] or 0:.1%}, {h['opportunities']:,} opportunities, {h['won']:,} won "
+        f"({time.perf_counter() - began:.1f}s)"
+    )
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report: {Path(out) / PAGE}")
+
+
 def _serve_once() -> None:
     from leadscore.serving.demo import score_one_over_http
 
