@@ -338,7 +338,7 @@ def demo(
         bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")
     ] = True,
 ) -> None:
-    """End to end on the embedded store: generate -> train -> promote -> score a sample -> serve one score."""
+    """End to end on the embedded store: generate -> train -> promote -> score -> hand-off and loop report -> serve."""
     data = workdir / "crm"
     typer.echo("== generate")
     generate(out=data, leads=leads)
@@ -348,6 +348,8 @@ def demo(
     promote()
     typer.echo("== score")
     score(input=data, output=workdir / "scores.csv")
+    typer.echo("== hand-off")
+    _demo_handoff(data, workdir)
     if serve_check:
         typer.echo("== serve")
         _serve_once()
@@ -520,6 +522,37 @@ def loop_report(
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
     typer.echo(f"report: {Path(out) / PAGE}")
+
+
+def _demo_handoff(data: Path, workdir: Path) -> None:
+    """Play the hand-off for the demo's scores into <workdir>/loop.db and write the loop report of its last
+    26 weeks to <workdir>/loop-report."""
+    from datetime import timedelta
+
+    from leadscore.models import registry
+    from leadscore.models.scorer import MODEL_FILES
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.batch import batch_model
+    from leadscore.training.handoff import demo_loop
+
+    settings = get_mlflow_settings()
+    client = registry.configure(settings)
+    folder, _, _ = registry.fetch_files(
+        client, f"models:/{settings.model_name}@champion", settings.home / "cache", MODEL_FILES
+    )
+    sla = {t.name: t.sla_hours for t in batch_model(folder).routing.tiers}
+    db = (workdir / "loop.db").resolve()
+    db.unlink(missing_ok=True)
+    n_scores, n_events, as_of = demo_loop(data, workdir / "scores.csv", sla, f"sqlite:///{db}")
+    typer.echo(f"played the hand-off of {n_scores:,} scored leads: {n_events:,} events -> {db}")
+    loop_report(
+        since=(as_of - timedelta(weeks=26)).date().isoformat(),
+        until=(as_of + timedelta(days=1)).date().isoformat(),
+        out=workdir / "loop-report",
+        as_of=as_of.isoformat(),
+        db=f"sqlite:///{db}",
+        segment=["source", "region"],
+    )
 
 
 def _serve_once() -> None:

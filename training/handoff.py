@@ -14,6 +14,7 @@ generator's outcomes say they do (or, without outcomes, are drawn from the proba
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,3 +216,26 @@ def fill_database(
     events = play(scored, leads, outcomes, as_of, seed)
     stored, _ = store_events(engine, event_rows(events, hasher, pd.Timestamp(as_of).to_pydatetime()))
     return len(rows), stored
+
+
+def demo_loop(
+    crm: Path, scores_path: Path, sla_by_tier: dict[str, float | None], url: str, seed: int = 0
+) -> tuple[int, int, datetime]:
+    """The demo's hand-off: the batch scores of ``crm``'s leads logged as scored when each lead was created,
+    the hand-off played up to the last lead's creation; (scores, events, as_of)."""
+    from sqlalchemy import create_engine
+
+    leads = pd.read_parquet(Path(crm) / "leads.parquet")
+    outcomes = pd.read_parquet(Path(crm) / "outcomes.parquet")
+    scored = pd.read_csv(scores_path, dtype={LEAD_ID: str})
+    created = pd.to_datetime(leads.set_index(LEAD_ID)[CREATED_AT], utc=True)
+    scored["scored_at"] = scored[LEAD_ID].map(created)
+    scored["sla_hours"] = scored["tier"].map(sla_by_tier)
+    scored = scored[scored["scored_at"].notna()]
+    as_of = scored["scored_at"].max().to_pydatetime()
+    engine = create_engine(url)
+    try:
+        n_scores, n_events = fill_database(engine, scored, leads, outcomes, as_of, seed)
+    finally:
+        engine.dispose()
+    return n_scores, n_events, as_of
