@@ -451,6 +451,25 @@ def events_import(
     )
 
 
+@events_app.command("export")
+@_fails_cleanly
+def events_export(
+    out: Annotated[Path, typer.Option(help="Folder for leads.csv, conversions.csv and mapping.yaml.")],
+    since: Annotated[str, typer.Option(help="First day of scoring to export (UTC).")],
+    until: Annotated[str, typer.Option(help="Day after the last day of scoring to export (UTC).")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: LEADSCORE_SCORE_LOG_URL, or <home>/scores.db).")
+    ] = None,
+) -> None:
+    """The logged model inputs with their outcomes as a flat training table (train with --config mapping.yaml)."""
+    from leadscore.models.store import LoopSettings
+    from leadscore.training.events_io import export_events
+
+    settings = LoopSettings(score_log_url=db) if db else LoopSettings()
+    leads, conversions = export_events(out, _moment(since, "--since"), _moment(until, "--until"), settings)
+    typer.echo(f"exported {leads:,} scored leads and {conversions:,} conversions to {out}")
+
+
 def _moment(value: str | None, option: str) -> Any:
     """A date or date-time option as an aware UTC datetime (a date is its midnight, UTC)."""
     from datetime import UTC, datetime

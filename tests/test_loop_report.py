@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from leadscore.cli import app
+from leadscore.features.mapping import Mapping
 from leadscore.training.handoff import fill_database, play
 from leadscore.training.loop_report import build
 from leadscore.training.loop_report.figures import (
@@ -284,3 +286,25 @@ def test_loop_report_reads_the_same_figures_from_postgresql(tmp_path: Path, post
     on_pg, on_sqlite = build(url, *window, as_of=as_of), build(lite, *window, as_of=as_of)
     assert on_pg["header"] == on_sqlite["header"]
     assert on_pg["tables"]["realized_vs_predicted"] == on_sqlite["tables"]["realized_vs_predicted"]
+
+
+def test_events_export_writes_what_the_model_saw_with_its_conversions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    as_of = _fill(url)
+    out = tmp_path / "export"
+    since = (as_of - timedelta(days=365)).date().isoformat()
+    until = (as_of + timedelta(days=1)).date().isoformat()
+    result = CliRunner().invoke(
+        app, ["events", "export", "--out", str(out), "--since", since, "--until", until, "--db", url]
+    )
+    assert result.exit_code == 0, result.output
+    leads = pd.read_csv(out / "leads.csv")
+    conversions = pd.read_csv(out / "conversions.csv")
+    mapping = Mapping.model_validate(yaml.safe_load((out / "mapping.yaml").read_text()))
+    assert mapping.form == "flat" and mapping.conversions is not None and mapping.created_at == "scored_at"
+    assert leads["lead_id"].is_unique and leads["lead_id"].str.fullmatch("[0-9a-f]{64}").all()  # hashed ids only
+    assert {"email", "name"}.isdisjoint(leads.columns) and "source" in mapping.categorical
+    assert set(conversions["lead_id"]) <= set(leads["lead_id"])
+    joined = conversions.merge(leads[["lead_id", "scored_at"]], on="lead_id")
+    assert (pd.to_datetime(joined["converted_at"]) >= pd.to_datetime(joined["scored_at"])).all()  # after the score
+    assert 0 < len(conversions) < len(leads)

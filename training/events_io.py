@@ -171,3 +171,77 @@ def import_events(path: Path, mapping_path: Path, settings: LoopSettings | None 
         return store_events(engine, rows)
     finally:
         engine.dispose()
+
+
+def training_table(engine: Any, since: Any, until: Any) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The logged model inputs of the leads first scored from ``since`` to ``until`` and their conversions, in
+    the flat form: (leads, conversions, mapping).
+
+    ``leads`` holds one row per lead (its first score in the window): the hashed lead id, ``scored_at`` (the
+    moment the model saw the row, the mapping's ``created_at``) and the model input as it was scored, so a
+    model trained on it learns from exactly what the scorer saw. ``conversions`` holds each lead's first
+    opportunity at or after that score. Scores without a logged model input are left out.
+    """
+    from leadscore.training.loop_report.data import read_events, read_scores
+    from leadscore.training.loop_report.figures import _inputs
+
+    scores = read_scores(engine, since, until)
+    scores = scores[scores["model_input"].notna()]
+    if scores.empty:
+        raise ValueError("no scores with a logged model input in that window")
+    scores["scored_at"] = pd.to_datetime(scores["scored_at"], utc=True)
+    scores = scores.sort_values(["scored_at", "request_id"], kind="mergesort").drop_duplicates("lead_hash")
+    inputs = _inputs(scores).drop(columns=["lead_id", "scored_at"], errors="ignore")
+    inputs = inputs.rename(columns={"created_at": "lead_created_at"})
+    leads = pd.concat(
+        [scores[["lead_hash", "scored_at"]].rename(columns={"lead_hash": "lead_id"}), inputs], axis=1
+    ).reset_index(drop=True)
+    events = read_events(engine, since)
+    opps = events[events["kind"] == "opportunity_created"].copy()
+    opps["occurred_at"] = pd.to_datetime(opps["occurred_at"], utc=True)
+    opps = opps.merge(scores[["lead_hash", "scored_at"]], on="lead_hash")
+    opps = opps[opps["occurred_at"] >= opps["scored_at"]]
+    conversions = (
+        opps.groupby("lead_hash", as_index=False)["occurred_at"]
+        .min()
+        .rename(columns={"lead_hash": "lead_id", "occurred_at": "converted_at"})
+    )
+    kinds: dict[str, list[str]] = {"categorical": [], "numeric": [], "boolean": []}
+    for column in inputs.columns:
+        if column == "lead_created_at":
+            continue
+        values = inputs[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, bool)).all():
+            kinds["boolean"].append(column)
+        elif len(values) and values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            kinds["numeric"].append(column)
+        else:
+            kinds["categorical"].append(column)
+    mapping = {
+        "form": "flat",
+        "id": "lead_id",
+        "created_at": "scored_at",
+        "conversions": {"table": "conversions.csv", "id": "lead_id", "at": "converted_at"},
+        **kinds,
+        "exclude": [c for c in ("lead_created_at",) if c in inputs.columns],
+    }
+    return leads, conversions, mapping
+
+
+def export_events(out: Path, since: Any, until: Any, settings: LoopSettings | None = None) -> tuple[int, int]:
+    """Write ``leads.csv``, ``conversions.csv`` and ``mapping.yaml`` into ``out``: (leads, conversions)."""
+    from sqlalchemy import create_engine
+
+    from leadscore.features.files import write_atomic
+
+    settings = settings or LoopSettings()
+    engine = create_engine(settings.resolved_score_log_url)
+    try:
+        leads, conversions, mapping = training_table(engine, since, until)
+    finally:
+        engine.dispose()
+    out = Path(out)
+    write_atomic(out / "leads.csv", leads.to_csv(index=False))
+    write_atomic(out / "conversions.csv", conversions.to_csv(index=False))
+    write_atomic(out / "mapping.yaml", yaml.safe_dump(mapping, sort_keys=False))
+    return len(leads), len(conversions)
