@@ -96,17 +96,17 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
     scores = data.scores.copy()
     scores["scored_at"] = _aware(scores["scored_at"])
     scores = scores.sort_values(["scored_at", "request_id"], kind="mergesort")
-    leads = scores.drop_duplicates("lead_hash", keep="first").set_index("lead_hash")
+    leads = scores.drop_duplicates("lead_hash", keep="first").reset_index(drop=True)
+    lead_index = pd.Index(leads["lead_hash"])  # a lead is its row number from here on: integer keys are fast
+    scores["i"] = lead_index.get_indexer(scores["lead_hash"])
     as_of = pd.Timestamp(data.as_of)
-    ev = data.events
-    ev = ev[ev["lead_hash"].isin(leads.index)].copy()
+    ev = data.events.assign(i=lead_index.get_indexer(data.events["lead_hash"]))
+    ev = ev[ev["i"] >= 0].copy()
     ev["occurred_at"] = _aware(ev["occurred_at"])
-    ev = ev[ev["occurred_at"] >= ev["lead_hash"].map(leads["scored_at"])]
-    ev = ev[ev["occurred_at"] <= as_of].sort_values("occurred_at", kind="mergesort")
-    first = ev.groupby(["lead_hash", "kind"])["occurred_at"].min().unstack()
-    out = pd.DataFrame(index=leads.index)
-    for column in ("probability", "score", "tier", "queue", "sla_hours", "scored_at", "request_id"):
-        out[column] = leads[column]
+    ev = ev[(ev["occurred_at"] >= leads["scored_at"].to_numpy()[ev["i"].to_numpy()]) & (ev["occurred_at"] <= as_of)]
+    ev = ev.sort_values("occurred_at", kind="mergesort")
+    first = ev.groupby(["i", "kind"])["occurred_at"].min().unstack()
+    out = leads[["lead_hash", "probability", "score", "tier", "queue", "sla_hours", "scored_at", "request_id"]].copy()
     out["week"] = (out["scored_at"].dt.tz_convert(None).dt.to_period("W-SUN").dt.start_time).dt.strftime("%Y-%m-%d")
 
     def at(kind: str) -> pd.Series:
@@ -114,11 +114,14 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
             return pd.Series(pd.NaT, index=out.index, dtype="datetime64[ns, UTC]")
         return pd.to_datetime(first[kind].reindex(out.index), utc=True)
 
+    def last(kinds: list[str]) -> pd.DataFrame:
+        """Each lead's latest event of ``kinds`` (by occurred_at), indexed by lead."""
+        return ev[ev["kind"].isin(kinds)].drop_duplicates("i", keep="last").set_index("i").reindex(out.index)
+
     out["accepted"] = at("accepted").notna()
     out["rejected"] = at("rejected").notna()
     out["recycled"] = at("recycled").notna()
-    rejections = ev[ev["kind"] == "rejected"].drop_duplicates("lead_hash", keep="last").set_index("lead_hash")
-    out["reason"] = rejections["reason"].reindex(out.index)
+    out["reason"] = last(["rejected"])["reason"]
     # the SLA clock stops at the first touch, or when the lead leaves the queue rejected or recycled
     touch = pd.to_datetime(pd.concat([at(k) for k in HANDLED_KINDS], axis=1).min(axis=1), utc=True)
     out["first_touch_at"] = touch
@@ -131,12 +134,11 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
         [~has_sla, on_time, late & touch.notna(), late], ["no SLA", "on time", "late", "overdue"], "pending"
     )
     out["opportunity_at"] = at("opportunity_created")
-    opp = ev[ev["kind"] == "opportunity_created"].groupby("lead_hash")["amount"].sum(min_count=1)
+    opp = ev[ev["kind"] == "opportunity_created"].groupby("i")["amount"].sum(min_count=1)
     out["pipeline"] = opp.reindex(out.index).fillna(0.0)
-    closes = ev[ev["kind"].isin(["closed_won", "closed_lost"])].drop_duplicates("lead_hash", keep="last")
-    closes = closes.set_index("lead_hash")
-    out["won"] = (closes["kind"].reindex(out.index) == "closed_won").to_numpy()
-    won_amount = closes["amount"].reindex(out.index).where(out["won"])
+    closes = last(["closed_won", "closed_lost"])
+    out["won"] = (closes["kind"] == "closed_won").to_numpy()
+    won_amount = closes["amount"].where(out["won"])
     out["won_amount"] = won_amount.fillna(out["pipeline"].where(out["won"], 0.0)).fillna(0.0)
     horizon = pd.Timedelta(days=data.horizon_days)
     out["opportunity"] = out["opportunity_at"].notna()
@@ -145,25 +147,24 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
     out["score_at_opportunity"] = _score_at(scores, out)
     for name, values in _segments(leads, data.segments).items():
         out[name] = values
-    return out.reset_index()
+    return out
 
 
 def _score_at(scores: pd.DataFrame, out: pd.DataFrame) -> pd.Series:
     """The lead's latest score at or before its opportunity was created (its cohort score when none later)."""
-    opps = out.loc[out["opportunity_at"].notna(), ["opportunity_at"]].reset_index()
+    opps = out.loc[out["opportunity_at"].notna(), ["opportunity_at"]].rename_axis("i").reset_index()
     result = pd.Series(np.nan, index=out.index)
     if opps.empty:
         return result
-    opps = opps.sort_values("opportunity_at")
     found = pd.merge_asof(
-        opps,
-        scores[["lead_hash", "scored_at", "score"]].sort_values("scored_at"),
+        opps.sort_values("opportunity_at"),
+        scores[["i", "scored_at", "score"]].sort_values("scored_at"),
         left_on="opportunity_at",
         right_on="scored_at",
-        by="lead_hash",
+        by="i",
         direction="backward",
     )
-    result.loc[found["lead_hash"].to_numpy()] = found["score"].to_numpy()
+    result.iloc[found["i"].to_numpy()] = found["score"].to_numpy()
     return result
 
 
