@@ -248,4 +248,4 @@ class OverdueCollector:
 def install(app: Any) -> None:
     """Add the routes and the overdue gauges to ``app``."""
     app.include_router(router)
-    app.state.metrics.registry.register(OverdueCollector(lambda: getattr(app.state, "leadscore", None)))
+    app.state.metrics.add_scrape_collector(OverdueCollector(lambda: getattr(app.state, "leadscore", None)))

@@ -248,3 +248,16 @@ def test_overdue_route_and_gauges(client: TestClient, settings: ServingSettings)
     assert 'leadscore_sla_overdue_leads{queue="account-executive"} 1.0' in metrics
     client.post("/v1/events", json=event(lead_id="g", occurred_at=now.isoformat()))
     assert client.get("/v1/sla/overdue").json()["count"] == 0
+
+
+def test_overdue_gauge_is_exported_with_several_workers(
+    tmp_path: Path, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "prom").mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
+    settings = make_settings(tmp_path)
+    engine = open_engine(settings.resolved_score_log_url)
+    with engine.begin() as conn:
+        conn.execute(score_log_table.insert(), [_score_row("late", "g", datetime.now(UTC) - timedelta(hours=3), 1)])
+    with TestClient(create_app(settings, StaticLoader(scorer))) as c:
+        assert 'leadscore_sla_overdue_leads{queue="sdr"} 1.0' in c.get("/metrics").text
