@@ -393,7 +393,7 @@ def demo(
         bool, typer.Option("--serve/--no-serve", help="Finish by scoring one lead over HTTP.")
     ] = True,
 ) -> None:
-    """End to end on the embedded store: generate -> train -> promote -> score a sample -> serve one score."""
+    """End to end on the embedded store: generate -> train -> promote -> score -> hand-off and loop report -> serve."""
     data = workdir / "crm"
     typer.echo("== generate")
     generate(out=data, leads=leads)
@@ -403,6 +403,8 @@ def demo(
     promote()
     typer.echo("== score")
     score(input=data, output=workdir / "scores.csv")
+    typer.echo("== hand-off")
+    _demo_handoff(data, workdir)
     if serve_check:
         typer.echo("== serve")
         _serve_once()
@@ -481,6 +483,150 @@ def serve(
     from leadscore.serving.run import run
 
     run(host=host, port=port, workers=workers)
+
+
+events_app = typer.Typer(help="Outcome events of scored leads: import a CRM export, export a training table.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+@_fails_cleanly
+def events_import(
+    file: Annotated[Path, typer.Argument(help="CRM export of outcome events (.csv or .parquet).")],
+    config: Annotated[Path, typer.Option(help="Events mapping YAML (see docs/handoff.md).")],
+) -> None:
+    """Load outcome events into the score log's database (LEADSCORE_SCORE_LOG_URL); importing again adds nothing."""
+    from leadscore.training.events_io import import_events
+
+    began = time.perf_counter()
+    stored, duplicates = import_events(file, config)
+    typer.echo(
+        f"{stored + duplicates:,} events read from {file}: {stored:,} stored, {duplicates:,} already there "
+        f"({time.perf_counter() - began:.1f}s)"
+    )
+
+
+@events_app.command("export")
+@_fails_cleanly
+def events_export(
+    out: Annotated[Path, typer.Option(help="Folder for leads.csv, conversions.csv and mapping.yaml.")],
+    since: Annotated[str, typer.Option(help="First day of scoring to export (UTC).")],
+    until: Annotated[str, typer.Option(help="Day after the last day of scoring to export (UTC).")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: LEADSCORE_SCORE_LOG_URL, or <home>/scores.db).")
+    ] = None,
+) -> None:
+    """The logged model inputs with their outcomes as a flat training table (train with --config mapping.yaml)."""
+    from leadscore.models.store import LoopSettings
+    from leadscore.training.events_io import export_events
+
+    settings = LoopSettings(score_log_url=db) if db else LoopSettings()
+    leads, conversions = export_events(out, _moment(since, "--since"), _moment(until, "--until"), settings)
+    typer.echo(f"exported {leads:,} scored leads and {conversions:,} conversions to {out}")
+
+
+def _moment(value: str | None, option: str) -> Any:
+    """A date or date-time option as an aware UTC datetime (a date is its midnight, UTC)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{option} {value!r}: expected a date (2026-03-02) or a date and time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@app.command("loop-report")
+@_fails_cleanly
+def loop_report(
+    since: Annotated[str, typer.Option(help="First day of scoring to report on (2026-03-02; UTC).")],
+    until: Annotated[str, typer.Option(help="Day after the last day of scoring to report on (UTC).")],
+    out: Annotated[Path, typer.Option(help="Folder for loop.html, loop.json and the CSV tables.")] = Path(
+        "loop-report"
+    ),
+    as_of: Annotated[str | None, typer.Option(help="Count the events up to this moment (default: now).")] = None,
+    horizon_days: Annotated[
+        int, typer.Option(min=1, help="A lead converted when an opportunity came within this many days.")
+    ] = 90,
+    segment: Annotated[
+        list[str] | None, typer.Option(help="Model input to break the report down by (repeat; default: source).")
+    ] = None,
+    reference_since: Annotated[
+        str | None, typer.Option(help="Drift reference: first day (default: the same length before --since).")
+    ] = None,
+    reference_until: Annotated[str | None, typer.Option(help="Drift reference: day after its last day.")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: LEADSCORE_SCORE_LOG_URL, or <home>/scores.db).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report's header and notes as JSON.")] = False,
+) -> None:
+    """What happened to the leads scored from --since to --until: acceptance, SLA, conversion, calibration, drift."""
+    from leadscore.models.store import LoopSettings
+    from leadscore.training.loop_report import PAGE
+    from leadscore.training.loop_report import loop_report as run_loop_report
+
+    settings = LoopSettings(score_log_url=db) if db else LoopSettings()
+    reference = None
+    if reference_since or reference_until:
+        if not (reference_since and reference_until):
+            raise ValueError("give both --reference-since and --reference-until, or neither")
+        reference = (_moment(reference_since, "--reference-since"), _moment(reference_until, "--reference-until"))
+    began = time.perf_counter()
+    summary = run_loop_report(
+        _moment(since, "--since"),
+        _moment(until, "--until"),
+        out,
+        settings,
+        as_of=_moment(as_of, "--as-of"),
+        horizon_days=horizon_days,
+        segments=segment if segment else ["source"],
+        reference=reference,
+    )
+    if as_json:
+        _echo_json({"header": summary["header"], "notes": summary["notes"]})
+        return
+    h = summary["header"]
+    typer.echo(
+        f"{h['leads']:,} leads scored, {h['events']:,} events: accepted {h['accepted'] or 0:.1%}, "
+        f"first touch in SLA {h['on_time'] or 0:.1%}, {h['opportunities']:,} opportunities, {h['won']:,} won "
+        f"({time.perf_counter() - began:.1f}s)"
+    )
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"report: {Path(out) / PAGE}")
+
+
+def _demo_handoff(data: Path, workdir: Path) -> None:
+    """Play the hand-off for the demo's scores into <workdir>/loop.db and write the loop report of its last
+    26 weeks to <workdir>/loop-report."""
+    from datetime import timedelta
+
+    from leadscore.models import registry
+    from leadscore.models.scorer import MODEL_FILES
+    from leadscore.models.settings import get_mlflow_settings
+    from leadscore.training.batch import batch_model
+    from leadscore.training.handoff import demo_loop
+
+    settings = get_mlflow_settings()
+    client = registry.configure(settings)
+    folder, _, _ = registry.fetch_files(
+        client, f"models:/{settings.model_name}@champion", settings.home / "cache", MODEL_FILES
+    )
+    sla = {t.name: t.sla_hours for t in batch_model(folder).routing.tiers}
+    db = (workdir / "loop.db").resolve()
+    db.unlink(missing_ok=True)
+    n_scores, n_events, as_of = demo_loop(data, workdir / "scores.csv", sla, f"sqlite:///{db}")
+    typer.echo(f"played the hand-off of {n_scores:,} scored leads: {n_events:,} events -> {db}")
+    loop_report(
+        since=(as_of - timedelta(weeks=26)).date().isoformat(),
+        until=(as_of + timedelta(days=1)).date().isoformat(),
+        out=workdir / "loop-report",
+        as_of=as_of.isoformat(),
+        db=f"sqlite:///{db}",
+        segment=["source", "region"],
+    )
 
 
 def _serve_once() -> None:

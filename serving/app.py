@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
-from leadscore.serving import routes_health, routes_model, routes_scoring
+from leadscore.serving import routes_events, routes_health, routes_model, routes_scoring
 from leadscore.serving.asgi import validation_errors
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.metrics import Metrics
@@ -111,6 +111,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     app.include_router(routes_scoring.router)
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
+    routes_events.install(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(Guard, metrics=app.state.metrics, max_bytes=settings.max_body_bytes)
     return app

@@ -81,6 +81,7 @@ class Metrics:
         self.score_log_dropped = Counter(
             "leadscore_score_log_dropped_total", "Scores not written to the score log.", registry=self.registry
         )
+        self.read_at_scrape: list[Any] = []  # collectors that read their values when scraped (not per process)
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._tiers: dict[str, Any] = {}
 
@@ -99,7 +100,14 @@ class Metrics:
             return self.registry
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        for collector in self.read_at_scrape:
+            registry.register(collector)
         return registry
+
+    def add_scrape_collector(self, collector: Any) -> None:
+        """A collector whose values are read at each scrape (e.g. from the database), in every exposition."""
+        self.read_at_scrape.append(collector)
+        self.registry.register(collector)
 
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()

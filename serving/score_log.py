@@ -14,8 +14,6 @@ the sender, which wakes once every ``flush_seconds`` (``bench/bench_score_log.py
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import pickle
@@ -28,34 +26,21 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, create_engine, event, text
+from sqlalchemy import (
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
+
+from leadscore.models.store import ADDED_SCORE_LOG_COLUMNS, CREATE_LOCK_KEY, lead_hasher, metadata, score_log_table
+
+__all__ = ["ScoreLog", "lead_hasher", "open_engine", "score_log_table", "write_batch"]
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.score_log_writer"
-_CREATE_LOCK_KEY = 0x1EAD5C0E  # the advisory lock under which PostgreSQL's tables are created
-
-metadata = MetaData()
-score_log_table = Table(
-    "score_log",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, index=True),
-    Column("lead_hash", String(64), nullable=False, index=True),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(32), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("score", Integer, nullable=False),
-    Column("tier", String(64), nullable=False),
-    Column("scored_at", DateTime(timezone=True), nullable=False),
-)
-
-
-def lead_hasher(key: bytes | None) -> Callable[[str], str]:
-    """sha256 of the lead id (HMAC-sha256 when a key is configured)."""
-    if key:
-        return lambda lead_id: hmac.new(key, lead_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return lambda lead_id: hashlib.sha256(lead_id.encode("utf-8")).hexdigest()
+_CREATE_LOCK_KEY = CREATE_LOCK_KEY  # the advisory lock under which PostgreSQL's tables are created
 
 
 def _sqlite_wal(connection: Any, record: Any) -> None:
@@ -84,7 +69,24 @@ def open_engine(url: str) -> Engine:
             metadata.create_all(conn)
     else:
         metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable closed-loop columns to a score log created without them."""
+    present = {c["name"] for c in inspect(engine).get_columns("score_log")}
+    missing = [c for c in ADDED_SCORE_LOG_COLUMNS if c not in present]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name in missing:
+            kind = score_log_table.c[name].type.compile(dialect=engine.dialect)
+            conn.execute(
+                text(f"ALTER TABLE score_log ADD COLUMN IF NOT EXISTS {name} {kind}")
+                if engine.dialect.name == "postgresql"
+                else text(f"ALTER TABLE score_log ADD COLUMN {name} {kind}")
+            )
 
 
 def write_batch(engine: Engine, batch: list[dict[str, Any]]) -> None:

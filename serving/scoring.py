@@ -6,9 +6,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from leadscore.features.online import lead_feature_record
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.state import LoadedModel
+
+_INPUT_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+
+def _without_id(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without the raw lead id (the score log keeps its hash only)."""
+    record.pop("lead_id", None)
+    return record
 
 
 def score_leads(
@@ -18,13 +28,14 @@ def score_leads(
     explain: bool,
     hash_lead: Callable[[str], str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Answers in order, and the score-log rows (hashed lead ids only); ``request_ids``: one per lead."""
+    """Answers in order, and the score-log rows (hashed lead ids only, with the feature record the model scored
+    as JSON: no names or emails enter it); ``request_ids``: one per lead."""
     now = datetime.now(UTC)
     records = [lead_feature_record(lead, now) for lead in leads]
     scored = model.scorer.score_records(records, explain=explain, k=3)
     ref = {"name": model.name, "version": model.version}
     answers, rows = [], []
-    for lead, request_id, item in zip(leads, request_ids, scored, strict=True):
+    for lead, request_id, item, record in zip(leads, request_ids, scored, records, strict=True):
         answers.append(
             {
                 "lead_id": lead.lead_id,
@@ -49,6 +60,9 @@ def score_leads(
                 "score": item["score"],
                 "tier": item["tier"],
                 "scored_at": now,
+                "queue": item["queue"],
+                "sla_hours": item["sla_hours"],
+                "model_input": orjson.dumps(_without_id(record), option=_INPUT_JSON).decode(),
             }
         )
     return answers, rows

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from leadscore.models.settings import MlflowSettings
+from leadscore.models.store import DEFAULT_REJECTION_REASONS
 
 
 class ServingSettings(MlflowSettings):
@@ -40,8 +41,20 @@ class ServingSettings(MlflowSettings):
     lead_hash_key: SecretStr | None = Field(
         default=None, description="Optional HMAC key for hashing lead ids in the score log."
     )
+    rejection_reasons: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REJECTION_REASONS),
+        min_length=1,
+        description="Reasons a rejected lead may carry, comma-separated (outcome events).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
+
+    @field_validator("rejection_reasons", mode="before")
+    @classmethod
+    def _split_reasons(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [r.strip() for r in value.split(",") if r.strip()]
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -22,8 +22,11 @@ def invoke(*args: str) -> str:
 
 def test_demo_runs_the_main_job_end_to_end_and_serves_a_score(home: Path, tmp_path: Path) -> None:
     out = invoke("demo", "--workdir", str(tmp_path / "demo"), "--leads", "4000")
-    for step in ("== generate", "== train", "== promote", "== score", "== serve"):
+    for step in ("== generate", "== train", "== promote", "== score", "== hand-off", "== serve"):
         assert step in out
+    loop = json.loads((tmp_path / "demo" / "loop-report" / "loop.json").read_text())
+    assert loop["header"]["events"] > 0 and 0 < loop["header"]["matured_leads"] < loop["header"]["leads"]
+    assert (tmp_path / "demo" / "loop-report" / "loop.html").exists()
     scores = pd.read_csv(tmp_path / "demo" / "scores.csv")
     assert len(scores) == 4000 and scores["model_version"].eq(1).all()
     assert set(scores["tier"]) == {"A", "B", "C", "D"}
