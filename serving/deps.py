@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader
 from leadscore.serving.state import AppState, LoadedModel
 
 NOT_READY = "model not ready"
+STOPPING = "stopping"
 BAD_KEY = "missing or invalid API key"
 RETRY_AFTER_SECONDS = 5
 _LOW_62 = (1 << 62) - 1

@@ -81,6 +81,18 @@ class Metrics:
         self.score_log_dropped = Counter(
             "leadscore_score_log_dropped_total", "Scores not written to the score log.", registry=self.registry
         )
+        self.shed_requests = Counter(
+            "leadscore_shed_requests_total",
+            "Scoring requests refused with 503 because too much work was in flight, by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.registry_errors = Counter(
+            "leadscore_registry_errors_total",
+            "Registry calls that failed, by kind (connection_refused, timeout, no_alias, no_such_version, other).",
+            ["kind"],
+            registry=self.registry,
+        )
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._tiers: dict[str, Any] = {}
 
@@ -100,6 +112,9 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry
+
+    def shed(self, route: str) -> None:
+        self.shed_requests.labels(route).inc()
 
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()

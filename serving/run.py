@@ -15,14 +15,25 @@ from leadscore.serving.metrics import MULTIPROCESS_ENV
 from leadscore.serving.settings import ServingSettings, get_serving_settings
 
 
-def server_options(settings: ServingSettings) -> dict[str, Any]:
-    """uvicorn options shared by the CLI, the demo and the benchmark."""
+def server_options(settings: ServingSettings, workers: int = 1) -> dict[str, Any]:
+    """uvicorn options shared by the CLI, the demo and the benchmark: the guarded protocol
+    (:mod:`serving.server`: connection cap, header and body deadlines), keep-alive limit, stop timeout."""
+    from leadscore.serving.server import guarded_protocol, raise_open_files_limit
+
+    raise_open_files_limit(settings.max_connections + 256)  # room for the cap, the score log and the model
+    http: Any = (
+        "leadscore.serving.server:GuardedHttpFromEnv"
+        if workers > 1
+        else guarded_protocol(settings.max_connections, settings.header_timeout_seconds, settings.body_timeout_seconds)
+    )
     return {
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
         "access_log": settings.access_log,
         "log_level": settings.log_level.lower(),
-        "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "timeout_graceful_shutdown": settings.stop_seconds,
+        "backlog": min(2048, settings.max_connections),
         "lifespan": "on",
     }
 
@@ -55,7 +66,7 @@ def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: S
         raise ValueError("settings cannot be passed to several worker processes: set LEADSCORE_* environment variables")
     resolved = settings or get_serving_settings()
     logging.basicConfig(level=resolved.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = server_options(resolved)
+    options = server_options(resolved, workers)
     if workers > 1:
         with shared_metrics_folder():
             uvicorn.run(
@@ -63,5 +74,6 @@ def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: S
             )
         return
     from leadscore.serving.app import create_app
+    from leadscore.serving.server import serve
 
-    uvicorn.run(create_app(resolved), host=host, port=port, **options)
+    serve(create_app(resolved), host, port, options, resolved.drain_seconds)

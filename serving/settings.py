@@ -40,6 +40,31 @@ class ServingSettings(MlflowSettings):
     lead_hash_key: SecretStr | None = Field(
         default=None, description="Optional HMAC key for hashing lead ids in the score log."
     )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections at most; one more is closed at once (the open-files limit is raised to fit).",
+    )
+    header_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Most time from a request's first byte to the end of its headers."
+    )
+    body_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Most time from the end of a request's headers to the end of its body."
+    )
+    keep_alive_seconds: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
+    max_inflight_leads: int = Field(
+        default=2000,
+        ge=1,
+        description="Scoring work admitted at once, in leads; past it, scoring requests get 503 with Retry-After.",
+    )
+    drain_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description="After SIGTERM: /readyz answers 503 at least this long (and until in-flight work is done), "
+        "then the server stops.",
+    )
+    stop_seconds: int = Field(default=20, ge=1, description="Most time the stop waits for in-flight requests.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
 
