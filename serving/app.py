@@ -23,6 +23,7 @@ from leadscore.serving.asgi import validation_errors
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.metrics import Metrics
 from leadscore.serving.middleware import Guard
+from leadscore.serving.privacy import lead_hash_key
 from leadscore.serving.score_log import ScoreLog, lead_hasher
 from leadscore.serving.settings import ServingSettings, get_serving_settings
 from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryLoader
@@ -96,8 +97,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             on_drop=lambda n: metrics.score_log_dropped.inc(n),
         )
         await asyncio.to_thread(score_log.start)
-        key = settings.lead_hash_key.get_secret_value().encode("utf-8") if settings.lead_hash_key else None
-        hash_lead = lead_hasher(key)
+        hash_lead = lead_hasher(await asyncio.to_thread(lead_hash_key, settings))
         state = AppState(
             settings=settings,
             loader=loader if loader is not None else NOT_LOADED,

@@ -63,11 +63,13 @@ async def score(
 ) -> ORJSONAnswer:
     """Score one lead: probability, 0-100 score, tier, queue, SLA and the top reasons.
 
-    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer and the score
-    log; without one, a new UUIDv7 is made.
+    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer, and logged
+    as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is made and logged as is.
     """
     state: AppState = request.app.state.leadscore
     answer, row = await state.batcher.score(context.model, lead, context.request_id, explain)
+    if context.log_id is not None:
+        row["request_id"] = context.log_id
     state.score_log.append([row])
     state.metrics.count_tiers([answer["tier"]])
     return ORJSONAnswer(answer)
@@ -87,8 +89,9 @@ async def score_batch(
 ) -> ORJSONAnswer:
     """Score many leads (at most LEADSCORE_MAX_BATCH); answers come back in request order.
 
-    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer and the score
-    log (one id for the whole batch); without one, a new UUIDv7 is made.
+    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer (one id for the
+    whole batch), and logged as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is
+    made and logged as is.
     """
     state: AppState = request.app.state.leadscore
     model, request_id = context.model, context.request_id
@@ -103,6 +106,9 @@ async def score_batch(
         answers, rows = score_leads(model, leads, ids, explain, state.hash_lead)
     else:
         answers, rows = await run_in_threadpool(score_leads, model, leads, ids, explain, state.hash_lead)
+    if context.log_id is not None:
+        for row in rows:
+            row["request_id"] = context.log_id
     state.score_log.append(rows)
     state.metrics.count_tiers([a["tier"] for a in answers])
     return ORJSONAnswer(

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from leadscore.serving.metrics import MULTIPROCESS_ENV
+from leadscore.serving.privacy import check_bind
 from leadscore.serving.settings import ServingSettings, get_serving_settings
 
 
@@ -53,18 +54,27 @@ def shared_metrics_folder() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: ServingSettings | None = None) -> None:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    settings: ServingSettings | None = None,
+    allow_public_without_keys: bool = False,
+) -> None:
     """Serve until stopped (SIGINT/SIGTERM stop cleanly: the score log is flushed).
 
     With ``workers > 1`` each worker process builds its own app from ``LEADSCORE_*`` environment
     settings (``settings`` must then be None); each loads, caches and polls the model itself, and their
     Prometheus metrics are summed in ``/metrics`` (through a shared folder, see :mod:`serving.metrics`).
+    A non-loopback ``host`` without API keys is refused (PermissionError) unless
+    ``allow_public_without_keys``.
     """
     import uvicorn
 
     if workers > 1 and settings is not None:
         raise ValueError("settings cannot be passed to several worker processes: set LEADSCORE_* environment variables")
     resolved = settings or get_serving_settings()
+    check_bind(host, resolved, allow_public_without_keys)  # before anything starts
     logging.basicConfig(level=resolved.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = server_options(resolved, workers)
     if workers > 1:

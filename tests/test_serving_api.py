@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import sqlite3
 import threading
@@ -354,8 +355,11 @@ def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: Test
         time.sleep(0.05)
     assert len(rows) == 4
     request_id, lead_hash, name, version, probability, score, tier, _scored_at = rows[0]
-    assert request_id == "req-1" == first["request_id"]
-    assert lead_hash == hashlib.sha256(secret_id.encode()).hexdigest()
+    # Without LEADSCORE_LEAD_HASH_KEY, a key made once in the home hashes lead ids and callers' request ids.
+    key = (settings.home / "lead-hash.key").read_bytes()
+    assert first["request_id"] == "req-1" and request_id == hmac.new(key, b"req-1", hashlib.sha256).hexdigest()
+    assert lead_hash == hmac.new(key, secret_id.encode(), hashlib.sha256).hexdigest()
+    assert lead_hash != hashlib.sha256(secret_id.encode()).hexdigest()
     assert (name, version, tier, score) == ("lead-scoring", "7", first["tier"], first["score"])
     assert probability == pytest.approx(first["probability"])
     raw = (settings.home / "scores.db").read_bytes()

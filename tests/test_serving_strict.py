@@ -1,4 +1,4 @@
-"""Strict, documented validation and shed load, through the app in process (issue 15, items 2, 4, 5 and 6)."""
+"""Validation, shed load, the stop, registry errors and privacy defaults, in process (issue 15, items 2 and 4-7)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from leadscore.features.schema import MAX_ENGAGEMENT_KEYS
 from leadscore.models.scorer import Scorer
 from leadscore.serving.admission import BATCH_PATH, Admission
 from leadscore.serving.app import create_app
+from leadscore.serving.privacy import KEY_FILE, check_bind, lead_hash_key
+from leadscore.serving.registry_errors import (
+    CONNECTION_REFUSED,
+    NO_ALIAS,
+    NO_SUCH_VERSION,
+    TIMEOUT,
+    registry_error_kind,
+)
 from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.settings import ServingSettings
 from leadscore.serving.state import StaticLoader
@@ -143,3 +151,62 @@ def _admission(app: Any) -> Admission:
     while not isinstance(layer, Admission):
         layer = layer.app
     return layer
+
+
+def test_a_lead_hash_key_is_made_once_in_the_home_and_kept(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    first = lead_hash_key(settings)
+    path = settings.home / KEY_FILE
+    assert len(first) == 64 and path.stat().st_mode & 0o777 == 0o600
+    assert lead_hash_key(settings) == first  # the next start reads it
+    assert lead_hash_key(make_settings(tmp_path, lead_hash_key="configured-key")) == b"configured-key"
+
+
+def test_listening_beyond_loopback_without_keys_needs_the_flag(tmp_path: Path) -> None:
+    open_settings = make_settings(tmp_path)
+    for host in ("127.0.0.1", "localhost", "::1"):
+        check_bind(host, open_settings, allow_without_keys=False)
+    for host in ("0.0.0.0", "::", "192.0.2.7"):
+        with pytest.raises(PermissionError, match="without API keys"):
+            check_bind(host, open_settings, allow_without_keys=False)
+        check_bind(host, open_settings, allow_without_keys=True)
+        check_bind(host, make_settings(tmp_path, api_keys="k1"), allow_without_keys=False)
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    leadscore = str(Path(sys.executable).parent / "leadscore")
+    env = {"PATH": "/usr/bin:/bin", "LEADSCORE_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [leadscore, "serve", "--host", "0.0.0.0", "--port", "9"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "without API keys" in done.stderr
+
+
+def test_registry_failures_are_told_apart() -> None:
+    from mlflow.exceptions import MlflowException
+
+    assert registry_error_kind(ConnectionRefusedError(111, "Connection refused")) == CONNECTION_REFUSED
+    wrapped = MlflowException("API request to http://x failed with exception ConnectionError(... Connection refused)")
+    assert registry_error_kind(wrapped) == CONNECTION_REFUSED
+    assert registry_error_kind(MlflowException("API request ... ReadTimeoutError: Read timed out")) == TIMEOUT
+    assert registry_error_kind(MlflowException("Registered model alias champion not found.")) == NO_ALIAS
+    missing = MlflowException("Model Version (name=lead-scoring, version=9) not found", "RESOURCE_DOES_NOT_EXIST")
+    assert registry_error_kind(missing) == NO_SUCH_VERSION
+
+
+def test_registry_down_while_polling_is_reported_as_such(tmp_path: Path, scorer: Scorer) -> None:
+    class DownRegistry(StaticLoader):
+        def target_version(self) -> str | None:
+            raise MlflowException("API request to http://127.0.0.1:9 failed: Connection refused")
+
+    from mlflow.exceptions import MlflowException
+
+    with TestClient(create_app(make_settings(tmp_path), DownRegistry(scorer, "lead-scoring", "7"))) as c:
+        assert not c.app.state.leadscore.check_for_new_version()
+        info = c.get("/v1/model").json()
+        assert info["last_poll_error"].startswith("connection_refused: MlflowException")
+        assert info["last_checked_at"] is not None and info["last_reload_error"] is None
+        assert 'leadscore_registry_errors_total{kind="connection_refused"} 1.0' in c.get("/metrics").text
