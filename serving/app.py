@@ -24,8 +24,9 @@ from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.metrics import Metrics
 from leadscore.serving.middleware import Guard
 from leadscore.serving.privacy import lead_hash_key
-from leadscore.serving.score_log import ScoreLog, lead_hasher
+from leadscore.serving.score_log import lead_hasher
 from leadscore.serving.settings import ServingSettings, get_serving_settings
+from leadscore.serving.spool import SpooledScoreLog
 from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryLoader
 
 log = logging.getLogger("leadscore.serving")
@@ -89,11 +90,12 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("leadscore").setLevel(settings.log_level)
         metrics: Metrics = app.state.metrics
-        score_log = ScoreLog(
+        score_log = SpooledScoreLog(
             settings.resolved_score_log_url,
+            settings.home / "spool",
             flush_seconds=settings.score_log_flush_seconds,
             batch_rows=settings.score_log_batch_rows,
-            max_queued=settings.score_log_queue_rows,
+            stop_seconds=settings.score_log_stop_seconds,
             on_drop=lambda n: metrics.score_log_dropped.inc(n),
         )
         await asyncio.to_thread(score_log.start)
@@ -107,9 +109,9 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
         )
         app.state.leadscore = state
-        if loader is None:  # the registry: the server listens at once, the model comes when it comes
+        if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
             poller = asyncio.create_task(_load_then_poll(state, settings, loader), name="leadscore-model-loader")
-        else:  # a loader at hand (tests, embedding): ready as soon as the app is
+        else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
             await _load_first(state, settings, loader)
             poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
         try:

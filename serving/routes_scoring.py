@@ -10,7 +10,7 @@ orjson (:class:`serving.asgi.ORJSONAnswer`); ``response_model`` documents its sh
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +39,19 @@ router = APIRouter(
     default_response_class=ORJSONAnswer,
     responses=ERROR_RESPONSES,
 )
+
+NOT_RECORDED = "the score could not be recorded; retry later"
+
+
+async def _commit(state: AppState, rows: list[dict[str, Any]]) -> None:
+    """Make the score-log rows durable before the answer is sent (503 when the spool cannot be written)."""
+    try:
+        await state.score_log.commit(rows)
+    except OSError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
+        ) from None
+
 
 Explain = Annotated[bool, Query(description="Include the top reasons (on by default; off is faster).")]
 
@@ -70,7 +83,7 @@ async def score(
     answer, row = await state.batcher.score(context.model, lead, context.request_id, explain)
     if context.log_id is not None:
         row["request_id"] = context.log_id
-    state.score_log.append([row])
+    await _commit(state, [row])
     state.metrics.count_tiers([answer["tier"]])
     return ORJSONAnswer(answer)
 
@@ -109,7 +122,7 @@ async def score_batch(
     if context.log_id is not None:
         for row in rows:
             row["request_id"] = context.log_id
-    state.score_log.append(rows)
+    await _commit(state, rows)
     state.metrics.count_tiers([a["tier"] for a in answers])
     return ORJSONAnswer(
         {"results": answers, "model": {"name": model.name, "version": model.version}, "request_id": request_id}

@@ -78,6 +78,8 @@ def run(
     logging.basicConfig(level=resolved.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = server_options(resolved, workers)
     if workers > 1:
+        # Workers share one socket: one still loading would answer 503 while the others serve.
+        os.environ["LEADSCORE_LOAD_BEFORE_LISTENING"] = "true"
         with shared_metrics_folder():
             uvicorn.run(
                 "leadscore.serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options

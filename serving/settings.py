@@ -32,6 +32,12 @@ class ServingSettings(MlflowSettings):
         default=0.5, gt=0, le=60, description="Most time a score waits before it is written."
     )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
+    score_log_stop_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="At the stop, most time spent writing spooled scores; the rest is written at the next start.",
+    )
     score_log_queue_rows: int = Field(
         default=200_000,
         ge=1,
@@ -65,6 +71,11 @@ class ServingSettings(MlflowSettings):
         "then the server stops.",
     )
     stop_seconds: int = Field(default=20, ge=1, description="Most time the stop waits for in-flight requests.")
+    load_before_listening: bool = Field(
+        default=False,
+        description="Load the first model before taking connections (set for each of several workers, so none "
+        "answers 503 while the others serve); otherwise the server listens at once and /readyz says why not ready.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
 

@@ -23,7 +23,7 @@ from leadscore.serving.settings import ServingSettings
 if TYPE_CHECKING:
     from leadscore.serving.batcher import MicroBatcher
     from leadscore.serving.metrics import Metrics
-    from leadscore.serving.score_log import ScoreLog
+    from leadscore.serving.spool import SpooledScoreLog
 
 log = logging.getLogger("leadscore.serving")
 
@@ -169,7 +169,7 @@ class AppState:
 
     settings: ServingSettings
     loader: ModelLoader
-    score_log: ScoreLog
+    score_log: SpooledScoreLog
     metrics: Metrics
     hash_lead: Callable[[str], str]
     batcher: MicroBatcher

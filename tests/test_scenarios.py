@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -280,3 +281,108 @@ def test_start_listens_at_once_against_a_registry_that_never_answers(tmp_path: P
                 time.sleep(0.5)
             assert metric(server.base, 'leadscore_registry_errors_total{kind="timeout"}') >= 1
             assert httpx.get(server.base + "/readyz", timeout=2).json()["status"] == "model not ready: timeout"
+
+
+class Load:
+    """``threads`` callers scoring single leads until stopped (at most ``seconds``); answered request ids kept."""
+
+    def __init__(self, base: str, threads: int = 4, seconds: float = 20) -> None:
+        self.base, self.seconds = base, seconds
+        self.answered: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._call, args=(i,)) for i in range(threads)]
+
+    def _call(self, n: int) -> None:
+        deadline = time.monotonic() + self.seconds
+        with httpx.Client(base_url=self.base, timeout=5) as http:
+            for i in range(100_000):
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    r = http.post("/v1/score", json={**EXAMPLE_LEAD, "lead_id": f"T{n}-{i}"})
+                except httpx.HTTPError:
+                    time.sleep(0.05)  # the server is gone: nothing was answered
+                    continue
+                if r.status_code == 200:
+                    self.answered.append(r.json()["request_id"])
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def logged_request_ids(home: Path, expected: int, within: float = 30) -> set[str]:
+    """The request ids in the SQLite score log, once it holds ``expected`` rows (or ``within`` seconds passed)."""
+    deadline = time.monotonic() + within
+    ids: set[str] = set()
+    while time.monotonic() < deadline:
+        with suppress(sqlite3.Error), sqlite3.connect(home / "scores.db") as conn:
+            ids = {row[0] for row in conn.execute("select request_id from score_log")}
+        if len(ids) >= expected:
+            break
+        time.sleep(0.2)
+    return ids
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (started from any of its threads)."""
+    return [int(p) for task in Path(f"/proc/{pid}/task").iterdir() for p in (task / "children").read_text().split()]
+
+
+def test_sigkill_of_the_api_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with scenario_server(home, app_command(scorer_file)) as server:
+        with Load(server.base) as load:
+            time.sleep(2)
+            server.process.kill()  # the API only: its writer goes on with what is ready, then stops
+            server.process.wait()
+        answered = list(load.answered)
+    assert len(answered) > 50
+    with scenario_server(home, app_command(scorer_file)):  # the next start writes what the spool holds
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
+def test_sigkill_of_the_writer_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with scenario_server(home, app_command(scorer_file)) as server:
+        with Load(server.base, seconds=4) as load:
+            time.sleep(1.5)
+            writers = children(server.process.pid)  # the score-log writer
+            assert writers
+            for pid in writers:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1.5)
+        answered = list(load.answered)
+        missing = set(answered) - logged_request_ids(home, len(answered))
+        assert "starting a new one" in server.log_text()
+    assert len(answered) > 50
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
+def test_database_down_then_sigterm_spills_and_replays(scorer_file: Path, tmp_path: Path) -> None:
+    """The score-log database refuses connections for the whole run: the stop still comes within its grace
+    (exit 0), the answered scores stay in the spool, and the next start, with the database back, writes them."""
+    home = tmp_path / "home"
+    down = f"postgresql+psycopg://leadscore:x@127.0.0.1:{free_port()}/scores"
+    with scenario_server(
+        home, app_command(scorer_file), LEADSCORE_SCORE_LOG_URL=down, LEADSCORE_SCORE_LOG_STOP_SECONDS="1"
+    ) as server:
+        with Load(server.base, seconds=2) as load:
+            time.sleep(2)
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 0, server.log_text()
+        assert time.monotonic() - began < 10
+    answered = list(load.answered)
+    assert len(answered) > 50 and list((home / "spool").rglob("*.ready"))
+    with scenario_server(home, app_command(scorer_file)):  # the database is back (SQLite here)
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+    assert not list((home / "spool").rglob("*.ready"))
