@@ -32,6 +32,11 @@ class ServingSettings(MlflowSettings):
         default=0.5, gt=0, le=60, description="Most time a score waits before it is written."
     )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
+    score_log_fsync: bool = Field(
+        default=False,
+        description="fsync the spool before each answer (survives a power cut, at a cost in throughput); "
+        "otherwise it is fsynced every score_log_flush_seconds (an answered score survives any process crash).",
+    )
     score_log_stop_seconds: float = Field(
         default=5.0,
         ge=0,

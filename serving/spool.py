@@ -1,9 +1,12 @@
 """The score log's durable hand-over: a local append-only spool, fsynced in group commits before an answer.
 
-**Invariant**: a score is answered only once its row is on disk (written and fsynced) in the spool
-folder; a row leaves the spool only once the database committed it. So neither a crash of the API
-(SIGKILL), nor of the writer process, nor a database outage followed by a stop loses an answered score:
-what is on disk is written on the next start.
+**Invariant**: a score is answered only once its row is written to the spool file; a row leaves the
+spool only once the database committed it. A written row is the kernel's, not the process's: neither a
+crash of the API (SIGKILL), nor of the writer process, nor a database outage followed by a stop loses an
+answered score; what is in the spool is written on the next start. Against a crash of the machine
+(power cut), the open segment is fsynced every ``segment_seconds`` (so at most that much is at risk, as
+with the SQLite score log's ``synchronous=NORMAL``); with ``fsync_each`` (``LEADSCORE_SCORE_LOG_FSYNC``)
+every answer waits for an fsync instead.
 
 **Layout** (``<home>/spool/<n>/``, one folder per API process, taken under an exclusive lock ``api.lock``,
 the lowest free ``n`` first, so a restarted process takes over the folder of the one before):
@@ -12,8 +15,9 @@ series of frames, each a 4-byte big-endian length and a pickled list of rows (th
 a new field flows through unchanged). A torn last frame (a crash during a write) is ignored: its rows
 were never fsynced, so never answered.
 
-**Group commit** (:meth:`Spool.append`): rows appended while a write is under way wait for the next one,
-so concurrent requests share one ``write`` + ``fsync`` (done in a thread, off the event loop). A segment
+**Writes** (:meth:`Spool.append`): one ``write`` of the request's rows, on the event loop (a write to
+the page cache). With ``fsync_each``, a group commit instead: rows appended while an fsync is under way
+wait for the next one, so concurrent requests share one ``write`` + ``fsync`` (in a thread, off the loop). A segment
 becomes ready when it holds ``segment_rows`` rows or is ``segment_seconds`` old (checked by
 :class:`SpooledScoreLog` every ``segment_seconds``), and at the stop.
 
@@ -102,8 +106,11 @@ def take_folder(root: Path) -> tuple[Path, int]:
 class Spool:
     """The API's side: append rows durably (group commits), seal segments for the writer."""
 
-    def __init__(self, folder: Path, segment_rows: int = 500, segment_seconds: float = 0.5) -> None:
+    def __init__(
+        self, folder: Path, segment_rows: int = 500, segment_seconds: float = 0.5, fsync_each: bool = False
+    ) -> None:
         self.folder, self.segment_rows, self.segment_seconds = folder, segment_rows, segment_seconds
+        self.fsync_each = fsync_each
         self._lock = threading.Lock()  # the write thread and the sealing check
         self._fd: int | None = None
         self._path: Path | None = None
@@ -114,6 +121,7 @@ class Spool:
         self._counts: list[int] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._pending_sync: list[Path] = []
 
     def open(self) -> None:
         """Seal what a previous process left being appended, and continue the numbering."""
@@ -124,12 +132,16 @@ class Spool:
         _fsync_folder(self.folder)
 
     async def append(self, rows: list[dict[str, Any]]) -> None:
-        """Return once ``rows`` are on disk (raises OSError when they could not be written)."""
+        """Return once ``rows`` are written (and fsynced, with ``fsync_each``); raises OSError when they
+        could not be."""
         if not rows:
+            return
+        payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        if not self.fsync_each:
+            self._write(_LENGTH.pack(len(payload)) + payload, len(rows))
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
         self._frames.append(_LENGTH.pack(len(payload)) + payload)
         self._counts.append(len(rows))
         self._waiters.append(waiter)
@@ -165,16 +177,26 @@ class Spool:
             view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
+            if self.fsync_each:
+                os.fsync(self._fd)
             self._rows += rows
             if self._rows >= self.segment_rows:
                 self._seal()
 
     def seal_if_old(self) -> None:
-        """Hand the open segment to the writer when it is ``segment_seconds`` old."""
+        """Hand the open segment to the writer when it is ``segment_seconds`` old, else fsync it (the
+        fsync on a duplicate descriptor, outside the lock, so appends go on meanwhile)."""
         with self._lock:
-            if self._fd is not None and time.monotonic() - self._opened_at >= self.segment_seconds:
+            if self._fd is None:
+                return
+            if time.monotonic() - self._opened_at >= self.segment_seconds:
                 self._seal()
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def seal(self) -> None:
         with self._lock:
@@ -182,11 +204,27 @@ class Spool:
                 self._seal()
 
     def _seal(self) -> None:
+        """Close the open segment and rename it ready (the writer syncs nothing it reads: a sealed segment
+        is complete in the page cache, which the writer reads)."""
         assert self._fd is not None and self._path is not None
+        if not self.fsync_each:
+            self._pending_sync.append(self._path.with_suffix(READY))
         os.close(self._fd)
         self._path.rename(self._path.with_suffix(READY))
-        _fsync_folder(self.folder)
         self._fd, self._path, self._rows = None, None, 0
+
+    def sync_sealed(self) -> None:
+        """fsync the segments sealed since the last call, and the folder (run off the event loop)."""
+        with self._lock:
+            paths, self._pending_sync = self._pending_sync, []
+        for path in paths:
+            with suppress(FileNotFoundError):  # already written and deleted by the writer
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_folder(self.folder)
 
 
 class SpooledScoreLog:
@@ -204,7 +242,9 @@ class SpooledScoreLog:
         batch_rows: int = 500,
         stop_seconds: float = 10.0,
         on_drop: Callable[[int], None] | None = None,
+        fsync_each: bool = False,
     ) -> None:
+        self.fsync_each = fsync_each
         self.url, self.root, self.flush_seconds = url, root, flush_seconds
         self.batch_rows, self.stop_seconds = batch_rows, stop_seconds
         self.on_drop = on_drop or (lambda n: None)
@@ -228,7 +268,7 @@ class SpooledScoreLog:
                 "score log database unavailable at start (%s): scores are spooled meanwhile", type(exc).__name__
             )
         folder, self._lock_fd = take_folder(self.root)
-        self.spool = Spool(folder, self.batch_rows, self.flush_seconds)
+        self.spool = Spool(folder, self.batch_rows, self.flush_seconds, self.fsync_each)
         self.spool.open()
         self._writer = self._start_writer()
         self._watch = threading.Thread(target=self._watch_loop, name="score-log-spool", daemon=True)
@@ -256,11 +296,13 @@ class SpooledScoreLog:
         return writer
 
     def _watch_loop(self) -> None:
-        """Seal old segments, read the writer's reports, start a new writer when it died."""
+        """Seal old segments (fsync the open one and those sealed since), read the writer's reports, start a
+        new writer when it died."""
         while not self._stop.wait(self.flush_seconds):
             try:
                 assert self.spool is not None and self._writer is not None
                 self.spool.seal_if_old()
+                self.spool.sync_sealed()
                 self._read_reports(self._writer)
                 if self._writer.poll() is not None:
                     log.error("score log writer exited with %s; starting a new one", self._writer.returncode)
@@ -293,6 +335,7 @@ class SpooledScoreLog:
         self._watch = None
         assert self.spool is not None and self._writer is not None
         self.spool.seal()
+        self.spool.sync_sealed()
         seconds = self.stop_seconds if timeout is None else timeout
         writer = self._writer
         if writer.poll() is None:
