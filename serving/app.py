@@ -49,7 +49,7 @@ async def _load_first(state: AppState, settings: ServingSettings, loader: ModelL
     """Build the registry client (unless a loader is given) and load the first model; a failure is kept in
     ``last_reload_error`` (the poller keeps trying)."""
     try:
-        if loader is None:
+        if loader is None and state.loader is NOT_LOADED:
             state.loader = await asyncio.to_thread(RegistryLoader, settings)
         await asyncio.to_thread(state.load_initial)
     except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
@@ -74,6 +74,9 @@ async def _poll(state: AppState) -> None:
         if state.model is not None and state.settings.poll_seconds <= 0:
             return
         await asyncio.sleep(wait)
+        if state.loader is NOT_LOADED:  # the registry client could not be made at start: try again
+            await _load_first(state, state.settings, None)
+            continue
         try:
             await asyncio.to_thread(state.check_for_new_version)
         except Exception as exc:  # noqa: BLE001 - keep polling whatever happens
