@@ -1,4 +1,4 @@
-"""The score log's durable hand-over: a local append-only spool, fsynced in group commits before an answer.
+"""The score log's durable hand-over: a local append-only spool, written before each answer.
 
 **Invariant**: a score is answered only once its row is written to the spool file; a row leaves the
 spool only once the database committed it. A written row is the kernel's, not the process's: neither a
