@@ -7,9 +7,9 @@ the synthetic generator writes them and ``features.build`` turns them into a poi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 # Activity times are aggregated as datetime64[ns], which would silently wrap around far outside this range;
 # pydantic checks it while parsing (in UTC; naive times are UTC), so a request outside it is a 422 on the field.
@@ -45,6 +45,19 @@ ACTIVITY_TYPES = (
 STAGES = ("open", "closed_won", "closed_lost")
 TARGETS = ("opportunity", "closed_won")
 
+# Bounds of a scoring request (the OpenAPI document states each; a request past one is a 422 naming the field).
+MAX_TEXT = 200
+MAX_ACTIVITIES = 10_000
+MAX_ENGAGEMENT_KEYS = 200
+MAX_ATTRIBUTES = 200
+MAX_KEY_LENGTH = 100
+ACTIVITY_TIME_RANGE = {"x-minimum": EARLIEST_ACTIVITY.isoformat(), "x-exclusiveMaximum": LATEST_ACTIVITY.isoformat()}
+
+# A JSON number, nothing else: a string ("12"), a boolean and NaN or ±Infinity are refused (422 naming the field).
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH)]
+AttributeValue = Annotated[str, Field(max_length=MAX_TEXT)] | Number | Annotated[bool, Strict()] | None
+
 # Column groups of the `leads` table.
 LEAD_ID = "lead_id"
 CREATED_AT = "created_at"
@@ -67,11 +80,18 @@ class Activity(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(description="Activity type, e.g. 'pricing_page_view'; unknown types are ignored.")
+    type: str = Field(
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="Activity type, e.g. 'pricing_page_view'. The rule for a type the model does not know: it is "
+        "accepted and ignored (it counts toward no feature), so a new CRM activity type never fails a request.",
+    )
     occurred_at: datetime = Field(
         ge=EARLIEST_ACTIVITY,
         lt=LATEST_ACTIVITY,
-        description="When it happened (ISO 8601; naive times are UTC), from 1900 up to 2200.",
+        description="When it happened (ISO 8601; naive times are UTC), from 1900-01-01 (included) "
+        "up to 2200-01-01 (excluded).",
+        json_schema_extra=ACTIVITY_TIME_RANGE,
     )
 
 
@@ -92,25 +112,30 @@ class LeadRecord(BaseModel):
     country: str | None = Field(default=None, max_length=200)
     region: str | None = Field(default=None, max_length=200)
     industry: str | None = Field(default=None, max_length=200)
-    employees: float | None = Field(default=None, ge=0)
-    annual_revenue: float | None = Field(default=None, ge=0)
+    employees: Number | None = Field(default=None, ge=0)
+    annual_revenue: Number | None = Field(default=None, ge=0)
     title: str | None = Field(default=None, max_length=200)
     seniority: str | None = Field(default=None, max_length=200)
     department: str | None = Field(default=None, max_length=200)
-    is_mql: bool | None = None
-    manual_score: float | None = None
-    bant_budget: bool | None = None
-    bant_authority: bool | None = None
-    bant_need: bool | None = None
-    bant_timing: bool | None = None
+    is_mql: Annotated[bool, Strict()] | None = None
+    manual_score: Number | None = None
+    bant_budget: Annotated[bool, Strict()] | None = None
+    bant_authority: Annotated[bool, Strict()] | None = None
+    bant_need: Annotated[bool, Strict()] | None = None
+    bant_timing: Annotated[bool, Strict()] | None = None
     email: str | None = Field(default=None, max_length=320, description="Never logged; not a model input.")
     name: str | None = Field(default=None, max_length=200, description="Never logged; not a model input.")
-    activities: list[Activity] | None = Field(default=None, max_length=10_000)
-    engagement: dict[str, float] | None = Field(
-        default=None, description="Pre-aggregated engagement features by name, e.g. {'pricing_page_view_7d': 2}."
+    activities: list[Activity] | None = Field(default=None, max_length=MAX_ACTIVITIES)
+    engagement: dict[Key, Number] | None = Field(
+        default=None,
+        max_length=MAX_ENGAGEMENT_KEYS,
+        description="Pre-aggregated engagement features by name, e.g. {'pricing_page_view_7d': 2}; "
+        "names the model does not know are ignored.",
     )
-    attributes: dict[str, str | float | bool | None] | None = Field(
-        default=None, description="Extra columns named in a user's mapping (flat-table models)."
+    attributes: dict[Key, AttributeValue] | None = Field(
+        default=None,
+        max_length=MAX_ATTRIBUTES,
+        description="Extra columns named in a user's mapping (flat-table models).",
     )
 
 

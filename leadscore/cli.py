@@ -478,11 +478,21 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes (each loads the model and follows the alias).")
     ] = 1,
+    allow_public_without_keys: Annotated[
+        bool,
+        typer.Option(
+            help="Listen on a non-loopback address without LEADSCORE_API_KEYS (anyone reaching it can score)."
+        ),
+    ] = False,
 ) -> None:
     """Serve the scoring API: models:/<LEADSCORE_MODEL_NAME>@<LEADSCORE_ALIAS>, reloaded when the alias moves."""
     from leadscore.serving.run import run
 
-    run(host=host, port=port, workers=workers)
+    try:
+        run(host=host, port=port, workers=workers, allow_public_without_keys=allow_public_without_keys)
+    except PermissionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 events_app = typer.Typer(help="Outcome events of scored leads: import a CRM export, export a training table.")

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from leadscore.models.settings import MlflowSettings
+
+log = logging.getLogger("leadscore.store")
 
 EVENT_KINDS = (
     "accepted",
@@ -170,7 +175,40 @@ class LoopSettings(MlflowSettings):
         return self.score_log_url or f"sqlite:///{(self.home / 'scores.db').resolve()}"
 
     def hasher(self) -> Callable[[str], str]:
-        return lead_hasher(self.lead_hash_key.get_secret_value().encode("utf-8") if self.lead_hash_key else None)
+        """The API's lead hash: HMAC-sha256 under the configured key, else under the home's key file."""
+        return lead_hasher(lead_hash_key(self.home, self.lead_hash_key))
+
+
+KEY_FILE = "lead-hash.key"
+
+
+def lead_hash_key(home: Path, configured: SecretStr | None) -> bytes:
+    """The configured key, else the one in ``<home>/lead-hash.key`` (created, once, when missing).
+
+    The API and the commands that read or write its database (events import and export, the loop
+    report) resolve the key the same way, so one lead gets one hash everywhere.
+    """
+    if configured is not None:
+        return configured.get_secret_value().encode("utf-8")
+    path = Path(home) / KEY_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: of several processes starting together, one creates it and the others read it
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_hex(32))
+                out.flush()
+                os.fsync(out.fileno())
+            log.warning(
+                "created a lead-hash key in %s: keep it (score-log hashes made with another key do not match)", path
+            )
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise ValueError(f"{path} holds no usable key (delete it to make a new one, or set LEADSCORE_LEAD_HASH_KEY)")
+    return key.encode("ascii")
 
 
 def open_database(url: str) -> Engine:

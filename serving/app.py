@@ -18,13 +18,16 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from leadscore.serving import routes_events, routes_health, routes_model, routes_scoring
+from leadscore.serving.admission import Admission
 from leadscore.serving.asgi import validation_errors
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.metrics import Metrics
 from leadscore.serving.middleware import Guard
-from leadscore.serving.score_log import ScoreLog, lead_hasher
+from leadscore.serving.privacy import lead_hash_key
+from leadscore.serving.score_log import lead_hasher
 from leadscore.serving.settings import ServingSettings, get_serving_settings
-from leadscore.serving.state import AppState, ModelLoader, RegistryLoader
+from leadscore.serving.spool import SpooledScoreLog
+from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryLoader
 
 log = logging.getLogger("leadscore.serving")
 
@@ -34,6 +37,30 @@ INITIAL_RETRY_SECONDS = 5.0
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 with each problem's field path and message (never the caller's input)."""
     return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _load_then_poll(state: AppState, settings: ServingSettings, loader: ModelLoader | None) -> None:
+    """Load the first model (the server already answers: ``/readyz`` says why it is not ready), then poll."""
+    await _load_first(state, settings, loader)
+    await _poll(state)
+
+
+async def _load_first(state: AppState, settings: ServingSettings, loader: ModelLoader | None) -> None:
+    """Build the registry client (unless a loader is given) and load the first model; a failure is kept in
+    ``last_reload_error`` (the poller keeps trying)."""
+    try:
+        if loader is None and state.loader is NOT_LOADED:
+            state.loader = await asyncio.to_thread(RegistryLoader, settings)
+        await asyncio.to_thread(state.load_initial)
+    except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
+        state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        state.poll_failed(exc)
+        log.error("no model to serve yet (%s); /readyz answers 503 until one loads", state.last_reload_error)
+    else:
+        # What is loaded now lives as long as the process: frozen out of the cyclic collector's sight, so a
+        # full collection walks only what requests made since, not the libraries and the model.
+        gc.collect()
+        gc.freeze()
 
 
 async def _poll(state: AppState) -> None:
@@ -47,10 +74,14 @@ async def _poll(state: AppState) -> None:
         if state.model is not None and state.settings.poll_seconds <= 0:
             return
         await asyncio.sleep(wait)
+        if state.loader is NOT_LOADED:  # the registry client could not be made at start: try again
+            await _load_first(state, state.settings, None)
+            continue
         try:
             await asyncio.to_thread(state.check_for_new_version)
         except Exception as exc:  # noqa: BLE001 - keep polling whatever happens
             state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            state.poll_failed(exc)
             log.error("model load failed: %s", state.last_reload_error)
 
 
@@ -62,36 +93,31 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("leadscore").setLevel(settings.log_level)
         metrics: Metrics = app.state.metrics
-        score_log = ScoreLog(
+        score_log = SpooledScoreLog(
             settings.resolved_score_log_url,
+            settings.home / "spool",
             flush_seconds=settings.score_log_flush_seconds,
             batch_rows=settings.score_log_batch_rows,
-            max_queued=settings.score_log_queue_rows,
+            stop_seconds=settings.score_log_stop_seconds,
+            fsync_each=settings.score_log_fsync,
             on_drop=lambda n: metrics.score_log_dropped.inc(n),
         )
         await asyncio.to_thread(score_log.start)
-        key = settings.lead_hash_key.get_secret_value().encode("utf-8") if settings.lead_hash_key else None
-        source = loader if loader is not None else await asyncio.to_thread(RegistryLoader, settings)
-        hash_lead = lead_hasher(key)
+        hash_lead = lead_hasher(await asyncio.to_thread(lead_hash_key, settings))
         state = AppState(
             settings=settings,
-            loader=source,
+            loader=loader if loader is not None else NOT_LOADED,
             score_log=score_log,
             metrics=metrics,
             hash_lead=hash_lead,
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
         )
         app.state.leadscore = state
-        try:
-            await asyncio.to_thread(state.load_initial)
-        except Exception as exc:  # noqa: BLE001 - stay up, not ready, and keep trying
-            state.last_reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            log.error("no model to serve yet (%s); /readyz answers 503 until one loads", state.last_reload_error)
-        # What is loaded now lives as long as the process: frozen out of the cyclic collector's sight, so a
-        # full collection walks only what requests made since, not the libraries and the model.
-        gc.collect()
-        gc.freeze()
-        poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
+        if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
+            poller = asyncio.create_task(_load_then_poll(state, settings, loader), name="leadscore-model-loader")
+        else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
+            await _load_first(state, settings, loader)
+            poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
         try:
             yield
         finally:
@@ -108,10 +134,17 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would otherwise send the document to a validator
     )
     app.state.metrics = Metrics()
+    app.state.draining = False  # set when a stop is requested (serving.server): /readyz answers 503
     app.include_router(routes_scoring.router)
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
     routes_events.install(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(
+        Admission,
+        capacity=settings.max_inflight_leads,
+        max_batch=settings.max_batch,
+        on_shed=app.state.metrics.shed,
+    )
     app.add_middleware(Guard, metrics=app.state.metrics, max_bytes=settings.max_body_bytes)
     return app

@@ -17,16 +17,30 @@ class ORJSONAnswer(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
+# Fields whose keys the caller chooses: in a field path, a key under one of them is shown as KEY_PLACEHOLDER.
+CALLER_KEYED = frozenset({"engagement", "attributes"})
+KEY_PLACEHOLDER = "<key>"
+UNKNOWN_FIELD = "<unknown field>"
+
+
+def _loc(err: Mapping[str, Any]) -> list[str | int]:
+    """The field path of one error, without a name the caller chose (an unknown field, a dict key)."""
+    loc: list[str | int] = []
+    for part in err.get("loc", ()):
+        if isinstance(part, str) and loc and loc[-1] in CALLER_KEYED:
+            loc.append(KEY_PLACEHOLDER)
+        else:
+            loc.append(part if isinstance(part, (str, int)) else str(part))
+    if err.get("type") == "extra_forbidden" and loc:
+        loc[-1] = UNKNOWN_FIELD
+    return loc
+
+
 def validation_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Field path, message and type of each validation error; the caller's input is not echoed back."""
-    return [
-        {
-            "loc": [p if isinstance(p, (str, int)) else str(p) for p in err.get("loc", ())],
-            "msg": str(err.get("msg", "")),
-            "type": str(err.get("type", "")),
-        }
-        for err in errors
-    ]
+    """Field path, message and type of each validation error; the caller's input is not echoed back (neither
+    its values nor the names it chose: an unknown field is ``<unknown field>``, a key of ``engagement`` or
+    ``attributes`` is ``<key>``)."""
+    return [{"loc": _loc(err), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))} for err in errors]
 
 
 async def send_json(send: Any, status: int, detail: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:

@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader
 from leadscore.serving.state import AppState, LoadedModel
 
 NOT_READY = "model not ready"
+STOPPING = "stopping"
 BAD_KEY = "missing or invalid API key"
 RETRY_AFTER_SECONDS = 5
 _LOW_62 = (1 << 62) - 1
@@ -70,13 +71,17 @@ def serving_model(request: Request) -> LoadedModel:
     return model
 
 
-def request_id(request: Request) -> str:
-    """The caller's ``X-Request-Id`` when it is a short token (at most 64 letters, digits, ``-`` or ``_``),
-    else a new UUIDv7 (32 hex digits)."""
+def callers_request_id(request: Request) -> str | None:
+    """The caller's ``X-Request-Id`` when it is a short token (at most 64 letters, digits, ``-`` or ``_``)."""
     given = request.headers.get("x-request-id", "")
     if 0 < len(given) <= 64 and given.isascii() and given.replace("-", "").replace("_", "").isalnum():
         return given
-    return uuid7_hex()
+    return None
+
+
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a short token, else a new UUIDv7 (32 hex digits)."""
+    return callers_request_id(request) or uuid7_hex()
 
 
 _KEY_SCHEME = {
@@ -103,16 +108,23 @@ class ScoringContext:
 
     model: LoadedModel
     request_id: str
+    log_id: str | None = None  # what the score log stores instead of a caller's id (None: the id we made)
 
 
 class ScoringAccess(APIKeyHeader):
     """The scoring routes' one dependency: the key check (401), then the serving model (503), then the
     request id. One dependency rather than three, since FastAPI resolves each dependency of every request;
-    it is listed in the OpenAPI document as the ``APIKeyHeader`` scheme, as :data:`require_key` is."""
+    it is listed in the OpenAPI document as the ``APIKeyHeader`` scheme, as :data:`require_key` is.
+    A caller's ``X-Request-Id`` is answered as sent and logged as its HMAC under the lead-hash key."""
 
     async def __call__(self, request: Request) -> ScoringContext:  # type: ignore[override]
         check_key(request)
-        return ScoringContext(serving_model(request), request_id(request))
+        model = serving_model(request)
+        given = callers_request_id(request)
+        if given is None:
+            return ScoringContext(model, uuid7_hex())
+        # A caller's id may carry what it knows (a name, a CRM key): the score log keeps its keyed hash only.
+        return ScoringContext(model, given, request.app.state.leadscore.hash_lead(given))
 
 
 scoring_access = ScoringAccess(**_KEY_SCHEME)

@@ -82,6 +82,19 @@ class Metrics:
             "leadscore_score_log_dropped_total", "Scores not written to the score log.", registry=self.registry
         )
         self.read_at_scrape: list[Any] = []  # collectors that read their values when scraped (not per process)
+
+        self.shed_requests = Counter(
+            "leadscore_shed_requests_total",
+            "Scoring requests refused with 503 because too much work was in flight, by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.registry_errors = Counter(
+            "leadscore_registry_errors_total",
+            "Registry calls that failed, by kind (connection_refused, timeout, no_alias, no_such_version, other).",
+            ["kind"],
+            registry=self.registry,
+        )
         self._requests: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._tiers: dict[str, Any] = {}
 
@@ -108,6 +121,9 @@ class Metrics:
         """A collector whose values are read at each scrape (e.g. from the database), in every exposition."""
         self.read_at_scrape.append(collector)
         self.registry.register(collector)
+
+    def shed(self, route: str) -> None:
+        self.shed_requests.labels(route).inc()
 
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()

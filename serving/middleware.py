@@ -11,6 +11,7 @@ import traceback
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from leadscore.serving.asgi import send_http_error, send_json
 from leadscore.serving.metrics import Metrics
@@ -18,6 +19,7 @@ from leadscore.serving.metrics import Metrics
 log = logging.getLogger("leadscore.serving")
 
 TOO_LARGE = "request body too large"
+NOT_JSON = "content-type must be application/json"
 INTERNAL_ERROR = "internal server error"
 CLIENT_CLOSED = 499  # the status nginx logs for a client that went away before its answer: nothing is sent
 
@@ -32,10 +34,12 @@ class BodyTooLarge(HTTPException):
 class Guard:
     """Per HTTP request:
 
+    - **content type**: a ``POST`` under ``/v1/`` without ``Content-Type: application/json`` is refused at
+      once (415), before its body is read (a browser form cannot post to the API without a preflight);
     - **body size**: a declared ``Content-Length`` over ``max_bytes`` is refused at once (413); a
       streamed body is counted as it is read, and passing the limit raises :class:`BodyTooLarge`;
     - **metrics**: the request is counted and timed by route template (never the raw path) and status;
-      a client that disconnected before its answer started is counted as 499 and sent nothing;
+      a client that disconnected before its answer started (mid-body too) is counted as 499 and sent nothing;
     - **faults**: an unhandled exception becomes one stable 500 and one log line naming the route and
       the stack, never the request's data (the exception's message may quote it, so it is left out),
       and it is not re-raised to the server (which would log it whole).
@@ -76,10 +80,16 @@ class Guard:
         try:
             if self._declared(scope) > self.max_bytes:
                 raise BodyTooLarge(self.max_bytes)
+            if scope.get("method") == "POST" and scope.get("path", "").startswith("/v1/") and not _is_json(scope):
+                status = 415
+                await send_json(send, 415, NOT_JSON)
+                return
             await self.app(scope, limited_receive, tracked_send)
         except BodyTooLarge as exc:
             if not started:
                 await send_http_error(tracked_send, exc)
+        except ClientDisconnect:
+            gone = not started
         except Exception as exc:  # noqa: BLE001
             route = getattr(scope.get("route"), "path", "unmatched")
             stack = "".join(traceback.format_tb(exc.__traceback__))
@@ -101,3 +111,11 @@ class Guard:
                 except ValueError:
                     return -1
         return -1
+
+
+def _is_json(scope: dict[str, Any]) -> bool:
+    """The request's media type is ``application/json`` (parameters such as ``charset`` allowed)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False

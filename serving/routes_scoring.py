@@ -10,7 +10,7 @@ orjson (:class:`serving.asgi.ORJSONAnswer`); ``response_model`` documents its sh
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +40,19 @@ router = APIRouter(
     responses=ERROR_RESPONSES,
 )
 
+NOT_RECORDED = "the score could not be recorded; retry later"
+
+
+async def _commit(state: AppState, rows: list[dict[str, Any]]) -> None:
+    """Make the score-log rows durable before the answer is sent (503 when the spool cannot be written)."""
+    try:
+        await state.score_log.commit(rows)
+    except OSError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
+        ) from None
+
+
 Explain = Annotated[bool, Query(description="Include the top reasons (on by default; off is faster).")]
 
 
@@ -63,12 +76,14 @@ async def score(
 ) -> ORJSONAnswer:
     """Score one lead: probability, 0-100 score, tier, queue, SLA and the top reasons.
 
-    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer and the score
-    log; without one, a new UUIDv7 is made.
+    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer, and logged
+    as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is made and logged as is.
     """
     state: AppState = request.app.state.leadscore
     answer, row = await state.batcher.score(context.model, lead, context.request_id, explain)
-    state.score_log.append([row])
+    if context.log_id is not None:
+        row["request_id"] = context.log_id
+    await _commit(state, [row])
     state.metrics.count_tiers([answer["tier"]])
     return ORJSONAnswer(answer)
 
@@ -87,8 +102,9 @@ async def score_batch(
 ) -> ORJSONAnswer:
     """Score many leads (at most LEADSCORE_MAX_BATCH); answers come back in request order.
 
-    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer and the score
-    log (one id for the whole batch); without one, a new UUIDv7 is made.
+    An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer (one id for the
+    whole batch), and logged as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is
+    made and logged as is.
     """
     state: AppState = request.app.state.leadscore
     model, request_id = context.model, context.request_id
@@ -103,7 +119,10 @@ async def score_batch(
         answers, rows = score_leads(model, leads, ids, explain, state.hash_lead)
     else:
         answers, rows = await run_in_threadpool(score_leads, model, leads, ids, explain, state.hash_lead)
-    state.score_log.append(rows)
+    if context.log_id is not None:
+        for row in rows:
+            row["request_id"] = context.log_id
+    await _commit(state, rows)
     state.metrics.count_tiers([a["tier"] for a in answers])
     return ORJSONAnswer(
         {"results": answers, "model": {"name": model.name, "version": model.version}, "request_id": request_id}

@@ -12,17 +12,29 @@ from contextlib import contextmanager
 from typing import Any
 
 from leadscore.serving.metrics import MULTIPROCESS_ENV
+from leadscore.serving.privacy import check_bind
 from leadscore.serving.settings import ServingSettings, get_serving_settings
 
 
-def server_options(settings: ServingSettings) -> dict[str, Any]:
-    """uvicorn options shared by the CLI, the demo and the benchmark."""
+def server_options(settings: ServingSettings, workers: int = 1) -> dict[str, Any]:
+    """uvicorn options shared by the CLI, the demo and the benchmark: the guarded protocol
+    (:mod:`serving.server`: connection cap, header and body deadlines), keep-alive limit, stop timeout."""
+    from leadscore.serving.server import guarded_protocol, raise_open_files_limit
+
+    raise_open_files_limit(settings.max_connections + 256)  # room for the cap, the score log and the model
+    http: Any = (
+        "leadscore.serving.server:GuardedHttpFromEnv"
+        if workers > 1
+        else guarded_protocol(settings.max_connections, settings.header_timeout_seconds, settings.body_timeout_seconds)
+    )
     return {
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": http,
         "access_log": settings.access_log,
         "log_level": settings.log_level.lower(),
-        "timeout_graceful_shutdown": 30,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "timeout_graceful_shutdown": settings.stop_seconds,
+        "backlog": min(2048, settings.max_connections),
         "lifespan": "on",
     }
 
@@ -42,26 +54,38 @@ def shared_metrics_folder() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, settings: ServingSettings | None = None) -> None:
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    settings: ServingSettings | None = None,
+    allow_public_without_keys: bool = False,
+) -> None:
     """Serve until stopped (SIGINT/SIGTERM stop cleanly: the score log is flushed).
 
     With ``workers > 1`` each worker process builds its own app from ``LEADSCORE_*`` environment
     settings (``settings`` must then be None); each loads, caches and polls the model itself, and their
     Prometheus metrics are summed in ``/metrics`` (through a shared folder, see :mod:`serving.metrics`).
+    A non-loopback ``host`` without API keys is refused (PermissionError) unless
+    ``allow_public_without_keys``.
     """
     import uvicorn
 
     if workers > 1 and settings is not None:
         raise ValueError("settings cannot be passed to several worker processes: set LEADSCORE_* environment variables")
     resolved = settings or get_serving_settings()
+    check_bind(host, resolved, allow_public_without_keys)  # before anything starts
     logging.basicConfig(level=resolved.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = server_options(resolved)
+    options = server_options(resolved, workers)
     if workers > 1:
+        # Workers share one socket: one still loading would answer 503 while the others serve.
+        os.environ["LEADSCORE_LOAD_BEFORE_LISTENING"] = "true"
         with shared_metrics_folder():
             uvicorn.run(
                 "leadscore.serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options
             )
         return
     from leadscore.serving.app import create_app
+    from leadscore.serving.server import serve
 
-    uvicorn.run(create_app(resolved), host=host, port=port, **options)
+    serve(create_app(resolved), host, port, options, resolved.drain_seconds)

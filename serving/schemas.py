@@ -120,6 +120,11 @@ class ModelInfo(BaseModel):
     last_reload_error: str | None = Field(
         default=None, description="Why the newest alias target was refused, if it was."
     )
+    last_poll_error: str | None = Field(
+        default=None,
+        description="Why the last registry check failed (null: it worked), starting with its kind: "
+        "connection_refused, timeout, no_alias, no_such_version or other.",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -33,6 +33,17 @@ class ServingSettings(MlflowSettings):
         default=0.5, gt=0, le=60, description="Most time a score waits before it is written."
     )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
+    score_log_fsync: bool = Field(
+        default=False,
+        description="fsync the spool before each answer (survives a power cut, at a cost in throughput); "
+        "otherwise it is fsynced every score_log_flush_seconds (an answered score survives any process crash).",
+    )
+    score_log_stop_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="At the stop, most time spent writing spooled scores; the rest is written at the next start.",
+    )
     score_log_queue_rows: int = Field(
         default=200_000,
         ge=1,
@@ -45,6 +56,36 @@ class ServingSettings(MlflowSettings):
         default_factory=lambda: list(DEFAULT_REJECTION_REASONS),
         min_length=1,
         description="Reasons a rejected lead may carry, comma-separated (outcome events).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections at most; one more is closed at once (the open-files limit is raised to fit).",
+    )
+    header_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Most time from a request's first byte to the end of its headers."
+    )
+    body_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Most time from the end of a request's headers to the end of its body."
+    )
+    keep_alive_seconds: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
+    max_inflight_leads: int = Field(
+        default=2000,
+        ge=1,
+        description="Scoring work admitted at once, in leads; past it, scoring requests get 503 with Retry-After.",
+    )
+    drain_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description="After SIGTERM: /readyz answers 503 at least this long (and until in-flight work is done), "
+        "then the server stops.",
+    )
+    stop_seconds: int = Field(default=20, ge=1, description="Most time the stop waits for in-flight requests.")
+    load_before_listening: bool = Field(
+        default=False,
+        description="Load the first model before taking connections (set for each of several workers, so none "
+        "answers 503 while the others serve); otherwise the server listens at once and /readyz says why not ready.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")

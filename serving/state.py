@@ -16,13 +16,14 @@ from leadscore.features.files import write_atomic
 from leadscore.features.online import lead_feature_record
 from leadscore.features.schema import LeadRecord
 from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+from leadscore.serving.registry_errors import CONNECTION_REFUSED, TIMEOUT, describe, registry_error_kind
 from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
     from leadscore.serving.batcher import MicroBatcher
     from leadscore.serving.metrics import Metrics
-    from leadscore.serving.score_log import ScoreLog
+    from leadscore.serving.spool import SpooledScoreLog
 
 log = logging.getLogger("leadscore.serving")
 
@@ -67,6 +68,22 @@ class StaticLoader:
         return self.load_initial()
 
 
+class _NotLoaded:
+    """The loader until the real one is built (the registry client is made after the server listens)."""
+
+    def load_initial(self) -> LoadedModel:
+        raise RuntimeError("the registry client is not ready yet")
+
+    def target_version(self) -> str | None:
+        return None
+
+    def load_version(self, version: str) -> LoadedModel:
+        return self.load_initial()
+
+
+NOT_LOADED: ModelLoader = _NotLoaded()
+
+
 class RegistryLoader:
     """Resolve ``models:/<name>@<alias>`` in MLflow, cache it locally, fall back to the cache when unreachable."""
 
@@ -95,8 +112,9 @@ class RegistryLoader:
         return Scorer.load(folder / SCORER_FILE), name, version
 
     def load_initial(self) -> LoadedModel:
-        try:
-            scorer, name, version = self._fetch(self.settings.model_uri)
+        try:  # the alias is resolved here, so a registry that is down is not taken for a missing alias
+            target = self.target_version()
+            scorer, name, version = self._fetch(f"models:/{self.settings.model_name}/{target}")
         except Exception as exc:
             cached = self._cached_version()
             if cached is None:
@@ -126,7 +144,9 @@ class RegistryLoader:
         return versions[-1] if versions else None
 
     def target_version(self) -> str | None:
-        return self._registry.alias_version(self.client, self.settings.model_name, self.settings.alias)
+        """The version the alias points at; a failure (registry down, slow, alias missing) is raised, so the
+        poller can tell them apart (:mod:`serving.registry_errors`)."""
+        return str(self.client.get_model_version_by_alias(self.settings.model_name, self.settings.alias).version)
 
     def load_version(self, version: str) -> LoadedModel:
         uri = f"models:/{self.settings.model_name}/{version}"
@@ -149,7 +169,7 @@ class AppState:
 
     settings: ServingSettings
     loader: ModelLoader
-    score_log: ScoreLog
+    score_log: SpooledScoreLog
     metrics: Metrics
     hash_lead: Callable[[str], str]
     batcher: MicroBatcher
@@ -157,6 +177,7 @@ class AppState:
     last_checked_at: datetime | None = None
     last_reload_at: datetime | None = None
     last_reload_error: str | None = None
+    last_poll_error: str | None = None
     refused_version: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -181,12 +202,13 @@ class AppState:
             if self.model is None:
                 self.install(self.loader.load_initial())
                 return True
+            self.last_checked_at = datetime.now(UTC)
             try:
                 target = self.loader.target_version()
             except Exception as exc:  # noqa: BLE001
-                log.warning("alias check failed: %s", type(exc).__name__)
+                self.poll_failed(exc)
                 return False
-            self.last_checked_at = datetime.now(UTC)
+            self.last_poll_error = None
             if target is None or (target == self.model.version and self.model.source != "cache"):
                 return False
             if target == self.refused_version:
@@ -194,12 +216,21 @@ class AppState:
             try:
                 self.install(self.loader.load_version(target))
             except Exception as exc:  # noqa: BLE001 - a bad version is refused, the old one keeps serving
+                if registry_error_kind(exc) in (CONNECTION_REFUSED, TIMEOUT):  # the registry, not the version
+                    self.poll_failed(exc)
+                    return False
                 self.refused_version = target
                 self.last_reload_error = f"version {target} refused: {type(exc).__name__}: {_short(exc)}"
                 self.metrics.reload_failed()
                 log.error("reload refused, still serving version %s: %s", self.model.version, self.last_reload_error)
                 return False
             return True
+
+    def poll_failed(self, exc: BaseException) -> None:
+        """Record a failed registry call: its kind in ``last_poll_error``, the log and the metrics."""
+        self.last_poll_error = describe(exc)
+        self.metrics.registry_errors.labels(registry_error_kind(exc)).inc()
+        log.warning("registry check failed: %s", self.last_poll_error)
 
 
 def _short(exc: BaseException) -> str:
@@ -231,4 +262,5 @@ def model_info(state: AppState, model: LoadedModel) -> dict[str, Any]:
         "last_checked_at": state.last_checked_at,
         "last_reload_at": state.last_reload_at,
         "last_reload_error": state.last_reload_error,
+        "last_poll_error": state.last_poll_error,
     }

@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def test_an_event_is_stored_once_with_the_lead_hashed(client: TestClient, settin
     assert first.json() == {"received": 1, "stored": 1, "duplicates": 0}
     assert again.json() == {"received": 1, "stored": 0, "duplicates": 1}
     rows = stored(settings)
-    assert rows == [("crm-1", hashlib.sha256(b"L-1").hexdigest(), "accepted", "ae-7", None, None)]
+    hashed = client.app.state.leadscore.hash_lead("L-1")  # the score log's hash: HMAC under the home's key
+    assert hashed != hashlib.sha256(b"L-1").hexdigest()
+    assert rows == [("crm-1", hashed, "accepted", "ae-7", None, None)]
 
 
 def test_a_batch_counts_repeated_keys_as_duplicates(client: TestClient, settings: ServingSettings) -> None:
@@ -153,10 +156,17 @@ def test_the_score_log_keeps_the_model_input_without_ids_or_names(
     assert queue and tier and (sla_hours is None or sla_hours > 0)
 
 
-def _score_row(request_id: str, lead: str, scored_at: datetime, sla_hours: float | None, queue: str = "sdr") -> dict:
+def _score_row(
+    request_id: str,
+    lead: str,
+    scored_at: datetime,
+    sla_hours: float | None,
+    queue: str = "sdr",
+    hasher: Callable[[str], str] = lambda lead: hashlib.sha256(lead.encode()).hexdigest(),
+) -> dict:
     return {
         "request_id": request_id,
-        "lead_hash": hashlib.sha256(lead.encode()).hexdigest(),
+        "lead_hash": hasher(lead),
         "model_name": "m",
         "model_version": "1",
         "probability": 0.3,
@@ -233,12 +243,13 @@ def test_overdue_and_idempotent_events_on_postgresql(postgres: PostgresServer) -
 def test_overdue_route_and_gauges(client: TestClient, settings: ServingSettings) -> None:
     engine = open_engine(settings.resolved_score_log_url)
     now = datetime.now(UTC)
+    hash_lead = client.app.state.leadscore.hash_lead  # the API's hash, as an event posted below gets
     with engine.begin() as conn:
         conn.execute(
             score_log_table.insert(),
             [
-                _score_row("late", "g", now - timedelta(hours=3), 1, queue="account-executive"),
-                _score_row("fresh", "h", now, 1),
+                _score_row("late", "g", now - timedelta(hours=3), 1, "account-executive", hash_lead),
+                _score_row("fresh", "h", now, 1, hasher=hash_lead),
             ],
         )
     answer = client.get("/v1/sla/overdue").json()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
+from leadscore.models.store import lead_hash_key, lead_hasher
 
 MAPPING = """\
 columns: {lead_id: Lead ID, kind: Status, occurred_at: Date, actor: Owner, reason: Why, amount: Amount,
@@ -54,7 +54,7 @@ def test_import_twice_stores_each_event_once(env: Path) -> None:
         ).fetchall()
         dump = "\n".join(conn.iterdump())
     assert len(rows) == 5
-    l1 = hashlib.sha256(b"L1").hexdigest()
+    l1 = lead_hasher(lead_hash_key(env / "home", None))("L1")  # the API's hash: HMAC under the home's key
     assert (l1, "accepted") in {(r[0], r[1]) for r in rows}
     assert {r[3] for r in rows if r[1] == "rejected"} == {"no_budget"}
     assert next(r for r in rows if r[1] == "accepted")[2].startswith("2026-03-02 09:00")  # Berlin -> UTC

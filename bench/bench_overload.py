@@ -1,0 +1,178 @@
+"""Benchmark `leadscore serve` under overload: goodput, latency of what is admitted, health, memory after.
+
+Run: ``.venv/bin/python bench/bench_overload.py [--home DIR] [--seconds 10]`` (needs ``wrk``). Trains a model
+on synthetic data into a temporary embedded store (or uses the champion in ``--home``), starts
+``leadscore serve`` on 127.0.0.1 and drives it with:
+
+1. single leads at 8 connections (the peak);
+2. single leads at 256 connections: goodput (200 answers per second), the share of 503s, p99;
+3. 1,000-lead batches at 64 connections while a probe times ``/healthz`` every 10 ms;
+
+and prints the resident memory of the serving process tree at start, after the load and after a rest,
+then the goals (``GOALS``), each with its figure and whether it was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_serving import BIN, ROOT, free_port, parse_wrk, rss_mib, start, stop, train_model, wait_ready
+
+GOALS = {
+    "min_goodput_share_at_256": 0.90,  # 200 answers/s at 256 connections, as a share of the 8-connection peak
+    "max_p99_ms_at_256": 25.0,
+    "max_healthz_p99_ms_under_batches": 5.0,
+    "max_rss_growth_after_rest": 0.10,
+}
+
+
+def wrk(url: str, body: bytes, connections: int, seconds: float, workdir: Path) -> dict[str, float]:
+    script = workdir / f"post-{connections}.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = parse_wrk(out)
+    total = float(out.split(" requests in ")[0].split()[-1])
+    result["goodput"] = (total - result["non2xx"]) / seconds
+    return result
+
+
+def probe_health(base: str, stop_event: threading.Event, seconds: list[float]) -> None:
+    while not stop_event.is_set():
+        began = time.perf_counter()
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=10) as response:
+                response.read()
+        except OSError:
+            seconds.append(10.0)
+        else:
+            seconds.append(time.perf_counter() - began)
+        time.sleep(0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None, help="Embedded store with a champion.")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Load duration of each run.")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed")
+
+    workdir = Path(tempfile.mkdtemp(prefix="leadscore-overload-"))
+    home = (args.home or workdir / "home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    name, version = train_model(home)
+    print(f"model {name} v{version} in {home}")
+
+    from leadscore.serving.schemas import EXAMPLE_LEAD
+
+    lead = json.dumps(EXAMPLE_LEAD).encode()
+    batch = json.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(1000)]}).encode()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LEADSCORE_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("LEADSCORE_TRACKING_URI", None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start([str(BIN / "leadscore"), "serve", "--port", str(port)], env, workdir, workdir / "serve.log")
+    try:
+        wait_ready(base + "/readyz", process)
+        wrk(base + "/v1/score", lead, 8, 2, workdir)  # warm-up
+        rss_start = rss_mib(process.pid)
+        peak = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
+        print(f"c=8 single:     {peak['rps']:8.0f} req/s  p50 {peak['p50']:.2f} ms  p99 {peak['p99']:.2f} ms")
+        over = wrk(base + "/v1/score", lead, 256, args.seconds, workdir)
+        print(
+            f"c=256 single:   {over['goodput']:8.0f} 200/s  p50 {over['p50']:.2f} ms  p99 {over['p99']:.2f} ms  "
+            f"503s {int(over['non2xx'])}  {over['socket_errors']}"
+        )
+        health: list[float] = []
+        stop_event = threading.Event()
+        prober = threading.Thread(target=probe_health, args=(base, stop_event, health))
+        prober.start()
+        batches = wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)
+        stop_event.set()
+        prober.join()
+        rss_after = rss_mib(process.pid)
+        time.sleep(10)
+        rss_rest = rss_mib(process.pid)
+        health_p99 = statistics.quantiles(health, n=100)[98] * 1000 if len(health) > 2 else float("nan")
+        print(
+            f"c=64 batches:   {batches['goodput']:8.1f} 200/s ({batches['goodput'] * 1000:.0f} leads/s)  "
+            f"p99 {batches['p99']:.0f} ms  503s {int(batches['non2xx'])}  /healthz p99 {health_p99:.2f} ms "
+            f"({len(health)} probes)"
+        )
+        print(f"RSS: start {rss_start:.0f} MiB, after the load {rss_after:.0f} MiB, after 10 s {rss_rest:.0f} MiB")
+    finally:
+        stop(process)
+
+    share = over["goodput"] / peak["rps"]
+    growth = rss_rest / rss_start - 1
+    print("\ngoals")
+    for label, figure, goal, met in (
+        (
+            "goodput at 256 / peak at 8",
+            f"{share:.0%}",
+            f">= {GOALS['min_goodput_share_at_256']:.0%}",
+            share >= GOALS["min_goodput_share_at_256"],
+        ),
+        (
+            "p99 at 256 (all answers)",
+            f"{over['p99']:.1f} ms",
+            f"< {GOALS['max_p99_ms_at_256']} ms",
+            over["p99"] < GOALS["max_p99_ms_at_256"],
+        ),
+        (
+            "/healthz p99 under batches",
+            f"{health_p99:.2f} ms",
+            f"< {GOALS['max_healthz_p99_ms_under_batches']} ms",
+            health_p99 < GOALS["max_healthz_p99_ms_under_batches"],
+        ),
+        (
+            "RSS growth after a rest",
+            f"{growth:+.0%}",
+            f"<= {GOALS['max_rss_growth_after_rest']:.0%}",
+            growth <= GOALS["max_rss_growth_after_rest"],
+        ),
+    ):
+        print(f"  {label:<30} {figure:>10}  goal {goal:<10} {'met' if met else 'NOT met'}")
+    shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None
+
+
+if __name__ == "__main__":
+    main()

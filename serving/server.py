@@ -1,0 +1,200 @@
+"""The HTTP server around the app: uvicorn with a bounded cost per client, and a stop that drains.
+
+**Per connection** (:class:`GuardedHttp`, uvicorn's httptools protocol with deadlines added):
+
+- at most ``max_connections`` are open. One more is taken in place of the oldest connection that is not
+  serving a request (idle, or still sending its headers or body), which is closed; when every open
+  connection is serving a request, the new one is closed as soon as it is accepted. So slow or idle
+  clients can never keep a new client (a probe, a caller) out;
+- a request's headers must be complete within ``header_timeout_seconds`` of its first byte (of the
+  connection, for the first request), and its body within ``body_timeout_seconds`` of its headers;
+  past either, the connection is closed (the app sees a client gone: 499);
+- an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
+
+Closed connections are counted in ``GuardedHttp.closed`` and logged as a warning at most once every
+``LOG_EVERY_SECONDS``. The process's open-files limit is raised to its hard limit at start, so the cap,
+not the operating system, is what refuses a client.
+
+**The stop** (:class:`DrainingServer`): on SIGTERM (or a first SIGINT) ``on_drain`` is called (``/readyz``
+answers 503 from then on) and the server keeps serving for at least ``drain_seconds`` and until no
+request is in flight; then uvicorn's stop runs (in-flight requests get ``stop_seconds``), the app's
+lifespan ends (the score log is flushed) and the process exits with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import time
+from collections.abc import Callable, Generator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("leadscore.serving")
+LOG_EVERY_SECONDS = 10.0
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise the soft open-files limit toward ``wanted`` (not past the hard limit); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap and header and body deadlines (class settings)."""
+
+    max_connections = 1000
+    header_timeout = 5.0
+    body_timeout = 15.0
+    closed: dict[str, int] = {"over_cap": 0, "header_timeout": 0, "body_timeout": 0}  # noqa: RUF012
+    _last_log = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._deadline: asyncio.TimerHandle | None = None
+        self._since = time.monotonic()
+        self._serving = False  # between the end of a request's body and the end of its answer
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            victim = min(
+                (c for c in self.connections if isinstance(c, GuardedHttp) and c is not self and not c._serving),
+                key=lambda c: c._since,
+                default=None,
+            )
+            if victim is None:
+                self._close("over_cap")
+                return
+            victim._close("over_cap")
+            self.connections.discard(victim)
+        self._arm(self.header_timeout, "header_timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.header_timeout, "header_timeout")
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.body_timeout, "body_timeout")
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._serving = True
+
+    def on_response_complete(self) -> None:
+        self._serving = False
+        self._since = time.monotonic()
+        super().on_response_complete()
+
+    def _arm(self, seconds: float, why: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._close, why)
+
+    def _disarm(self) -> None:
+        deadline = getattr(self, "_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._deadline = None
+
+    def _close(self, why: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        self.transport.close()
+        counts = GuardedHttp.closed
+        counts[why] += 1
+        now = time.monotonic()
+        if now - GuardedHttp._last_log >= LOG_EVERY_SECONDS:
+            GuardedHttp._last_log = now
+            log.warning(
+                "connections closed so far: %d over the cap of %d, %d slow headers, %d slow bodies",
+                counts["over_cap"],
+                self.max_connections,
+                counts["header_timeout"],
+                counts["body_timeout"],
+            )
+
+
+def guarded_protocol(max_connections: int, header_timeout: float, body_timeout: float) -> type[GuardedHttp]:
+    """A :class:`GuardedHttp` subclass holding these settings (uvicorn builds one protocol per connection)."""
+    return type(
+        "GuardedHttpConfigured",
+        (GuardedHttp,),
+        {"max_connections": max_connections, "header_timeout": header_timeout, "body_timeout": body_timeout},
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a drain before the stop, and exit status 0 after a stop by signal."""
+
+    def __init__(self, config: uvicorn.Config, drain_seconds: float, on_drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.drain_seconds, self.on_drain = drain_seconds, on_drain
+        self.drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_started is None and not self.should_exit:
+            self.drain_started = time.monotonic()
+            log.info("stop requested: not ready from now on; draining in-flight requests")
+            self.on_drain()
+            return
+        super().handle_exit(sig, frame)  # a second signal: stop now
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_started is not None and not self.should_exit:
+            drained = time.monotonic() - self.drain_started >= self.drain_seconds and not self.server_state.tasks
+            if drained or time.monotonic() - self.drain_started >= self.drain_seconds + (
+                self.config.timeout_graceful_shutdown or 0
+            ):
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Handle SIGINT and SIGTERM as a stop, and do not raise them again afterwards (exit status 0)."""
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def serve(app: Any, host: str, port: int, options: dict[str, Any], drain_seconds: float) -> None:
+    """Serve ``app`` in this process until stopped (see the module's docstring)."""
+    config = uvicorn.Config(app, host=host, port=port, **options)
+    server = DrainingServer(config, drain_seconds, on_drain=lambda: setattr(app.state, "draining", True))
+    server.run()
+
+
+class GuardedHttpFromEnv(GuardedHttp):
+    """:class:`GuardedHttp` set from ``LEADSCORE_*`` environment settings (worker processes import it by name)."""
+
+    _configured = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        cls = type(self)
+        if not cls._configured:
+            from leadscore.serving.settings import get_serving_settings
+
+            settings = get_serving_settings()
+            cls.max_connections = settings.max_connections
+            cls.header_timeout = settings.header_timeout_seconds
+            cls.body_timeout = settings.body_timeout_seconds
+            cls._configured = True
+        super().connection_made(transport)

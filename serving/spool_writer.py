@@ -1,0 +1,100 @@
+"""The spool's writer process (``python -m leadscore.serving.spool_writer``, started by :class:`SpooledScoreLog`).
+
+Input (stdin), pickled: its settings, then ``{"stop": seconds}`` (the end of the input is a stop too:
+the API's process is gone). It holds ``writer.lock`` in the spool folder (one writer per folder), and
+writes each ready segment, oldest first, in one transaction, then deletes it; a database failure is
+retried after a growing pause. After the stop it keeps going until nothing is ready or the stop's
+deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment written.
+Log lines never hold a row's data.
+
+It ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too; the API stops it
+through its input once the last segment is sealed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from leadscore.serving.score_log import open_engine, score_log_table
+from leadscore.serving.spool import read_segment, ready_segments
+
+log = logging.getLogger("leadscore.serving.score_log")
+RETRY_MIN_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
+ORPHAN_STOP_SECONDS = 30.0
+
+
+def _wait_for_stop(source: BinaryIO, stop: dict[str, float]) -> None:
+    try:
+        message = pickle.load(source)
+        seconds = float(message.get("stop", ORPHAN_STOP_SECONDS)) if isinstance(message, dict) else 0.0
+    except (EOFError, OSError, pickle.UnpicklingError):
+        seconds = ORPHAN_STOP_SECONDS
+    stop["deadline"] = time.monotonic() + seconds
+
+
+def _write_segment(engine: Any, rows: list[dict[str, Any]], batch_rows: int) -> None:
+    with engine.begin() as conn:
+        for at in range(0, len(rows), batch_rows):
+            conn.execute(score_log_table.insert(), rows[at : at + batch_rows])
+
+
+def run(source: BinaryIO) -> None:
+    config = pickle.load(source)
+    logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    folder = Path(config["folder"])
+    lock = os.open(folder / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    stop: dict[str, float] = {}
+    threading.Thread(target=_wait_for_stop, args=(source, stop), daemon=True).start()
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a writer still finishing this folder goes first
+    engine = None
+    failures = 0
+    while True:
+        segments = ready_segments(folder)
+        deadline = stop.get("deadline")
+        if deadline is not None and (not segments or time.monotonic() >= deadline):
+            break
+        if not segments:
+            time.sleep(config["poll_seconds"])
+            continue
+        try:
+            if engine is None:
+                engine = open_engine(config["url"])
+            for segment in segments:
+                rows = read_segment(segment)
+                if rows:
+                    _write_segment(engine, rows, config["batch_rows"])
+                segment.unlink()
+                sys.stdout.write(f"written {len(rows)}\n")
+                sys.stdout.flush()
+                if stop.get("deadline") is not None and time.monotonic() >= stop["deadline"]:
+                    break
+            failures = 0
+        except Exception as exc:  # noqa: BLE001 - the rows stay on disk; try again after a pause
+            failures += 1
+            pause = min(RETRY_MIN_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+            log.error("score log write failed (attempt %d): %s; retrying in %.2fs", failures, type(exc).__name__, pause)
+            deadline = stop.get("deadline")
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
+    left = len(ready_segments(folder))
+    if left:
+        log.warning("score log: %d spooled segments not written before the stop; written at the next start", left)
+    if engine is not None:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run(sys.stdin.buffer)

@@ -1,0 +1,388 @@
+"""The scenario suite (docs/scenarios.md): abuse, overload, stops and outages against real processes.
+
+Each scenario starts its own server on 127.0.0.1 (``tests/scenario_app.py``: the server ``leadscore serve``
+runs, serving a saved scorer, or ``leadscore serve`` itself), is scaled down to take seconds (a connection
+cap of 64 against 200 slow clients, not 21,000) and asserts the mechanism. Every loop is bounded in count
+and time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from leadscore.models.scorer import Scorer
+from leadscore.serving.schemas import EXAMPLE_LEAD
+from tests.factories import free_port, wait_http
+
+pytestmark = [pytest.mark.scenario, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADSCORE = str(Path(sys.executable).parent / "leadscore")
+
+
+@dataclass
+class Server:
+    base: str
+    port: int
+    process: subprocess.Popen[bytes]
+    home: Path
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def scorer_file(scorer: Scorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scorer.save(tmp_path_factory.mktemp("scenario-model") / "scorer.joblib")
+
+
+def _env(home: Path, **env_vars: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LEADSCORE_HOME": str(home),
+        "LEADSCORE_POLL_SECONDS": "0",
+        "LEADSCORE_SCORE_LOG_FLUSH_SECONDS": "0.2",
+        "LEADSCORE_DRAIN_SECONDS": "0.5",
+        "PYTHONUNBUFFERED": "1",
+        **env_vars,
+    }
+
+
+@contextmanager
+def scenario_server(home: Path, command: list[str], ready: str = "/readyz", **env_vars: str) -> Iterator[Server]:
+    """Start ``command`` (given the port last) on a free port; stop it with SIGTERM (exit status 0 expected)."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = home / f"server-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, str(port)], env=_env(home, **env_vars), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    server = Server(f"http://127.0.0.1:{port}", port, process, home, log)
+    try:
+        wait_http(server.base + ready, timeout=60, process=process)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def app_command(scorer_file: Path) -> list[str]:
+    return [sys.executable, "-m", "tests.scenario_app", str(scorer_file)]
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def raw_connection(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\0" * 8)
+    return sock
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes ``sock`` within ``within`` seconds (whatever it sent first)."""
+    sock.settimeout(within)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def metric(base: str, line_start: str) -> float:
+    text = httpx.get(base + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_slow_header_clients_cannot_keep_anyone_out(scorer_file: Path, tmp_path: Path) -> None:
+    """200 connections sending headers a byte at a time against a cap of 64: probes still get in, the
+    slow ones are closed within the header deadline, open files stay bounded."""
+    with scenario_server(
+        tmp_path / "home",
+        app_command(scorer_file),
+        LEADSCORE_MAX_CONNECTIONS="64",
+        LEADSCORE_HEADER_TIMEOUT_SECONDS="2",
+    ) as server:
+        with ExitStack() as stack:
+            slow: list[socket.socket] = []
+            for _ in range(200):
+                sock = stack.enter_context(raw_connection(server.port))
+                with suppress(OSError):
+                    sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\n")
+                slow.append(sock)
+            fds = open_fds(server.process.pid)
+            assert fds <= 64 + 40, fds
+            for _ in range(10):  # a probe on a fresh connection is answered at once
+                began = time.monotonic()
+                assert httpx.get(server.base + "/readyz", timeout=2).status_code == 200
+                assert time.monotonic() - began < 1.0
+            for sock in slow:  # a trickle of header bytes does not extend the deadline
+                with suppress(OSError):
+                    sock.sendall(b"X")
+            time.sleep(2.5)
+            assert all(closed_by_server(sock, 0.5) for sock in slow)
+        assert "connections closed so far" in server.log_text()
+
+
+def test_a_body_that_never_comes_is_cut_off(scorer_file: Path, tmp_path: Path) -> None:
+    """A body declared ~2 MB of which 15 bytes come: the connection is closed at the body deadline, counted
+    as a client gone (499), never a 500."""
+    with scenario_server(tmp_path / "home", app_command(scorer_file), LEADSCORE_BODY_TIMEOUT_SECONDS="1") as server:
+        with raw_connection(server.port) as sock:
+            sock.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2000000\r\n\r\n" + b'{"lead_id": "x"'
+            )
+            began = time.monotonic()
+            assert closed_by_server(sock, 5)
+            assert time.monotonic() - began < 3
+        time.sleep(0.2)
+        assert metric(server.base, 'leadscore_http_requests_total{method="POST",route="/v1/score",status="499"}') == 1
+        assert metric(server.base, 'leadscore_http_requests_total{method="POST",route="/v1/score",status="500"}') == 0
+
+
+def test_a_client_gone_mid_body_is_a_499(scorer_file: Path, tmp_path: Path) -> None:
+    with scenario_server(tmp_path / "home", app_command(scorer_file)) as server:
+        for _ in range(3):
+            with raw_connection(server.port) as sock:
+                sock.sendall(
+                    b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 500\r\n\r\n" + b'{"lead_id": "x", '
+                )
+                time.sleep(0.1)
+        time.sleep(0.5)
+        assert metric(server.base, 'leadscore_http_requests_total{method="POST",route="/v1/score",status="499"}') == 3
+        assert 'status="500"' not in httpx.get(server.base + "/metrics").text
+
+
+def test_sigterm_drains_with_readyz_503_then_exits_0(scorer_file: Path, tmp_path: Path) -> None:
+    """A request in flight at SIGTERM is answered; meanwhile /readyz answers 503 (not a reset); exit 0."""
+    with scenario_server(
+        tmp_path / "home", app_command(scorer_file), LEADSCORE_DRAIN_SECONDS="1", LEADSCORE_BODY_TIMEOUT_SECONDS="10"
+    ) as server:
+        body = orjson.dumps(EXAMPLE_LEAD)
+        with raw_connection(server.port) as sock:
+            sock.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body[:10]
+            )
+            time.sleep(0.2)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            ready = httpx.get(server.base + "/readyz", timeout=2)
+            assert ready.status_code == 503 and ready.json()["status"] == "stopping"
+            assert httpx.get(server.base + "/healthz", timeout=2).status_code == 200
+            sock.sendall(body[10:])
+            answer = b""
+            sock.settimeout(5)
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200")
+        assert server.process.wait(timeout=15) == 0, server.log_text()
+
+
+def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
+    """16 concurrent 100-lead batches against a bound of 300 leads in flight: some are refused at once with
+    503 + Retry-After, the rest answered; /healthz answers meanwhile; no other error."""
+    batch = orjson.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(100)]})
+    with scenario_server(tmp_path / "home", app_command(scorer_file), LEADSCORE_MAX_INFLIGHT_LEADS="300") as server:
+        statuses: list[int] = []
+        retry_after: set[str] = set()
+        health: list[float] = []
+        stop = threading.Event()
+
+        def caller() -> None:
+            with httpx.Client(base_url=server.base, timeout=30) as http:
+                for _ in range(6):
+                    r = http.post("/v1/score/batch", content=batch, headers={"content-type": "application/json"})
+                    statuses.append(r.status_code)
+                    if r.status_code == 503:
+                        retry_after.add(r.headers.get("retry-after", ""))
+
+        def prober() -> None:
+            with httpx.Client(base_url=server.base, timeout=5) as http:
+                for _ in range(200):
+                    if stop.is_set():
+                        return
+                    began = time.monotonic()
+                    assert http.get("/healthz").status_code == 200
+                    health.append(time.monotonic() - began)
+                    time.sleep(0.02)
+
+        callers = [threading.Thread(target=caller) for _ in range(16)]
+        probe = threading.Thread(target=prober)
+        probe.start()
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(60)
+        stop.set()
+        probe.join(10)
+        assert set(statuses) <= {200, 503} and statuses.count(200) > 0 and statuses.count(503) > 0, statuses
+        assert retry_after == {"1"}
+        assert health and sorted(health)[int(len(health) * 0.99) - 1] < 0.5
+        assert metric(server.base, "leadscore_shed_requests_total") == statuses.count(503)
+
+
+def test_start_listens_at_once_against_a_registry_that_never_answers(tmp_path: Path) -> None:
+    """A registry that accepts connections and never answers: /healthz 200 and /readyz 503 with the reason
+    come within seconds, and the failure is counted by kind."""
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        uri = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        began = time.monotonic()
+        with scenario_server(
+            tmp_path / "home",
+            [LEADSCORE, "serve", "--port"],
+            ready="/healthz",
+            LEADSCORE_TRACKING_URI=uri,
+            LEADSCORE_POLL_SECONDS="1",
+            MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        ) as server:
+            assert time.monotonic() - began < 15  # the process start (imports), not the registry's silence
+            ready = httpx.get(server.base + "/readyz", timeout=2)
+            assert ready.status_code == 503 and ready.json()["status"].startswith("model not ready")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not metric(
+                server.base, 'leadscore_registry_errors_total{kind="timeout"}'
+            ):
+                time.sleep(0.5)
+            assert metric(server.base, 'leadscore_registry_errors_total{kind="timeout"}') >= 1
+            assert httpx.get(server.base + "/readyz", timeout=2).json()["status"] == "model not ready: timeout"
+
+
+class Load:
+    """``threads`` callers scoring single leads until stopped (at most ``seconds``); answered request ids kept."""
+
+    def __init__(self, base: str, threads: int = 4, seconds: float = 20) -> None:
+        self.base, self.seconds = base, seconds
+        self.answered: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._call, args=(i,)) for i in range(threads)]
+
+    def _call(self, n: int) -> None:
+        deadline = time.monotonic() + self.seconds
+        with httpx.Client(base_url=self.base, timeout=5) as http:
+            for i in range(100_000):
+                if self.stop.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    r = http.post("/v1/score", json={**EXAMPLE_LEAD, "lead_id": f"T{n}-{i}"})
+                except httpx.HTTPError:
+                    time.sleep(0.05)  # the server is gone: nothing was answered
+                    continue
+                if r.status_code == 200:
+                    self.answered.append(r.json()["request_id"])
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def logged_request_ids(home: Path, expected: int, within: float = 30) -> set[str]:
+    """The request ids in the SQLite score log, once it holds ``expected`` rows (or ``within`` seconds passed)."""
+    deadline = time.monotonic() + within
+    ids: set[str] = set()
+    while time.monotonic() < deadline:
+        with suppress(sqlite3.Error), sqlite3.connect(home / "scores.db") as conn:
+            ids = {row[0] for row in conn.execute("select request_id from score_log")}
+        if len(ids) >= expected:
+            break
+        time.sleep(0.2)
+    return ids
+
+
+def children(pid: int) -> list[int]:
+    """Child processes of ``pid`` (started from any of its threads)."""
+    return [int(p) for task in Path(f"/proc/{pid}/task").iterdir() for p in (task / "children").read_text().split()]
+
+
+def test_sigkill_of_the_api_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with scenario_server(home, app_command(scorer_file)) as server:
+        with Load(server.base) as load:
+            time.sleep(2)
+            server.process.kill()  # the API only: its writer goes on with what is ready, then stops
+            server.process.wait()
+        answered = list(load.answered)
+    assert len(answered) > 50
+    with scenario_server(home, app_command(scorer_file)):  # the next start writes what the spool holds
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
+def test_sigkill_of_the_writer_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with scenario_server(home, app_command(scorer_file)) as server:
+        with Load(server.base, seconds=4) as load:
+            time.sleep(1.5)
+            writers = children(server.process.pid)  # the score-log writer
+            assert writers
+            for pid in writers:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1.5)
+        answered = list(load.answered)
+        missing = set(answered) - logged_request_ids(home, len(answered))
+        assert "starting a new one" in server.log_text()
+    assert len(answered) > 50
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
+def test_database_down_then_sigterm_spills_and_replays(scorer_file: Path, tmp_path: Path) -> None:
+    """The score-log database refuses connections for the whole run: the stop still comes within its grace
+    (exit 0), the answered scores stay in the spool, and the next start, with the database back, writes them."""
+    home = tmp_path / "home"
+    down = f"postgresql+psycopg://leadscore:x@127.0.0.1:{free_port()}/scores"
+    with scenario_server(
+        home, app_command(scorer_file), LEADSCORE_SCORE_LOG_URL=down, LEADSCORE_SCORE_LOG_STOP_SECONDS="1"
+    ) as server:
+        with Load(server.base, seconds=2) as load:
+            time.sleep(2)
+        began = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=20) == 0, server.log_text()
+        assert time.monotonic() - began < 10
+    answered = list(load.answered)
+    assert len(answered) > 50 and list((home / "spool").rglob("*.ready"))
+    with scenario_server(home, app_command(scorer_file)):  # the database is back (SQLite here)
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+    assert not list((home / "spool").rglob("*.ready"))
