@@ -46,6 +46,9 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, GateFailed):
                 if kwargs.get("as_json"):
                     typer.echo(json.dumps(exc.result.summary(), default=str))
+                else:
+                    for gate in exc.result.gates:
+                        typer.echo(f"{'pass' if gate.passed else 'FAIL'} {gate.name}: {gate.detail}")
             elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)):
                 raise
             typer.echo(f"error: {exc}", err=True)
@@ -159,13 +162,23 @@ def promote(
         float, typer.Option(help="How much lower the candidate's holdout ROC AUC may be than the champion's.")
     ] = 0.005,
     max_ece: Annotated[float, typer.Option(help="Largest holdout calibration error a champion may have.")] = 0.05,
+    new_contract: Annotated[
+        bool,
+        typer.Option(
+            "--new-contract",
+            help="Replace the champion's input contract (lead layout, target, horizon) knowingly; recorded.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Move 'champion' to a version only if it passes the gates (calibrated; not worse than the champion)."""
+    """Move 'champion' to a version only if it passes every gate: same input contract, better than chance and
+    its baselines, not worse than the champion (paired bootstrap), calibrated, and servable as the API loads it."""
     from leadscore.models.settings import get_mlflow_settings
     from leadscore.training.promote import promote as run_promote
 
-    result = run_promote(get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece)
+    result = run_promote(
+        get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece, new_contract=new_contract
+    )
     if as_json:
         _echo_json(result.summary())
         return
@@ -175,6 +188,23 @@ def promote(
         typer.echo(f"note: {warning}")
     if result.promoted:
         typer.echo(f"{result.model_name}: 'champion' moved {result.previous_champion or '-'} -> {result.candidate}")
+
+
+@app.command("convert-model")
+@_fails_cleanly
+def convert_model(
+    model_uri: Annotated[
+        str, typer.Option(help="models:/<name>/<version> of a version packaged with a pickled scorer.")
+    ],
+) -> None:
+    """Register an older version again in the serving form (arrays + JSON, checksummed): a trusted, one-off step."""
+    from leadscore.models import packaging, registry
+    from leadscore.models.settings import get_mlflow_settings
+
+    client = registry.configure(get_mlflow_settings())
+    name, version = registry.resolve_version(client, model_uri)
+    new = packaging.convert_version(client, name, version)
+    typer.echo(f"{name}: version {version} registered again in the serving form as version {new}; no alias moved")
 
 
 @app.command()

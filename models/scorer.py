@@ -1,7 +1,8 @@
 """The serving form of a model: encoding tables, compiled trees, calibration, score scale and routing.
 
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
-packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
+packaged (``ScoringArtifact.scorer()``) and saved beside it as plain arrays and JSON
+(:mod:`models.serving_form`: no pickle, so loading it never runs code). It scores feature records with numpy
 and the compiled-trees kernel, so the API process imports neither scikit-learn nor LightGBM (LightGBM
 only where the kernel was not built: see :mod:`models.compiled_trees`). Tests hold its answers equal
 to the artifact's.
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import joblib
 import numpy as np
 
 from leadscore.features.columns import ColumnCodes
@@ -25,9 +25,11 @@ from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingPolicy
 
 ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
-SCORER_FILE = "scorer.joblib"  # its serving form
+SCORER_FILE = "scorer.npz"  # its serving form: arrays + JSON, read with allow_pickle=False
+LEGACY_SCORER_FILE = "scorer.joblib"  # the pickled serving form of older versions: never loaded by the API
 T = TypeVar("T")
 MODEL_FILES = (ARTIFACT_FILE, SCORER_FILE)  # the files of a packaged leadscore model version
+SERVING_FILES = (SCORER_FILE,)  # the only file the API downloads and loads
 
 
 def scored_columns(probability: np.ndarray, placement: Placement, routing: RoutingPolicy) -> dict[str, np.ndarray]:
@@ -44,7 +46,9 @@ def scored_columns(probability: np.ndarray, placement: Placement, routing: Routi
 
 
 def load_checked(path: Path, cls: type[T], what: str) -> T:
-    """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error)."""
+    """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error); training side only."""
+    import joblib
+
     obj = joblib.load(path)
     if not isinstance(obj, cls):
         raise TypeError(f"{path}: not a leadscore {what} (found {type(obj).__name__})")
@@ -53,6 +57,8 @@ def load_checked(path: Path, cls: type[T], what: str) -> T:
 
 def dump_atomic(obj: Any, path: Path) -> Path:
     """``joblib.dump`` atomically (:func:`features.files.write_atomic`): a reader never sees a half-written file."""
+    import joblib
+
     return write_atomic(path, lambda tmp: joblib.dump(obj, tmp))
 
 
@@ -114,8 +120,14 @@ class Scorer:
         return out
 
     def save(self, path: Path) -> Path:
-        return dump_atomic(self, path)
+        """Write the serving file (:func:`models.serving_form.save_scorer`: arrays + JSON, atomically)."""
+        from leadscore.models.serving_form import save_scorer
+
+        return save_scorer(self, path)
 
     @classmethod
     def load(cls, path: Path) -> Scorer:
-        return load_checked(path, cls, "scorer")
+        """Read a serving file without unpickling anything (:func:`models.serving_form.load_scorer`)."""
+        from leadscore.models.serving_form import load_scorer
+
+        return load_scorer(path)

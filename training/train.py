@@ -26,6 +26,7 @@ from leadscore.features.mapping import DataError, load_mapping
 from leadscore.models import packaging, registry
 from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.baselines import ManualProcessClassifier, logistic_baseline
+from leadscore.models.contract import contract_of, fingerprint
 from leadscore.models.lead_model import LeadScoringModel, _threads
 from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.settings import MlflowSettings
@@ -34,6 +35,7 @@ from leadscore.training.metrics import binary_metrics
 from leadscore.training.split import Split, split_frame
 
 HOLDOUT_FILE = "holdout.parquet"
+HOLDOUT_SCORES_FILE = "holdout_scores.parquet"  # each model's and baseline's holdout probability, row for row
 CHALLENGER = "challenger"
 
 
@@ -187,6 +189,8 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
         metadata=_metadata(tf, split, options, metrics),
     )
+    artifact.metadata["contract"] = contract_of(artifact.metadata, model.encoder_.columns_)
+    artifact.metadata["contract_fingerprint"] = fingerprint(artifact.metadata["contract"])
     return FitResult(artifact, metrics, tf, split, probability, manual)
 
 
@@ -304,6 +308,7 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 "leadscore.target": tf.target,
                 "mlflow.source.git.commit": result.artifact.metadata["git_commit"] or "unknown",
                 "leadscore.version": result.artifact.metadata["leadscore_version"],
+                "leadscore.contract": result.artifact.metadata["contract_fingerprint"],
             }
         )
         holdout = result.holdout[[*columns, LABEL]]
@@ -320,12 +325,20 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         with tempfile.TemporaryDirectory() as tmp:
             holdout.to_parquet(Path(tmp) / HOLDOUT_FILE)
             mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE))
+            pd.DataFrame(result.holdout_probability).to_parquet(Path(tmp) / HOLDOUT_SCORES_FILE)
+            mlflow.log_artifact(str(Path(tmp) / HOLDOUT_SCORES_FILE))
             if extra_artifacts is not None:
                 extra = Path(tmp) / "report"
                 extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
-        info = packaging.log_model(result.artifact, tf.frame[columns].head(5))
-        version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
+        version = packaging.register_model(
+            client,
+            result.artifact,
+            tf.frame[columns].head(5),
+            settings.model_name,
+            run.info.run_id,
+            {"leadscore.target": tf.target, "leadscore.contract": result.artifact.metadata["contract_fingerprint"]},
+        )
         try:
             registry.move_alias(
                 client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}"
