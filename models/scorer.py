@@ -21,6 +21,7 @@ from leadscore.features.files import write_atomic
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.explain import reasons
+from leadscore.models.linear_terms import LinearTerms
 from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingPolicy
 
@@ -64,15 +65,49 @@ def dump_atomic(obj: Any, path: Path) -> Path:
 
 @dataclass
 class Scorer:
-    """Scores feature records (the API's leads): probability, 0-100 score, tier, queue, SLA and reasons."""
+    """Scores feature records (the API's leads): probability, 0-100 score, tier, queue, SLA and reasons.
+
+    The margin is the trees' (``linear`` None), the linear terms' (``trees`` None), or ``a * trees + b *
+    linear`` with ``weights = (a, b)`` (a blend); a lead's reasons are the same combination of the trees'
+    TreeSHAP values and the linear terms, scaled by the calibration's slope.
+    """
 
     columns: ColumnCodes
-    trees: CompiledTrees
+    trees: CompiledTrees | None
     calibration: CalibrationCurve
     score_reference: np.ndarray
     routing: RoutingPolicy
     labels: dict[str, str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    linear: LinearTerms | None = None
+    weights: tuple[float, float] = (1.0, 0.0)
+
+    @property
+    def kind(self) -> str:
+        """``trees``, ``linear`` or ``blend``."""
+        if self.linear is None:
+            return "trees"
+        return "linear" if self.trees is None else "blend"
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw margin of an encoded matrix (before calibration)."""
+        if self.linear is None:
+            return self.trees.margin(matrix)
+        if self.trees is None:
+            return self.linear.margin(matrix)
+        a, b = self.weights
+        return a * self.trees.margin(matrix) + b * self.linear.margin(matrix)
+
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw margin and each column's exact contribution to it (TreeSHAP, linear terms, or their blend)."""
+        if self.linear is None:
+            return self.trees.explain(matrix)
+        if self.trees is None:
+            return self.linear.explain(matrix)
+        a, b = self.weights
+        tree_margin, tree_terms = self.trees.explain(matrix)
+        linear_margin, linear_terms = self.linear.explain(matrix)
+        return a * tree_margin + b * linear_margin, a * tree_terms + b * linear_terms
 
     def __post_init__(self) -> None:
         self._names = self.columns.names
@@ -93,17 +128,17 @@ class Scorer:
     def score_table(self, table: Any) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue columns for a table of leads (a DataFrame or a mapping of
         column -> values; batch scoring)."""
-        probability = self.calibration(self.trees.margin(self.columns.transform(table)))
+        probability = self.calibration(self.margin(self.columns.transform(table)))
         return scored_columns(probability, self._placement, self.routing)
 
     def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
         """One answer per record, in order; ``reasons`` (top ``k`` up and down) when ``explain``."""
         matrix = self.columns.transform_records(records)
         if explain:
-            margin, contributions = self.trees.explain(matrix)
+            margin, contributions = self.explain(matrix)
             contributions = contributions * self.calibration.slope
         else:
-            margin, contributions = self.trees.margin(matrix), None
+            margin, contributions = self.margin(matrix), None
         out, placement = [], self._placement
         for i, (record, probability) in enumerate(zip(records, self.calibration(margin).tolist(), strict=True)):
             tier = self.routing.tiers[placement.tier(probability)]

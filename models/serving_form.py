@@ -26,12 +26,15 @@ from leadscore.features.columns import ColumnCodes
 from leadscore.features.files import write_atomic
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.curve import CalibrationCurve
+from leadscore.models.linear_terms import LinearTerms
 from leadscore.models.routing import RoutingPolicy
 
 FORMAT = "leadscore-scorer/1"
 _HEADER = "header"
 _TREE_SCALARS = ("n_features", "expected_value", "n_trees", "width", "model_string")
 _TREE_ARRAYS = tuple(f.name for f in fields(CompiledTrees) if f.name not in _TREE_SCALARS)
+_LINEAR_SCALARS = ("intercept", "n_categorical", "n_numeric", "n_boolean")
+_LINEAR_ARRAYS = tuple(f.name for f in fields(LinearTerms) if f.name not in _LINEAR_SCALARS)
 
 
 class ServingFormError(ValueError):
@@ -49,12 +52,14 @@ def _plain(value: Any) -> Any:
 
 def scorer_arrays(scorer: Any) -> dict[str, np.ndarray]:
     """The named arrays of ``scorer``'s serving file (the header is the ``header`` entry)."""
-    trees: CompiledTrees = scorer.trees
+    trees: CompiledTrees | None = scorer.trees
+    linear: LinearTerms | None = scorer.linear
     columns: ColumnCodes = scorer.columns
     curve: CalibrationCurve = scorer.calibration
     header = {
         "format": FORMAT,
-        "kind": "trees",
+        "kind": scorer.kind,
+        "weights": [float(w) for w in scorer.weights],
         "columns": {
             "categorical": list(columns.categorical),
             "numeric": list(columns.numeric),
@@ -62,7 +67,8 @@ def scorer_arrays(scorer: Any) -> dict[str, np.ndarray]:
             "codes": columns.codes,
             "missing": sorted(columns.missing),
         },
-        "trees": {name: getattr(trees, name) for name in _TREE_SCALARS},
+        "trees": {name: getattr(trees, name) for name in _TREE_SCALARS} if trees is not None else None,
+        "linear": {name: getattr(linear, name) for name in _LINEAR_SCALARS} if linear is not None else None,
         "calibration": {
             "slope": float(curve.slope),
             "intercept": float(curve.intercept),
@@ -76,11 +82,13 @@ def scorer_arrays(scorer: Any) -> dict[str, np.ndarray]:
     text = json.dumps(header, default=_plain, allow_nan=True, sort_keys=True)
     arrays = {_HEADER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     arrays["score_reference"] = np.asarray(scorer.score_reference, dtype=np.float64)
-    for name in _TREE_ARRAYS:
-        value = np.asarray(getattr(trees, name))
-        if value.dtype == object:
-            raise TypeError(f"compiled trees field {name!r} is an object array: it has no plain-array form")
-        arrays[f"trees.{name}"] = value
+    parts = [("trees", trees, _TREE_ARRAYS), ("linear", linear, _LINEAR_ARRAYS)]
+    for part, obj, names in parts:
+        for name in names if obj is not None else ():
+            value = np.asarray(getattr(obj, name))
+            if value.dtype == object:
+                raise TypeError(f"{part} field {name!r} is an object array: it has no plain-array form")
+            arrays[f"{part}.{name}"] = value
     return arrays
 
 
@@ -128,15 +136,34 @@ def load_scorer(path: Path) -> Any:
             codes={k: {str(t): int(v) for t, v in codes.items()} for k, codes in c["codes"].items()},
             missing=frozenset(c["missing"]),
         )
-        t = header["trees"]
-        trees = CompiledTrees(
-            n_features=int(t["n_features"]),
-            expected_value=float(t["expected_value"]),
-            n_trees=int(t["n_trees"]),
-            width=int(t["width"]),
-            model_string=str(t["model_string"]),
-            **{name: arrays[f"trees.{name}"] for name in _TREE_ARRAYS},
-        )
+        kind = header["kind"]
+        if kind not in ("trees", "linear", "blend"):
+            raise ValueError(f"unknown model kind {kind!r}")
+        trees = linear = None
+        if kind != "linear":
+            t = header["trees"]
+            trees = CompiledTrees(
+                n_features=int(t["n_features"]),
+                expected_value=float(t["expected_value"]),
+                n_trees=int(t["n_trees"]),
+                width=int(t["width"]),
+                model_string=str(t["model_string"]),
+                **{name: arrays[f"trees.{name}"] for name in _TREE_ARRAYS},
+            )
+        if kind != "trees":
+            lin = header["linear"]
+            linear = LinearTerms(
+                intercept=float(lin["intercept"]),
+                n_categorical=int(lin["n_categorical"]),
+                n_numeric=int(lin["n_numeric"]),
+                n_boolean=int(lin["n_boolean"]),
+                **{name: arrays[f"linear.{name}"] for name in _LINEAR_ARRAYS},
+            )
+            if linear.n_features != len(columns.names):
+                raise ValueError(f"linear terms read {linear.n_features} columns; the codes give {len(columns.names)}")
+        weights = tuple(float(w) for w in header["weights"])
+        if len(weights) != 2:
+            raise ValueError(f"weights {weights} are not two numbers")
         k = header["calibration"]
         curve = CalibrationCurve(
             slope=float(k["slope"]),
@@ -152,6 +179,8 @@ def load_scorer(path: Path) -> Any:
             routing=RoutingPolicy.model_validate(header["routing"]),
             labels={str(a): str(b) for a, b in header["labels"].items()},
             metadata=dict(header["metadata"] or {}),
+            linear=linear,
+            weights=weights,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ServingFormError(f"{path}: incomplete leadscore serving file ({type(exc).__name__}: {exc})") from None

@@ -29,6 +29,7 @@ from leadscore.models.baselines import ManualProcessClassifier, logistic_baselin
 from leadscore.models.contract import contract_of, fingerprint
 from leadscore.models.lead_model import LeadScoringModel, _threads
 from leadscore.models.routing import fit_routing, load_routing
+from leadscore.models.selection import Selection, select_model
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.threads import cores
 from leadscore.training.metrics import binary_metrics
@@ -58,6 +59,7 @@ class TrainOptions(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0)
     num_leaves: int = Field(default=15, gt=1)
     n_jobs: int | None = None
+    select: bool = True  # choose among LightGBM, spline logistic and their blend by time-ordered CV
 
 
 @dataclass
@@ -70,6 +72,7 @@ class FitResult:
     split: Split
     holdout_probability: dict[str, np.ndarray]
     manual: dict[str, ManualProcessClassifier]
+    selection: Selection | None = None
 
     @property
     def holdout(self) -> pd.DataFrame:
@@ -168,9 +171,12 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     # LightGBM when LightGBM trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has
     # freed the cores, while the model predicts its holdout and the manual baselines learn.
     concurrent = _threads(len(train), options.n_jobs) == 1 and cores() > 1
+    selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
         try:
+            if options.select:
+                model, selection = select_model(train, y_train, encoder, model, timed=tf.timed, seed=options.seed)
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
@@ -191,7 +197,9 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     )
     artifact.metadata["contract"] = contract_of(artifact.metadata, model.encoder_.columns_)
     artifact.metadata["contract_fingerprint"] = fingerprint(artifact.metadata["contract"])
-    return FitResult(artifact, metrics, tf, split, probability, manual)
+    artifact.metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
+    artifact.metadata["selection"] = selection.summary() if selection is not None else None
+    return FitResult(artifact, metrics, tf, split, probability, manual, selection)
 
 
 def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -298,9 +306,15 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
                 "config": str(options.config or "default CRM mapping"),
                 "split": result.split.method,
                 "features": len(columns),
-                **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
+                "model_kind": result.artifact.metadata["model_kind"],
+                **{f"lgb.{k}": v for k, v in _lgb_params(result.artifact.model).items()},
             }
         )
+        if result.selection is not None:
+            mlflow.log_metrics(
+                {f"cv.{name}.mean_auc": c["mean_auc"] for name, c in result.selection.candidates.items()}
+            )
+            mlflow.log_dict(_jsonable(result.selection.summary()), "selection.json")
         mlflow.log_metrics(flat_metrics(result.metrics))
         mlflow.set_tags(
             {
@@ -347,6 +361,11 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
             client.delete_model_version(settings.model_name, version)
             raise
     return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result)
+
+
+def _lgb_params(model: Any) -> dict[str, Any]:
+    """The LightGBM settings of a model with trees (none for the spline logistic model)."""
+    return model.lgb_params() if hasattr(model, "lgb_params") else {}
 
 
 def _jsonable(value: Any) -> Any:
