@@ -134,7 +134,13 @@ def train(
         _echo_json(result.summary())
         return
     typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
+    selection = result.fit.selection
+    if selection is not None:
+        cv = ", ".join(f"{name} {c['mean_auc']:.4f}" for name, c in selection.candidates.items())
+        typer.echo(f"chosen by time-ordered CV in the training period: {selection.winner} (mean fold ROC AUC: {cv})")
     _print_metrics(result.metrics)
+    for finding in result.fit.artifact.metadata.get("findings", []):
+        typer.echo(finding)
 
 
 def _report_writer() -> Callable[..., Any] | None:

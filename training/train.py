@@ -32,6 +32,7 @@ from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.selection import Selection, select_model
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.threads import cores
+from leadscore.training.honesty import run_findings
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.split import Split, split_frame
 
@@ -199,7 +200,9 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     artifact.metadata["contract_fingerprint"] = fingerprint(artifact.metadata["contract"])
     artifact.metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
     artifact.metadata["selection"] = selection.summary() if selection is not None else None
-    return FitResult(artifact, metrics, tf, split, probability, manual, selection)
+    result = FitResult(artifact, metrics, tf, split, probability, manual, selection)
+    artifact.metadata["findings"] = run_findings(result)
+    return result
 
 
 def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +269,9 @@ class TrainResult:
             "model_name": self.model_name,
             "version": self.version,
             "alias": CHALLENGER,
+            "model_kind": self.fit.artifact.metadata.get("model_kind"),
+            "selection": self.fit.artifact.metadata.get("selection"),
+            "findings": self.fit.artifact.metadata.get("findings", []),
             "metrics": self.metrics,
         }
 
