@@ -109,6 +109,10 @@ def train(
         Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment of the run (default: one per input contract, named from the mapping)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics).")] = False,
 ) -> None:
     """Train on closed history, log the run to MLflow, register a version and alias it 'challenger'."""
@@ -129,7 +133,10 @@ def train(
         routing=routing,
     )
     extra = _report_writer() if report else None
-    result = run_training(options, get_mlflow_settings(), extra_artifacts=extra)
+    settings = get_mlflow_settings()
+    if experiment is not None:
+        settings = settings.model_copy(update={"experiment": experiment})
+    result = run_training(options, settings, extra_artifacts=extra)
     if as_json:
         _echo_json(result.summary())
         return

@@ -51,11 +51,12 @@ def register_model(
     name: str,
     run_id: str,
     tags: dict[str, str],
+    description: str | None = None,
 ) -> str:
     """Log the artifact in the active run and register it as a new version of ``name`` whose tags record
     each model file's SHA-256 (verified at every download and cache hit); returns the version."""
     info, checksums = log_model_files(artifact, input_example)
-    return registry.register(client, info, name, run_id, {**tags, **checksums})
+    return registry.register(client, info, name, run_id, {**tags, **checksums}, description)
 
 
 def _requirements() -> list[str]:

@@ -94,24 +94,40 @@ def configure(settings: MlflowSettings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> str:
-    """The id of experiment ``name``, created on first use (in the embedded artifact folder when embedded)."""
+def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings, tags: dict[str, str] | None = None) -> str:
+    """The id of experiment ``name``, created on first use (in the embedded artifact folder when embedded);
+    ``tags`` are set on it (an existing experiment gets those it lacks)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in (tags or {}).items():
+            if key not in found.tags:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    location = f"{settings.artifact_location}/{name}" if settings.artifact_location else None
-    return client.create_experiment(name, artifact_location=location)
+    location = f"{settings.artifact_location}/{_folder_name(name)}" if settings.artifact_location else None
+    return client.create_experiment(name, artifact_location=location, tags=tags)
+
+
+def _folder_name(name: str) -> str:
+    """An experiment name as a folder name (letters, digits, '-', '_', '.'; the rest '_')."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def register(
-    client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]
+    client: MlflowClient,
+    info: mlflow.models.model.ModelInfo,
+    name: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str | None = None,
 ) -> str:
     """Create a new version of registered model ``name`` from a logged model; returns the version number as text."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
-    version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+    version = client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id, description=description
+    )
     return str(version.version)
 
 

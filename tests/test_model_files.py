@@ -113,3 +113,33 @@ def test_promotion_refuses_another_contract_and_files_the_api_cannot_load(
     result = promote(settings, new_contract=True)
     assert result.promoted and result.previous_champion == first
     assert "NEW input contract" in registry.alias_history(client, settings.model_name)[0]["reason"]
+
+
+def test_runs_land_in_one_experiment_per_contract_with_readable_names_and_versions(
+    server_settings: MlflowSettings, crm_folder: Path
+) -> None:
+    settings = server_settings.model_copy(update={"experiment": None})
+    first = train(TrainOptions(data=crm_folder, n_estimators=40, min_conversions=40), settings)
+    again = train(TrainOptions(data=crm_folder, n_estimators=40, min_conversions=40, seed=1), settings)
+    other = train(TrainOptions(data=crm_folder, n_estimators=40, min_conversions=40, horizon_days=60), settings)
+    client = registry.configure(settings)
+    runs = {r.version: client.get_run(r.run_id) for r in (first, again, other)}
+    experiments = {v: client.get_experiment(run.info.experiment_id) for v, run in runs.items()}
+    assert experiments[first.version].experiment_id == experiments[again.version].experiment_id
+    assert experiments[first.version].experiment_id != experiments[other.version].experiment_id
+    experiment = experiments[first.version]
+    assert experiment.name.startswith("crm · opportunity 90d · ")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
+    assert "target opportunity within 90 days" in experiment.tags["mlflow.note.content"]
+    assert runs[first.version].info.run_name.startswith(f"{crm_folder.name} · opportunity 90d · ")
+    assert {"model.roc_auc", "logistic_regression.roc_auc", "cv.lightgbm.mean_auc"} <= set(
+        runs[first.version].data.metrics
+    )
+    version = client.get_model_version(settings.model_name, first.version)
+    assert "Holdout ROC AUC" in version.description and "logistic_regression" in version.description
+    assert version.tags["leadscore.target"] == "opportunity" and version.tags["leadscore.horizon_days"] == "90"
+    assert float(version.tags["leadscore.holdout_auc"]) == pytest.approx(first.metrics["model"]["roc_auc"], abs=1e-4)
+    promote(settings, version=first.version)
+    promoted = client.get_model_version(settings.model_name, first.version)
+    assert "Gates (passed" in promoted.description and "pass servable" in promoted.description
+    assert promoted.tags["leadscore.gates"] == "passed" and promoted.tags["leadscore.gate.servable"] == "pass"

@@ -101,6 +101,20 @@ def _servable(
     return failed[0] if failed else max(both, key=lambda g: g.figures["max_difference"])
 
 
+def _record_gates(client: mlflow.MlflowClient, name: str, version: str, result: PromoteResult) -> None:
+    """Write the gates' outcome into the version's description and tags (what the registry page shows)."""
+    passed = all(g.passed for g in result.gates)
+    lines = [f"{'pass' if g.passed else 'FAIL'} {g.name}: {g.detail}" for g in result.gates]
+    current = client.get_model_version(name, version).description or ""
+    kept = current.split("\nGates:", 1)[0].removesuffix("\n")
+    verdict = "passed" if passed else "refused"
+    text = f"{kept}\nGates ({verdict}, champion v{result.previous_champion or '-'}):\n" + "\n".join(lines)
+    client.update_model_version(name, version, description=text.strip())
+    client.set_model_version_tag(name, version, "leadscore.gates", verdict)
+    for gate in result.gates:
+        client.set_model_version_tag(name, version, f"leadscore.gate.{gate.name}", "pass" if gate.passed else "FAIL")
+
+
 def promote(
     settings: MlflowSettings,
     version: str | None = None,
@@ -156,6 +170,7 @@ def promote(
         y, probability, baselines, champion_probability, champion, tolerance, max_ece, n_boot
     )
     result.gates.append(_servable(client, name, candidate, holdout, probability))
+    _record_gates(client, name, candidate, result)
     if not all(g.passed for g in result.gates):
         raise GateFailed(result)
     passed = "; ".join(f"{g.name}: {g.detail}" for g in result.gates)

@@ -32,6 +32,7 @@ from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.selection import Selection, select_model
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.threads import cores
+from leadscore.training import tracking
 from leadscore.training.honesty import run_findings
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.split import Split, split_frame
@@ -301,11 +302,15 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
     )
     result = fit(tf, options)
     client = registry.configure(settings)
-    experiment = registry.experiment_id(client, settings.experiment, settings)
+    metadata = result.artifact.metadata
+    experiment = registry.experiment_id(
+        client,
+        settings.experiment or tracking.experiment_name(options.config, options.data, metadata),
+        settings,
+        tracking.experiment_tags(metadata),
+    )
     columns = tf.feature_columns
-    with mlflow.start_run(
-        experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}"
-    ) as run:
+    with mlflow.start_run(experiment_id=experiment, run_name=tracking.run_name(options.data, metadata)) as run:
         mlflow.log_params(
             {
                 **options.model_dump(mode="json", exclude={"data", "config", "routing"}),
@@ -357,7 +362,8 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
             tf.frame[columns].head(5),
             settings.model_name,
             run.info.run_id,
-            {"leadscore.target": tf.target, "leadscore.contract": result.artifact.metadata["contract_fingerprint"]},
+            tracking.version_tags(options.data, metadata),
+            tracking.version_description(options.data, metadata),
         )
         try:
             registry.move_alias(
