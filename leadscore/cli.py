@@ -141,6 +141,8 @@ def train(
         _echo_json(result.summary())
         return
     typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
+    if result.experiment_url:
+        typer.echo(f"MLflow: {result.experiment_url}")
     selection = result.fit.selection
     if selection is not None:
         cv = ", ".join(f"{name} {c['mean_auc']:.4f}" for name, c in selection.candidates.items())

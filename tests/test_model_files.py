@@ -131,6 +131,7 @@ def test_runs_land_in_one_experiment_per_contract_with_readable_names_and_versio
     assert experiment.name.startswith("crm · opportunity 90d · ")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
     assert "target opportunity within 90 days" in experiment.tags["mlflow.note.content"]
+    assert first.experiment_url.endswith(f"/#/experiments/{experiment.experiment_id}?workflowType=machine_learning")
     assert runs[first.version].info.run_name.startswith(f"{crm_folder.name} · opportunity 90d · ")
     assert {"model.roc_auc", "logistic_regression.roc_auc", "cv.lightgbm.mean_auc"} <= set(
         runs[first.version].data.metrics

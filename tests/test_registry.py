@@ -83,7 +83,7 @@ def test_promotion_gates_and_alias_history(server_settings: MlflowSettings, crm_
         "servable",
     ]
 
-    weak = train(options(crm_folder, n_estimators=1, learning_rate=0.01, seed=3), server_settings)
+    weak = train(options(crm_folder, n_estimators=1, learning_rate=0.01, seed=3, select=False), server_settings)
     with pytest.raises(GateFailed, match="not promoted") as failed:
         promote(server_settings)
     assert {g.name: g.passed for g in failed.value.result.gates}["not_worse_than_champion"] is False

@@ -3,7 +3,9 @@
 - experiment: ``--experiment`` (``LEADSCORE_EXPERIMENT``) when given, else one per input contract named
   from the mapping, e.g. ``x-education · opportunity 90d · 3fa2c1d0`` (mapping, target, horizon, the
   contract's fingerprint), tagged ``mlflow.experimentKind = custom_model_development`` so the MLflow 3 UI
-  opens on its training runs rather than the GenAI overview, and described (``mlflow.note.content``);
+  opens on its training runs rather than the GenAI overview (UIs with the GenAI / model-training switch
+  follow the link's ``workflowType=machine_learning`` instead: :func:`experiment_url`), and described
+  (``mlflow.note.content``);
 - run name: data, target and date, e.g. ``Leads.csv · opportunity 90d · 2026-12-01 14:05``;
 - model version: a description with data, target, horizon, the chosen model and its holdout AUC
   against each baseline and the findings; tags with the same key figures.
@@ -97,3 +99,14 @@ def version_description(data: Path, metadata: dict[str, Any]) -> str:
         "Gates: not yet run (leadscore promote).",
     ]
     return "\n".join(lines)
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
+    """The MLflow UI page of an experiment's training runs (for an ``http(s)`` tracking server).
+
+    MLflow 3 UIs with the GenAI / model-training switch follow the ``workflowType`` query parameter
+    over the experiment's kind tag, so the link names it.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"

@@ -263,6 +263,7 @@ class TrainResult:
     version: str
     metrics: dict[str, dict[str, float]]
     fit: FitResult
+    experiment_url: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -270,6 +271,7 @@ class TrainResult:
             "model_name": self.model_name,
             "version": self.version,
             "alias": CHALLENGER,
+            "experiment_url": self.experiment_url,
             "model_kind": self.fit.artifact.metadata.get("model_kind"),
             "selection": self.fit.artifact.metadata.get("selection"),
             "findings": self.fit.artifact.metadata.get("findings", []),
@@ -372,7 +374,14 @@ def train(options: TrainOptions, settings: MlflowSettings, extra_artifacts: Any 
         except Exception:
             client.delete_model_version(settings.model_name, version)
             raise
-    return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result)
+    return TrainResult(
+        run.info.run_id,
+        settings.model_name,
+        version,
+        result.metrics,
+        result,
+        tracking.experiment_url(settings.resolved_tracking_uri, experiment),
+    )
 
 
 def _lgb_params(model: Any) -> dict[str, Any]:
