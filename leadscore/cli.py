@@ -56,6 +56,9 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(exc, GateFailed):
                 if kwargs.get("as_json"):
                     typer.echo(json.dumps(exc.result.summary(), default=str))
+                else:
+                    for gate in exc.result.gates:
+                        typer.echo(f"{'pass' if gate.passed else 'FAIL'} {gate.name}: {gate.detail}")
             elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)) and not _not_found(exc):
                 raise
             typer.echo(f"error: {exc}", err=True)
@@ -203,6 +206,10 @@ def train(
         Path | None, typer.Option(help="Routing policy YAML (tiers, queues, SLAs); default A10/B20/C30/D rest.")
     ] = None,
     report: Annotated[bool, typer.Option(help="Also write the model-vs-manual report and log it with the run.")] = True,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment of the run (default: one per input contract, named from the mapping)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (run id, version, metrics, notes, stage timings).")
     ] = False,
@@ -238,21 +245,32 @@ def train(
         routing=routing,
     )
     extra = _report_writer() if report else None
+    settings = get_mlflow_settings()
+    if experiment is not None:
+        settings = settings.model_copy(update={"experiment": experiment})
     stages = Stages.for_terminal(quiet=quiet)
     if engine is Engine.dask:
         from leadscore.training.distributed import train_distributed
 
         result = train_distributed(
-            options, get_mlflow_settings(), extra_artifacts=extra, scheduler=scheduler, sample_rows=sample_rows
+            options, settings, extra_artifacts=extra, scheduler=scheduler, sample_rows=sample_rows
         )
     else:
-        result = run_training(options, get_mlflow_settings(), extra_artifacts=extra, stages=stages)
+        result = run_training(options, settings, extra_artifacts=extra, stages=stages)
     _echo_notes(result.fit.frame, quiet=quiet)
     if as_json:
         _echo_json(result.summary())
         return
     typer.echo(f"run {result.run_id}: registered {result.model_name} version {result.version} as 'challenger'")
+    if result.experiment_url:
+        typer.echo(f"MLflow: {result.experiment_url}")
+    selection = result.fit.selection
+    if selection is not None:
+        cv = ", ".join(f"{name} {c['mean_auc']:.4f}" for name, c in selection.candidates.items())
+        typer.echo(f"chosen by time-ordered CV in the training period: {selection.winner} (mean fold ROC AUC: {cv})")
     _print_metrics(result.metrics)
+    for finding in result.fit.artifact.metadata.get("findings", []):
+        typer.echo(finding)
 
 
 def _echo_notes(tf: Any, quiet: bool = False) -> None:
@@ -289,13 +307,23 @@ def promote(
         float, typer.Option(help="How much lower the candidate's holdout ROC AUC may be than the champion's.")
     ] = 0.005,
     max_ece: Annotated[float, typer.Option(help="Largest holdout calibration error a champion may have.")] = 0.05,
+    new_contract: Annotated[
+        bool,
+        typer.Option(
+            "--new-contract",
+            help="Replace the champion's input contract (lead layout, target, horizon) knowingly; recorded.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Move 'champion' to a version only if it passes the gates (calibrated; not worse than the champion)."""
+    """Move 'champion' to a version only if it passes every gate: same input contract, better than chance and
+    its baselines, not worse than the champion (paired bootstrap), calibrated, and servable as the API loads it."""
     from leadscore.models.settings import get_mlflow_settings
     from leadscore.training.promote import promote as run_promote
 
-    result = run_promote(get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece)
+    result = run_promote(
+        get_mlflow_settings(), version=version, tolerance=tolerance, max_ece=max_ece, new_contract=new_contract
+    )
     if as_json:
         _echo_json(result.summary())
         return
@@ -305,6 +333,23 @@ def promote(
         typer.echo(f"note: {warning}")
     if result.promoted:
         typer.echo(f"{result.model_name}: 'champion' moved {result.previous_champion or '-'} -> {result.candidate}")
+
+
+@app.command("convert-model")
+@_fails_cleanly
+def convert_model(
+    model_uri: Annotated[
+        str, typer.Option(help="models:/<name>/<version> of a version packaged with a pickled scorer.")
+    ],
+) -> None:
+    """Register an older version again in the serving form (arrays + JSON, checksummed): a trusted, one-off step."""
+    from leadscore.models import packaging, registry
+    from leadscore.models.settings import get_mlflow_settings
+
+    client = registry.configure(get_mlflow_settings())
+    name, version = registry.resolve_version(client, model_uri)
+    new = packaging.convert_version(client, name, version)
+    typer.echo(f"{name}: version {version} registered again in the serving form as version {new}; no alias moved")
 
 
 @app.command()

@@ -27,7 +27,7 @@ class ScoringArtifact:
     score is the share of those recent leads it outranks, so a score of 90 means "top 10%".
     """
 
-    model: LeadScoringModel
+    model: LeadScoringModel | Any  # or models.linear.SplineLogisticModel, models.blend.BlendModel
     routing: RoutingPolicy
     score_reference: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -64,15 +64,22 @@ class ScoringArtifact:
         return pd.DataFrame(self.score_table(frame), index=frame.index)
 
     def scorer(self) -> Scorer:
-        """The serving form of this model (no scikit-learn): same encoding, trees, calibration and routing."""
+        """The serving form of this model (no scikit-learn): same encoding, trees and/or linear terms, calibration
+        and routing."""
+        if isinstance(self.model, LeadScoringModel):
+            trees, linear, weights = CompiledTrees.from_booster(self.model.booster_), None, (1.0, 0.0)
+        else:
+            trees, linear, weights = self.model.serving_parts()
         return Scorer(
             columns=self.model.encoder_.columns_,
-            trees=CompiledTrees.from_booster(self.model.booster_),
+            trees=trees,
             calibration=self.model.calibrator_.curve_,
             score_reference=self.score_reference,
             routing=self.routing,
             labels=self.feature_labels,
             metadata=self.metadata,
+            linear=linear,
+            weights=weights,
         )
 
     def save(self, path: Path) -> Path:

@@ -6,10 +6,13 @@ Only MLflow is imported here, so the scoring service can use it without the trai
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +26,62 @@ from leadscore.models.settings import MlflowSettings
 
 MODEL_PATH = "model"
 HISTORY_SUFFIX = "-alias-history"
+CHECKSUM_TAG = "leadscore.sha256."  # + a file name: the model version tag holding that file's SHA-256
+CHECKSUMS_FILE = "sha256.json"  # in a cached folder: the registered checksums its files were verified against
+_log = logging.getLogger(__name__)
+
+
+class ChecksumMismatch(ValueError):
+    """A model file's bytes do not match the SHA-256 recorded when its version was registered."""
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_tags(files: Mapping[str, Path]) -> dict[str, str]:
+    """Model version tags recording each file's SHA-256 (``leadscore.sha256.<file name>``)."""
+    return {f"{CHECKSUM_TAG}{name}": sha256_file(path) for name, path in files.items()}
+
+
+def recorded_checksums(client: MlflowClient, name: str, version: str, files: Sequence[str]) -> dict[str, str]:
+    """The SHA-256 registered for each of ``files`` of a model version; refuses a version that records none."""
+    tags = client.get_model_version(name, version).tags or {}
+    missing = [file for file in files if f"{CHECKSUM_TAG}{file}" not in tags]
+    if missing:
+        raise ChecksumMismatch(
+            f"models:/{name}/{version} records no sha256 for {', '.join(missing)}: it was registered by a leadscore "
+            "whose API loaded pickles, and it is refused; register it again in the serving form with "
+            f"`leadscore convert-model --model-uri models:/{name}/{version}` (a trusted, one-off step) or train anew"
+        )
+    return {file: tags[f"{CHECKSUM_TAG}{file}"] for file in files}
+
+
+def _mismatched(folder: Path, expected: Mapping[str, str]) -> list[str]:
+    """The files of ``folder`` whose bytes do not match ``expected`` (a missing file counts)."""
+    return [f for f, digest in expected.items() if not (folder / f).is_file() or sha256_file(folder / f) != digest]
+
+
+def verified_cached(cache_dir: Path, name: str, version: str, files: Sequence[str]) -> Path:
+    """The cached folder of a version, after checking its files against the checksums verified at download.
+
+    For a cold start without the registry. A file that does not match is refused, naming it.
+    """
+    folder = cached_folder(cache_dir, name, version)
+    try:
+        expected = json.loads((folder / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+        expected = {file: str(expected[file]) for file in files}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ChecksumMismatch(f"{folder}: no verified checksums for {', '.join(files)}; not served") from None
+    bad = _mismatched(folder, expected)
+    if bad:
+        raise ChecksumMismatch(f"{folder / bad[0]}: does not match the sha256 registered for it; not served")
+    return folder
 
 
 def configure(settings: MlflowSettings) -> MlflowClient:
@@ -35,24 +94,40 @@ def configure(settings: MlflowSettings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings) -> str:
-    """The id of experiment ``name``, created on first use (in the embedded artifact folder when embedded)."""
+def experiment_id(client: MlflowClient, name: str, settings: MlflowSettings, tags: dict[str, str] | None = None) -> str:
+    """The id of experiment ``name``, created on first use (in the embedded artifact folder when embedded);
+    ``tags`` are set on it (an existing experiment gets those it lacks)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in (tags or {}).items():
+            if key not in found.tags:
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    location = f"{settings.artifact_location}/{name}" if settings.artifact_location else None
-    return client.create_experiment(name, artifact_location=location)
+    location = f"{settings.artifact_location}/{_folder_name(name)}" if settings.artifact_location else None
+    return client.create_experiment(name, artifact_location=location, tags=tags)
+
+
+def _folder_name(name: str) -> str:
+    """An experiment name as a folder name (letters, digits, '-', '_', '.'; the rest '_')."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def register(
-    client: MlflowClient, info: mlflow.models.model.ModelInfo, name: str, run_id: str, tags: dict[str, str]
+    client: MlflowClient,
+    info: mlflow.models.model.ModelInfo,
+    name: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str | None = None,
 ) -> str:
     """Create a new version of registered model ``name`` from a logged model; returns the version number as text."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Lead conversion likelihood (leadscore).")
-    version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id)
+    version = client.create_model_version(
+        name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id, description=description
+    )
     return str(version.version)
 
 
@@ -140,40 +215,89 @@ def cached_versions(cache_dir: Path, name: str, files: Sequence[str]) -> list[st
 
 
 def fetch_files(client: MlflowClient, model_uri: str, cache_dir: Path, files: Sequence[str]) -> tuple[Path, str, str]:
-    """Download (once) the named files of a registered model version; returns (folder, name, version).
+    """Download (once) the named files of a registered model version, verified; returns (folder, name, version).
 
-    Versions are cached under ``cache_dir/<name>/<version>/``; a download goes to a temporary folder
-    first and is renamed into place, so a cached version is always complete.
+    Each file's SHA-256 must equal the one recorded at registration (:func:`recorded_checksums`), checked
+    at every download and every cache hit. A cached file that does not match is fetched again; a
+    download that does not match is tried once more, then refused with :class:`ChecksumMismatch` naming
+    the file, and nothing is cached. Versions are cached under ``cache_dir/<name>/<version>/``; a
+    download goes to a temporary folder first and is renamed into place, so a cached version is always
+    complete and verified.
     """
     name, version = resolve_version(client, model_uri)
+    expected = recorded_checksums(client, name, version, files)
     target = cached_folder(cache_dir, name, version)
-    if not all((target / file).is_file() for file in files):  # not cached, or cached by an older leadscore
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
+    if all((target / file).is_file() for file in files):
+        bad = _mismatched(target, expected)
+        if not bad:
+            return target, name, version
+        _log.warning(
+            "cached %s of %s version %s does not match its registered sha256: fetching it again",
+            ", ".join(bad),
+            name,
+            version,
+        )
+    for attempt in (1, 2):
         try:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
-                    dst_path=str(staging / "download"),
-                    tracking_uri=client.tracking_uri,
-                )
-            )
-            ready = staging / "ready"
-            ready.mkdir()
-            for file in files:
-                found = next(local.rglob(file), None)
-                if found is None:
-                    raise FileNotFoundError(
-                        f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)"
-                    )
-                shutil.move(found, ready / file)
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            try:
-                ready.rename(target)
-            except OSError:
-                if not all((target / file).is_file() for file in files):  # another process may have cached it meanwhile
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _download(client, name, version, target, files, expected)
+            break
+        except ChecksumMismatch:
+            if attempt == 2:
+                raise
     return target, name, version
+
+
+def _carry_over(target: Path, ready: Path, files: Sequence[str]) -> dict[str, str]:
+    """Copy into ``ready`` the files of an existing cached folder that this download did not ask for and that
+    still match the checksums they were verified against; returns those checksums."""
+    try:
+        before = json.loads((target / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    kept = {}
+    for file, digest in before.items() if isinstance(before, dict) else ():
+        if file not in files and (target / file).is_file() and sha256_file(target / file) == digest:
+            shutil.copy2(target / file, ready / file)
+            kept[file] = str(digest)
+    return kept
+
+
+def _download(
+    client: MlflowClient, name: str, version: str, target: Path, files: Sequence[str], expected: Mapping[str, str]
+) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=str(staging / "download"),
+                tracking_uri=client.tracking_uri,
+            )
+        )
+        ready = staging / "ready"
+        ready.mkdir()
+        for file in files:
+            found = next(local.rglob(file), None)
+            if found is None:
+                raise FileNotFoundError(
+                    f"models:/{name}/{version} holds no {file}: not a leadscore model (or one packaged before it)"
+                )
+            shutil.move(found, ready / file)
+        bad = _mismatched(ready, expected)
+        if bad:
+            raise ChecksumMismatch(
+                f"models:/{name}/{version}: {bad[0]} as downloaded does not match the sha256 registered for it "
+                "(the stored file is damaged or was replaced); refused, nothing cached"
+            )
+        recorded = {**_carry_over(target, ready, files), **expected}
+        (ready / CHECKSUMS_FILE).write_text(json.dumps(recorded, sort_keys=True), encoding="utf-8")
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            ready.rename(target)
+        except OSError:
+            if _mismatched(target, expected):  # another process may have cached it meanwhile
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

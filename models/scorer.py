@@ -1,7 +1,8 @@
 """The serving form of a model: encoding tables, compiled trees, calibration, score scale and routing.
 
 A :class:`Scorer` is derived from a :class:`models.artifact.ScoringArtifact` when the model is
-packaged (``ScoringArtifact.scorer()``) and saved beside it. It scores feature records with numpy
+packaged (``ScoringArtifact.scorer()``) and saved beside it as plain arrays and JSON
+(:mod:`models.serving_form`: no pickle, so loading it never runs code). It scores feature records with numpy
 and the compiled-trees kernel, so the API process imports neither scikit-learn nor LightGBM (LightGBM
 only where the kernel was not built: see :mod:`models.compiled_trees`). Tests hold its answers equal
 to the artifact's.
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import joblib
 import numpy as np
 
 from leadscore.features.columns import ColumnCodes
@@ -21,13 +21,16 @@ from leadscore.features.files import write_atomic
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.explain import reasons
+from leadscore.models.linear_terms import LinearTerms
 from leadscore.models.placement import Placement
 from leadscore.models.routing import RoutingPolicy
 
 ARTIFACT_FILE = "leadscore.joblib"  # the whole fitted artifact: batch scoring, pyfunc, promotion gates
-SCORER_FILE = "scorer.joblib"  # its serving form
+SCORER_FILE = "scorer.npz"  # its serving form: arrays + JSON, read with allow_pickle=False
+LEGACY_SCORER_FILE = "scorer.joblib"  # the pickled serving form of older versions: never loaded by the API
 T = TypeVar("T")
 MODEL_FILES = (ARTIFACT_FILE, SCORER_FILE)  # the files of a packaged leadscore model version
+SERVING_FILES = (SCORER_FILE,)  # the only file the API downloads and loads
 
 
 def scored_columns(probability: np.ndarray, placement: Placement, routing: RoutingPolicy) -> dict[str, np.ndarray]:
@@ -44,7 +47,9 @@ def scored_columns(probability: np.ndarray, placement: Placement, routing: Routi
 
 
 def load_checked(path: Path, cls: type[T], what: str) -> T:
-    """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error)."""
+    """``joblib.load`` a file that must hold a ``cls`` (named ``what`` in the error); training side only."""
+    import joblib
+
     obj = joblib.load(path)
     if not isinstance(obj, cls):
         raise TypeError(f"{path}: not a leadscore {what} (found {type(obj).__name__})")
@@ -53,20 +58,56 @@ def load_checked(path: Path, cls: type[T], what: str) -> T:
 
 def dump_atomic(obj: Any, path: Path) -> Path:
     """``joblib.dump`` atomically (:func:`features.files.write_atomic`): a reader never sees a half-written file."""
+    import joblib
+
     return write_atomic(path, lambda tmp: joblib.dump(obj, tmp))
 
 
 @dataclass
 class Scorer:
-    """Scores feature records (the API's leads): probability, 0-100 score, tier, queue, SLA and reasons."""
+    """Scores feature records (the API's leads): probability, 0-100 score, tier, queue, SLA and reasons.
+
+    The margin is the trees' (``linear`` None), the linear terms' (``trees`` None), or ``a * trees + b *
+    linear`` with ``weights = (a, b)`` (a blend); a lead's reasons are the same combination of the trees'
+    TreeSHAP values and the linear terms, scaled by the calibration's slope.
+    """
 
     columns: ColumnCodes
-    trees: CompiledTrees
+    trees: CompiledTrees | None
     calibration: CalibrationCurve
     score_reference: np.ndarray
     routing: RoutingPolicy
     labels: dict[str, str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    linear: LinearTerms | None = None
+    weights: tuple[float, float] = (1.0, 0.0)
+
+    @property
+    def kind(self) -> str:
+        """``trees``, ``linear`` or ``blend``."""
+        if self.linear is None:
+            return "trees"
+        return "linear" if self.trees is None else "blend"
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw margin of an encoded matrix (before calibration)."""
+        if self.linear is None:
+            return self.trees.margin(matrix)
+        if self.trees is None:
+            return self.linear.margin(matrix)
+        a, b = self.weights
+        return a * self.trees.margin(matrix) + b * self.linear.margin(matrix)
+
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw margin and each column's exact contribution to it (TreeSHAP, linear terms, or their blend)."""
+        if self.linear is None:
+            return self.trees.explain(matrix)
+        if self.trees is None:
+            return self.linear.explain(matrix)
+        a, b = self.weights
+        tree_margin, tree_terms = self.trees.explain(matrix)
+        linear_margin, linear_terms = self.linear.explain(matrix)
+        return a * tree_margin + b * linear_margin, a * tree_terms + b * linear_terms
 
     def __post_init__(self) -> None:
         self._names = self.columns.names
@@ -87,17 +128,17 @@ class Scorer:
     def score_table(self, table: Any) -> dict[str, np.ndarray]:
         """Probability, score, tier and queue columns for a table of leads (a DataFrame or a mapping of
         column -> values; batch scoring)."""
-        probability = self.calibration(self.trees.margin(self.columns.transform(table)))
+        probability = self.calibration(self.margin(self.columns.transform(table)))
         return scored_columns(probability, self._placement, self.routing)
 
     def score_records(self, records: list[dict[str, Any]], explain: bool = True, k: int = 3) -> list[dict[str, Any]]:
         """One answer per record, in order; ``reasons`` (top ``k`` up and down) when ``explain``."""
         matrix = self.columns.transform_records(records)
         if explain:
-            margin, contributions = self.trees.explain(matrix)
+            margin, contributions = self.explain(matrix)
             contributions = contributions * self.calibration.slope
         else:
-            margin, contributions = self.trees.margin(matrix), None
+            margin, contributions = self.margin(matrix), None
         out, placement = [], self._placement
         for i, (record, probability) in enumerate(zip(records, self.calibration(margin).tolist(), strict=True)):
             tier = self.routing.tiers[placement.tier(probability)]
@@ -114,8 +155,14 @@ class Scorer:
         return out
 
     def save(self, path: Path) -> Path:
-        return dump_atomic(self, path)
+        """Write the serving file (:func:`models.serving_form.save_scorer`: arrays + JSON, atomically)."""
+        from leadscore.models.serving_form import save_scorer
+
+        return save_scorer(self, path)
 
     @classmethod
     def load(cls, path: Path) -> Scorer:
-        return load_checked(path, cls, "scorer")
+        """Read a serving file without unpickling anything (:func:`models.serving_form.load_scorer`)."""
+        from leadscore.models.serving_form import load_scorer
+
+        return load_scorer(path)

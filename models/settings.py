@@ -17,7 +17,11 @@ class MlflowSettings(BaseSettings):
     home: Path = Field(default=Path(".leadscore"), description="Folder of the embedded store, caches and logs.")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking (and registry) URI.")
     model_name: str = Field(default="lead-scoring", min_length=1)
-    experiment: str = Field(default="lead-scoring", min_length=1)
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Experiment of training runs; unset: one per input contract, named from the mapping.",
+    )
 
     @property
     def resolved_tracking_uri(self) -> str:

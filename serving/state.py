@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from leadscore.features.files import write_atomic
 from leadscore.features.online import lead_feature_record
 from leadscore.features.schema import LeadRecord
-from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+from leadscore.models.scorer import SCORER_FILE, SERVING_FILES, Scorer
 from leadscore.serving.registry_errors import CONNECTION_REFUSED, TIMEOUT, describe, registry_error_kind
 from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.settings import ServingSettings
@@ -85,7 +85,11 @@ NOT_LOADED: ModelLoader = _NotLoaded()
 
 
 class RegistryLoader:
-    """Resolve ``models:/<name>@<alias>`` in MLflow, cache it locally, fall back to the cache when unreachable."""
+    """Resolve ``models:/<name>@<alias>`` in MLflow, cache it locally, fall back to the cache when unreachable.
+
+    Only the serving file (arrays + JSON, never a pickle) is downloaded and loaded; its SHA-256 is checked
+    against the one registered with the version at every download and cache hit (:func:`models.registry.fetch_files`).
+    """
 
     def __init__(self, settings: ServingSettings) -> None:
         # A serving process must not hang on an unreachable registry: fail fast, keep serving, retry at the next poll.
@@ -108,7 +112,7 @@ class RegistryLoader:
         write_atomic(self._pointer, json.dumps({"version": version, "at": datetime.now(UTC).isoformat()}))
 
     def _fetch(self, model_uri: str) -> tuple[Scorer, str, str]:
-        folder, name, version = self._registry.fetch_files(self.client, model_uri, self.cache_dir, MODEL_FILES)
+        folder, name, version = self._registry.fetch_files(self.client, model_uri, self.cache_dir, SERVING_FILES)
         return Scorer.load(folder / SCORER_FILE), name, version
 
     def load_initial(self) -> LoadedModel:
@@ -116,25 +120,20 @@ class RegistryLoader:
             target = self.target_version()
             scorer, name, version = self._fetch(f"models:/{self.settings.model_name}/{target}")
         except Exception as exc:
+            # the cause in words: an unreachable registry, or a version refused for what its files hold
+            refused = isinstance(exc, (self._registry.ChecksumMismatch, ValueError, FileNotFoundError))
+            cause = f"{'version refused' if refused else 'registry failed'} ({type(exc).__name__}: {_short(exc)})"
             cached = self._cached_version()
             if cached is None:
-                raise RuntimeError(
-                    f"{self.settings.model_uri}: registry failed ({type(exc).__name__}) and no cached version"
-                ) from exc
-            log.warning(
-                "registry unavailable (%s: %s): serving cached %s version %s",
-                type(exc).__name__,
-                _short(exc),
-                self.settings.model_name,
-                cached,
-            )
-            folder = self._registry.cached_folder(self.cache_dir, self.settings.model_name, cached)
+                raise RuntimeError(f"{self.settings.model_uri}: {cause}; and no cached version") from exc
+            log.warning("%s: serving cached %s version %s", cause, self.settings.model_name, cached)
+            folder = self._registry.verified_cached(self.cache_dir, self.settings.model_name, cached, SERVING_FILES)
             return LoadedModel(Scorer.load(folder / SCORER_FILE), self.settings.model_name, cached, "cache")
         self._remember(version)
         return LoadedModel(scorer, name, version, "registry")
 
     def _cached_version(self) -> str | None:
-        versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name, MODEL_FILES)
+        versions = self._registry.cached_versions(self.cache_dir, self.settings.model_name, SERVING_FILES)
         try:
             remembered = json.loads(self._pointer.read_text(encoding="utf-8"))["version"]
         except (OSError, ValueError, KeyError, TypeError):

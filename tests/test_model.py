@@ -155,11 +155,13 @@ def test_reasons_name_readable_factors_that_are_lightgbms_treeshap_values(fitted
         r["contribution"] < 0 for r in reasons["negative"]
     )
     assert all(r["label"] and r["label"] != r["feature"] for r in reasons["positive"] + reasons["negative"])
-    matrix = fitted.artifact.model.encoder_.transform_records([record])
-    shap = (
-        fitted.artifact.model.booster_.predict(matrix, pred_contrib=True)[0, :-1]
-        * fitted.artifact.model.calibrator_.slope_
-    )
+    model = fitted.artifact.model
+    matrix = model.encoder_.transform_records([record])
+    shap = model.booster_.predict(matrix, pred_contrib=True)[0, :-1]
+    if hasattr(model, "weights_"):  # a blend: the weighted sum of TreeSHAP values and the linear model's terms
+        a, b = model.weights_
+        shap = a * shap + b * model.linear_.terms_.contributions(matrix)[0]
+    shap = shap * model.calibrator_.slope_
     names = list(fitted.artifact.input_columns)
     for factor in reasons["positive"] + reasons["negative"]:
         assert factor["contribution"] == pytest.approx(shap[names.index(factor["feature"])], abs=1e-4)

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from leadscore.models import packaging, registry
-from leadscore.models.scorer import MODEL_FILES, SCORER_FILE, Scorer
+from leadscore.models.scorer import ARTIFACT_FILE, MODEL_FILES, SCORER_FILE, Scorer
 from leadscore.models.settings import MlflowSettings
 from leadscore.training.promote import CHAMPION, GateFailed, promote
 from leadscore.training.train import CHALLENGER, TrainOptions, train
@@ -56,7 +56,9 @@ def test_train_logs_everything_and_registers_a_challenger(server_settings: Mlflo
     assert (name, got) == (server_settings.model_name, result.version) and version.run_id == result.run_id
     assert artifact.metadata["data_digest"] == run.data.tags["leadscore.data_digest"]
     cached = registry.cached_folder(server_settings.home / "cache", name, got)
-    assert sorted(p.name for p in cached.iterdir()) == sorted(MODEL_FILES)
+    assert sorted(p.name for p in cached.iterdir()) == sorted([ARTIFACT_FILE, registry.CHECKSUMS_FILE])
+    registry.fetch_files(client, f"models:/{name}/{got}", server_settings.home / "cache", (SCORER_FILE,))
+    assert sorted(p.name for p in cached.iterdir()) == sorted([*MODEL_FILES, registry.CHECKSUMS_FILE])  # kept
     (cached / SCORER_FILE).unlink()  # a folder cached by an older leadscore: fetched again, whole
     assert registry.cached_versions(server_settings.home / "cache", name, MODEL_FILES) == []
     registry.fetch_files(client, f"models:/{name}/{got}", server_settings.home / "cache", MODEL_FILES)
@@ -73,12 +75,18 @@ def test_promotion_gates_and_alias_history(server_settings: MlflowSettings, crm_
     first = train(options(crm_folder), server_settings)
     promoted = promote(server_settings)
     assert promoted.promoted and promoted.previous_champion is None
-    assert [g.name for g in promoted.gates] == ["calibrated"]  # the first model: calibration gate only
+    assert [g.name for g in promoted.gates] == [  # the first model: every gate but the champion comparison
+        "same_contract",
+        "better_than_chance",
+        "not_worse_than_baselines",
+        "calibrated",
+        "servable",
+    ]
 
-    weak = train(options(crm_folder, n_estimators=1, learning_rate=0.01, seed=3), server_settings)
+    weak = train(options(crm_folder, n_estimators=1, learning_rate=0.01, seed=3, select=False), server_settings)
     with pytest.raises(GateFailed, match="not promoted") as failed:
         promote(server_settings)
-    assert {g.name: g.passed for g in failed.value.result.gates}["not_worse"] is False
+    assert {g.name: g.passed for g in failed.value.result.gates}["not_worse_than_champion"] is False
     client = MlflowClient(server_settings.tracking_uri)
     assert registry.alias_version(client, server_settings.model_name, CHAMPION) == first.version
 
@@ -91,6 +99,9 @@ def test_promotion_gates_and_alias_history(server_settings: MlflowSettings, crm_
     assert moves[:2] == [(CHAMPION, first.version, better.version), (CHALLENGER, weak.version, better.version)]
     assert (CHAMPION, None, first.version) in moves
     assert all(h["actor"] and h["at"] and h["reason"] for h in history)
+    champion_move = history[0]["reason"]  # every gate's figures are in the alias history
+    assert all(f"{g.name}: {g.detail}" in champion_move for g in result.gates)
+    assert "not_worse_than_champion: AUC" in champion_move and "[" in champion_move
 
 
 def test_a_failed_registration_leaves_no_version(

@@ -60,7 +60,7 @@ def write_scores(frame: pd.DataFrame, output: Path) -> Path:
 def batch_model(folder: Path) -> Scorer | ScoringArtifact:
     """The model form that scores large tables fastest from a cached version's folder (see the module's note)."""
     scorer = Scorer.load(Path(folder) / SCORER_FILE)
-    if scorer.trees.native:
+    if scorer.trees is None or scorer.trees.native:  # linear terms need neither LightGBM nor the kernel
         return scorer
     from leadscore.models.artifact import ScoringArtifact  # LightGBM and scikit-learn load only on this path
 

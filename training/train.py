@@ -26,15 +26,20 @@ from leadscore.features.mapping import DataError, load_mapping
 from leadscore.models import packaging, registry
 from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.baselines import ManualProcessClassifier, logistic_baseline
+from leadscore.models.contract import contract_of, fingerprint
 from leadscore.models.lead_model import LeadScoringModel, _threads
 from leadscore.models.routing import fit_routing, load_routing
+from leadscore.models.selection import Selection, select_model
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.threads import cores
+from leadscore.training import tracking
+from leadscore.training.honesty import run_findings
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.progress import Stages
 from leadscore.training.split import Split, split_frame
 
 HOLDOUT_FILE = "holdout.parquet"
+HOLDOUT_SCORES_FILE = "holdout_scores.parquet"  # each model's and baseline's holdout probability, row for row
 CHALLENGER = "challenger"
 
 
@@ -57,6 +62,7 @@ class TrainOptions(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0)
     num_leaves: int = Field(default=15, gt=1)
     n_jobs: int | None = None
+    select: bool = True  # choose among LightGBM, spline logistic and their blend by time-ordered CV
 
 
 @dataclass
@@ -69,6 +75,7 @@ class FitResult:
     split: Split
     holdout_probability: dict[str, np.ndarray]
     manual: dict[str, ManualProcessClassifier]
+    selection: Selection | None = None
 
     @property
     def holdout(self) -> pd.DataFrame:
@@ -167,9 +174,12 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     # LightGBM when LightGBM trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has
     # freed the cores, while the model predicts its holdout and the manual baselines learn.
     concurrent = _threads(len(train), options.n_jobs) == 1 and cores() > 1
+    selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
         try:
+            if options.select:
+                model, selection = select_model(train, y_train, encoder, model, timed=tf.timed, seed=options.seed)
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
@@ -188,7 +198,13 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
         metadata={**_metadata(tf, split, options, metrics), "feature_importance": importance_shares(model, tf)},
     )
-    return FitResult(artifact, metrics, tf, split, probability, manual)
+    artifact.metadata["contract"] = contract_of(artifact.metadata, model.encoder_.columns_)
+    artifact.metadata["contract_fingerprint"] = fingerprint(artifact.metadata["contract"])
+    artifact.metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
+    artifact.metadata["selection"] = selection.summary() if selection is not None else None
+    result = FitResult(artifact, metrics, tf, split, probability, manual, selection)
+    artifact.metadata["findings"] = run_findings(result)
+    return result
 
 
 def importance_shares(model: LeadScoringModel, tf: TrainingFrame) -> dict[str, float]:
@@ -260,6 +276,7 @@ class TrainResult:
     version: str
     metrics: dict[str, dict[str, float]]
     fit: FitResult
+    experiment_url: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -268,6 +285,10 @@ class TrainResult:
             "model_name": self.model_name,
             "version": self.version,
             "alias": CHALLENGER,
+            "experiment_url": self.experiment_url,
+            "model_kind": self.fit.artifact.metadata.get("model_kind"),
+            "selection": self.fit.artifact.metadata.get("selection"),
+            "findings": self.fit.artifact.metadata.get("findings", []),
             "metrics": self.metrics,
             "notes": self.fit.frame.notes,
             "warnings": self.fit.frame.warnings,
@@ -322,22 +343,32 @@ def register_fit(
     stages = stages or Stages()
     tf = result.frame
     client = registry.configure(settings)
-    experiment = registry.experiment_id(client, settings.experiment, settings)
+    metadata = result.artifact.metadata
+    experiment = registry.experiment_id(
+        client,
+        settings.experiment or tracking.experiment_name(options.config, options.data, metadata),
+        settings,
+        tracking.experiment_tags(metadata),
+    )
     columns = tf.feature_columns
-    with mlflow.start_run(
-        experiment_id=experiment, run_name=f"train {tf.target} {datetime.now(UTC):%Y-%m-%d %H:%M}"
-    ) as run:
+    with mlflow.start_run(experiment_id=experiment, run_name=tracking.run_name(options.data, metadata)) as run:
         mlflow.log_params(
             {
                 **options.model_dump(mode="json", exclude={"data", "config", "routing"}),
                 "config": str(options.config or "default CRM mapping"),
                 "split": result.split.method,
                 "features": len(columns),
+                "model_kind": result.artifact.metadata["model_kind"],
                 "unused_columns": _param_list(tf.unused),
-                **{f"lgb.{k}": v for k, v in result.artifact.model.lgb_params().items()},
+                **{f"lgb.{k}": v for k, v in _lgb_params(result.artifact.model).items()},
                 **(params or {}),
             }
         )
+        if result.selection is not None:
+            mlflow.log_metrics(
+                {f"cv.{name}.mean_auc": c["mean_auc"] for name, c in result.selection.candidates.items()}
+            )
+            mlflow.log_dict(_jsonable(result.selection.summary()), "selection.json")
         mlflow.log_metrics(flat_metrics(result.metrics))
         mlflow.set_tags(
             {
@@ -345,6 +376,7 @@ def register_fit(
                 "leadscore.target": tf.target,
                 "mlflow.source.git.commit": result.artifact.metadata["git_commit"] or "unknown",
                 "leadscore.version": result.artifact.metadata["leadscore_version"],
+                "leadscore.contract": result.artifact.metadata["contract_fingerprint"],
             }
         )
         holdout = result.holdout[[*columns, LABEL]]
@@ -361,13 +393,22 @@ def register_fit(
         with tempfile.TemporaryDirectory() as tmp:
             holdout.to_parquet(Path(tmp) / HOLDOUT_FILE)
             mlflow.log_artifact(str(Path(tmp) / HOLDOUT_FILE))
+            pd.DataFrame(result.holdout_probability).to_parquet(Path(tmp) / HOLDOUT_SCORES_FILE)
+            mlflow.log_artifact(str(Path(tmp) / HOLDOUT_SCORES_FILE))
             if extra_artifacts is not None:
                 extra = Path(tmp) / "report"
                 with stages.stage("writing the report"):
                     extra_artifacts(result, extra)
                 mlflow.log_artifacts(str(extra), artifact_path="report")
-        info = packaging.log_model(result.artifact, tf.frame[columns].head(5))
-        version = registry.register(client, info, settings.model_name, run.info.run_id, {"leadscore.target": tf.target})
+        version = packaging.register_model(
+            client,
+            result.artifact,
+            tf.frame[columns].head(5),
+            settings.model_name,
+            run.info.run_id,
+            tracking.version_tags(options.data, metadata),
+            tracking.version_description(options.data, metadata),
+        )
         try:
             registry.move_alias(
                 client, settings, settings.model_name, CHALLENGER, version, reason=f"trained in run {run.info.run_id}"
@@ -375,7 +416,20 @@ def register_fit(
         except Exception:
             client.delete_model_version(settings.model_name, version)
             raise
-    return TrainResult(run.info.run_id, settings.model_name, version, result.metrics, result, stages.timings)
+    return TrainResult(
+        run.info.run_id,
+        settings.model_name,
+        version,
+        result.metrics,
+        result,
+        tracking.experiment_url(settings.resolved_tracking_uri, experiment),
+        stages.timings,
+    )
+
+
+def _lgb_params(model: Any) -> dict[str, Any]:
+    """The LightGBM settings of a model with trees (none for the spline logistic model)."""
+    return model.lgb_params() if hasattr(model, "lgb_params") else {}
 
 
 def _param_list(values: list[str], limit: int = 6000) -> str:

@@ -66,5 +66,6 @@ def write_fit_report(
             result.split.describe(), result.frame.mapping.created_at if result.frame.timed else None
         ),
         model_label="model (this run)",
+        notes=list(result.artifact.metadata.get("findings") or []),  # first lines: chance, baselines, drift, split
     )
     return build_report(inp, folder, leads_per_rep_week=leads_per_rep_week, reps=reps)

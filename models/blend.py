@@ -1,0 +1,106 @@
+"""The blend: gradient-boosted trees and the spline logistic model, their margins combined by fitted weights.
+
+``fit`` expects rows in time order, oldest first (as :class:`models.lead_model.LeadScoringModel` with
+``calibration_folds=0``): both parts learn on the first ``1 - blend_fraction`` of the rows, and the
+weights ``a, b`` and intercept ``c`` of ``p = sigmoid(a * trees + b * linear + c)`` are fitted by a
+logistic regression on the margins of the newest rest, which neither part saw. The blend is thereby
+calibrated; a lead's reasons are ``a`` times its TreeSHAP values plus ``b`` times its linear terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
+
+from leadscore.features.encoder import FeatureEncoder
+from leadscore.models.compiled_trees import CompiledTrees
+from leadscore.models.lead_model import LeadScoringModel
+from leadscore.models.linear import SplineLogisticModel, fixed_calibrator
+from leadscore.models.linear_terms import LinearTerms
+
+
+class BlendModel(ClassifierMixin, BaseEstimator):
+    """Trees + spline logistic model, blended on their margins (see the module's note).
+
+    Parameters
+    ----------
+    encoder : FeatureEncoder
+    trees : LeadScoringModel
+        Unfitted; its LightGBM settings (``lgb_params``, ``n_estimators``, ``monotone``) are used.
+    linear : SplineLogisticModel
+        Unfitted.
+    blend_fraction : float in (0, 0.5]
+        The newest share of rows the weights are fitted on.
+    """
+
+    def __init__(
+        self,
+        encoder: FeatureEncoder | None = None,
+        trees: LeadScoringModel | None = None,
+        linear: SplineLogisticModel | None = None,
+        blend_fraction: float = 0.2,
+    ):
+        self.encoder = encoder
+        self.trees = trees
+        self.linear = linear
+        self.blend_fraction = blend_fraction
+
+    def fit(self, X: pd.DataFrame, y: Any) -> BlendModel:
+        if self.encoder is None or self.trees is None or self.linear is None:
+            raise ValueError("BlendModel needs an encoder, a trees model and a linear model")
+        if not 0 < self.blend_fraction <= 0.5:
+            raise ValueError(f"blend_fraction must be in (0, 0.5]; got {self.blend_fraction}")
+        y = np.asarray(y).astype(np.int8).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        cut = round(len(y) * (1 - self.blend_fraction))
+        for part, labels in (("training", y[:cut]), ("blending", y[cut:])):
+            if len(np.unique(labels)) < 2:
+                raise ValueError(f"the {part} part needs both converted and not converted leads")
+        self.encoder_ = clone(self.encoder).fit(X.iloc[:cut])
+        matrix = self.encoder_.transform(X)
+        self.trees_ = clone(self.trees)
+        self.trees_.encoder_ = self.encoder_
+        self.booster_ = self.trees_._train(matrix[:cut], y[:cut])
+        self.linear_ = clone(self.linear)
+        self.linear_.encoder_ = self.encoder_
+        self.linear_.fit_matrix(matrix[:cut], y[:cut])
+        parts = np.column_stack(
+            [self.booster_.predict(matrix[cut:], raw_score=True), self.linear_.terms_.margin(matrix[cut:])]
+        )
+        stack = LogisticRegression(C=1e6).fit(parts, y[cut:])
+        self.weights_ = (float(stack.coef_[0, 0]), float(stack.coef_[0, 1]))
+        self.calibrator_ = fixed_calibrator(1.0, float(stack.intercept_[0]))
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = self.encoder_.n_features_in_
+        return self
+
+    def lgb_params(self) -> dict[str, Any]:
+        return self.trees.lgb_params()
+
+    def serving_parts(self) -> tuple[CompiledTrees, LinearTerms, tuple[float, float]]:
+        """(trees, linear terms, their weights) of the serving form."""
+        check_is_fitted(self, "weights_")
+        return CompiledTrees.from_booster(self.booster_), self.linear_.terms_, self.weights_
+
+    def margin_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """``a * trees + b * linear`` (the calibrator adds the intercept)."""
+        check_is_fitted(self, "weights_")
+        a, b = self.weights_
+        return a * self.booster_.predict(matrix, raw_score=True) + b * self.linear_.terms_.margin(matrix)
+
+    def proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        return self.calibrator_.predict(self.margin_matrix(matrix))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "weights_")
+        p = self.proba_matrix(self.encoder_.transform(X))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -1,0 +1,53 @@
+"""Honest output: a run says plainly when the model does not beat chance or a baseline, names drifting
+features, and flags a random split where a column looks like time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from leadscore.training import honesty
+
+METRICS = {"model": {"roc_auc": 0.80}, "logistic_regression": {"roc_auc": 0.78}, "manual:MQL": {"roc_auc": 0.6}}
+
+
+def test_a_model_that_beats_chance_and_its_baselines_on_a_time_split_gets_no_warning() -> None:
+    assert honesty.findings(METRICS, (0.80, 0.77, 0.83), [], "time", ["created_at"]) == []
+
+
+def test_each_shortfall_is_said_plainly() -> None:
+    chance = honesty.findings(
+        {"model": {"roc_auc": 0.493}, "logistic_regression": {"roc_auc": 0.70}}, (0.493, 0.46, 0.53), [], "time", []
+    )
+    assert chance[0].startswith("Warning: the model is not better than chance") and "0.493" in chance[0]
+    assert "does not beat logistic_regression" in chance[1] and "0.493 vs 0.700" in chance[1]
+    drift = honesty.findings(METRICS, (0.8, 0.77, 0.83), [("euribor3m", 0.99)], "time", [])
+    assert drift == [drift[0]] and "drift risk" in drift[0] and "euribor3m (adversarial AUC 0.99)" in drift[0]
+    split = honesty.findings(METRICS, (0.8, 0.77, 0.83), [], "random", ["contact_date"])
+    assert "random split" in split[0] and "contact_date" in split[0]
+
+
+def test_drift_risks_name_the_features_that_act_as_a_clock() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    clock = np.linspace(0, 1, n) + rng.normal(0, 0.05, n)  # rises with time
+    steady = rng.normal(size=n)
+    region = rng.integers(0, 3, n).astype(float)
+    matrix = np.column_stack([region, clock, steady])
+    found = honesty.drift_risks(matrix, ["region", "clock", "steady"], 1, 2, np.arange(1600, n))
+    assert [name for name, _ in found] == ["clock"] and found[0][1] > 0.95
+
+
+def test_time_like_columns_by_type_name_or_row_order() -> None:
+    n = 500
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "contact_date": pd.date_range("2024-01-01", periods=n, freq="D"),
+            "month": rng.integers(1, 13, n),
+            "emp_var_rate": np.linspace(1.4, -1.8, n) + rng.normal(0, 0.1, n),  # a clock in disguise
+            "Total Time Spent on Website": rng.exponential(300, n),
+            "age": rng.integers(18, 80, n),
+        }
+    )
+    assert honesty.time_like_columns(frame, list(frame.columns)) == ["contact_date", "month", "emp_var_rate"]

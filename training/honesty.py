@@ -1,0 +1,138 @@
+"""What a training run must say plainly: the model does not beat chance or a baseline, features drift, the split is random.
+
+Each finding is one sentence starting with ``Warning:``; ``train`` prints them after its metrics, stores
+them in the model's metadata (``findings``) and the report shows them in its first lines.
+
+- chance: the lower end of the bootstrap 95% interval of the model's holdout ROC AUC is at or below 0.5;
+- baselines: the model's holdout AUC is not above the logistic baseline's or a manual process's;
+- drift: a feature whose values alone tell training rows from holdout rows with an AUC of at least
+  ``DRIFT_AUC`` (its adversarial AUC: numbers by their rank, categories and flags by the holdout share
+  of each value, missing as a value of its own);
+- random split: the holdout was drawn at random although a column looks like time (a datetime column, a
+  name such as ``date`` / ``month`` / ``created`` / ``_at``, or a number that rises or falls with the row order), so
+  the holdout's figures are optimistic about the future.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+DRIFT_AUC = 0.75
+ORDER_CORRELATION = 0.8
+_TIME_NAME = re.compile(
+    r"(date|timestamp|month|year|week|quarter|created|_at$|^at_|(^|_)time$|(^|_)day$)", re.IGNORECASE
+)
+
+
+def adversarial_auc(values: np.ndarray, is_holdout: np.ndarray, categorical: bool) -> float:
+    """How well one encoded column alone tells holdout rows from training rows (0.5 .. 1)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(np.unique(is_holdout)) < 2:
+        return 0.5
+    if categorical:
+        keys = np.where(np.isnan(values), -1.0, values)
+        share = pd.Series(is_holdout).groupby(keys).transform("mean").to_numpy()
+        score = share
+    else:
+        missing = np.isnan(values)
+        score = np.where(missing, np.nanmin(values) - 1 if (~missing).any() else 0.0, values)
+    auc = float(roc_auc_score(is_holdout, score))
+    return max(auc, 1 - auc)
+
+
+def drift_risks(
+    matrix: np.ndarray, names: list[str], n_numeric_start: int, n_numeric: int, holdout_rows: np.ndarray
+) -> list[tuple[str, float]]:
+    """Features with an adversarial AUC of at least ``DRIFT_AUC``, highest first."""
+    is_holdout = np.zeros(len(matrix), dtype=int)
+    is_holdout[holdout_rows] = 1
+    found = []
+    for j, name in enumerate(names):
+        numeric = n_numeric_start <= j < n_numeric_start + n_numeric
+        auc = adversarial_auc(matrix[:, j], is_holdout, categorical=not numeric)
+        if auc >= DRIFT_AUC:
+            found.append((name, auc))
+    return sorted(found, key=lambda item: -item[1])
+
+
+def time_like_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Columns that look like time: datetime typed, a time-like name, or numbers tied to the row order."""
+    found = []
+    order = np.arange(len(frame))
+    for name in columns:
+        column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column) or _TIME_NAME.search(str(name)):
+            found.append(name)
+            continue
+        if pd.api.types.is_numeric_dtype(column) and column.notna().sum() > 10 and column.nunique() > 5:
+            ranks = column.rank().to_numpy()
+            keep = ~np.isnan(ranks)
+            corr = np.corrcoef(ranks[keep], order[keep])[0, 1]
+            if abs(corr) >= ORDER_CORRELATION:
+                found.append(name)
+    return found
+
+
+def findings(
+    metrics: dict[str, dict[str, float]],
+    chance: tuple[float, float, float],
+    drift: list[tuple[str, float]],
+    split_method: str,
+    time_like: list[str],
+) -> list[str]:
+    """The run's warnings in words (see the module's note); empty when there is nothing to warn about."""
+    out = []
+    auc, low, high = chance
+    if low <= 0.5:
+        out.append(
+            f"Warning: the model is not better than chance on the holdout: ROC AUC {auc:.3f} "
+            f"(95% interval {low:.3f}-{high:.3f} includes 0.5). Do not promote it."
+        )
+    model = metrics["model"]["roc_auc"]
+    for name, values in metrics.items():
+        if name != "model" and values["roc_auc"] >= model:
+            out.append(
+                f"Warning: the model does not beat {name} on the holdout: ROC AUC {model:.3f} vs {values['roc_auc']:.3f}."
+            )
+    if drift:
+        listed = ", ".join(f"{name} (adversarial AUC {auc:.2f})" for name, auc in drift[:8])
+        out.append(
+            f"Warning: drift risk: these features' values alone tell the training period from the holdout: {listed}. "
+            "Where they act as a clock, the model meets values it never saw; consider excluding them."
+        )
+    if split_method == "random" and time_like:
+        out.append(
+            f"Warning: the holdout is a random split, but {', '.join(time_like[:8])} look(s) like time: the holdout "
+            "mixes past and future leads, so its figures are optimistic. Give the mapping a created_at column for "
+            "a time split."
+        )
+    return out
+
+
+def run_findings(result: Any) -> list[str]:
+    """The findings of a :func:`training.train.fit` result."""
+    from leadscore.training.gates import auc_intervals
+
+    y = result.holdout["label"].to_numpy()
+    figures = auc_intervals(y, {"model": result.holdout_probability["model"]}, n_boot=500)["model"]
+    encoder = result.artifact.model.encoder_
+    columns = encoder.columns_
+    frame = result.frame.frame
+    rows = np.concatenate([result.split.train, result.split.holdout])
+    matrix = columns.transform(frame.iloc[rows])
+    drift = drift_risks(
+        matrix,
+        columns.names,
+        len(columns.categorical),
+        len(columns.numeric),
+        np.arange(len(result.split.train), len(rows)),
+    )
+    time_like = time_like_columns(frame, list(result.frame.feature_columns))
+    return findings(
+        result.metrics, (figures["auc"], figures["low"], figures["high"]), drift, result.split.method, time_like
+    )
