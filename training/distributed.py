@@ -58,6 +58,7 @@ from leadscore.training.train import (
     TrainOptions,
     TrainResult,
     _metadata,
+    describe_fit,
     fit_baselines,
     importance_shares,
     make_encoder,
@@ -242,7 +243,7 @@ def fit_distributed(tf: TrainingFrame, options: TrainOptions, sample_rows: int =
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
         metadata=metadata,
     )
-    return FitResult(artifact, metrics, sampled, split, probability, manual)
+    return describe_fit(FitResult(artifact, metrics, sampled, split, probability, manual))
 
 
 def train_distributed(

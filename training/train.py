@@ -198,22 +198,37 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
         metadata={**_metadata(tf, split, options, metrics), "feature_importance": importance_shares(model, tf)},
     )
-    artifact.metadata["contract"] = contract_of(artifact.metadata, model.encoder_.columns_)
-    artifact.metadata["contract_fingerprint"] = fingerprint(artifact.metadata["contract"])
-    artifact.metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
-    artifact.metadata["selection"] = selection.summary() if selection is not None else None
-    result = FitResult(artifact, metrics, tf, split, probability, manual, selection)
-    artifact.metadata["findings"] = run_findings(result)
-    return result
+    return describe_fit(FitResult(artifact, metrics, tf, split, probability, manual, selection))
 
 
-def importance_shares(model: LeadScoringModel, tf: TrainingFrame) -> dict[str, float]:
-    """Each input feature's share of the model's total gain (what ``score`` weighs missing features by)."""
+def importance_shares(model: Any, tf: TrainingFrame) -> dict[str, float]:
+    """Each input feature's share of the model's importance (what ``score`` weighs missing features by).
+
+    Trees (LightGBM, and a blend's trees): each feature's share of the total split gain. The spline
+    logistic model: each feature's share of the mean absolute contribution of its terms to the margin,
+    over the training rows.
+    """
     names = [str(n) for n in model.encoder_.get_feature_names_out()]
-    gain = np.asarray(model.booster_.feature_importance("gain"), dtype=float)
-    total = gain.sum()
-    shares = {name: float(g / total) if total > 0 else 1 / len(names) for name, g in zip(names, gain, strict=True)}
+    if hasattr(model, "booster_"):
+        weight = np.asarray(model.booster_.feature_importance("gain"), dtype=float)
+    else:
+        matrix = model.encoder_.transform(tf.frame[tf.feature_columns])
+        weight = np.abs(model.terms_.contributions(matrix)).mean(axis=0)
+    total = weight.sum()
+    shares = {name: float(g / total) if total > 0 else 1 / len(names) for name, g in zip(names, weight, strict=True)}
     return {column: shares.get(column, 0.0) for column in tf.feature_columns}
+
+
+def describe_fit(result: FitResult) -> FitResult:
+    """Record in the artifact's metadata its input contract, the kind of model chosen, the selection and
+    the run's findings (what ``train`` prints and promotion checks); both engines call it."""
+    metadata, selection = result.artifact.metadata, result.selection
+    metadata["contract"] = contract_of(metadata, result.artifact.model.encoder_.columns_)
+    metadata["contract_fingerprint"] = fingerprint(metadata["contract"])
+    metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
+    metadata["selection"] = selection.summary() if selection is not None else None
+    metadata["findings"] = run_findings(result)
+    return result
 
 
 def _metadata(tf: TrainingFrame, split: Split, options: TrainOptions, metrics: dict[str, Any]) -> dict[str, Any]:
