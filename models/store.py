@@ -20,7 +20,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import Field, SecretStr
 from sqlalchemy import (
@@ -43,7 +43,7 @@ from leadscore.models.settings import MlflowSettings
 
 log = logging.getLogger("leadscore.store")
 
-EVENT_KINDS = (
+EventKind = Literal[
     "accepted",
     "rejected",
     "recycled",
@@ -52,7 +52,8 @@ EVENT_KINDS = (
     "opportunity_created",
     "closed_won",
     "closed_lost",
-)
+]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 TOUCH_KINDS = ("accepted", "contacted")  # a lead's first touch, for its SLA
 HANDLED_KINDS = ("accepted", "contacted", "rejected", "recycled")  # a lead someone has dealt with
 DEFAULT_REJECTION_REASONS = (

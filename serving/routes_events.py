@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, status
 from fastapi.exceptions import RequestValidationError
@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.models.store import (
-    EVENT_KINDS,
     HANDLED_KINDS,
+    EventKind,
     create_events_table,
     outcome_events,
     store_events,
@@ -34,17 +34,7 @@ from leadscore.serving.state import AppState
 
 MAX_EVENTS = 1000
 _OPENING = threading.Lock()
-Kind = Literal[
-    "accepted",
-    "rejected",
-    "recycled",
-    "contacted",
-    "meeting_booked",
-    "opportunity_created",
-    "closed_won",
-    "closed_lost",
-]
-assert set(Kind.__args__) == set(EVENT_KINDS)  # type: ignore[attr-defined]
+Kind = EventKind
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$"
 
 router = APIRouter(prefix="/v1", tags=["outcomes"], dependencies=[Depends(require_key)])
