@@ -17,7 +17,11 @@
  * in path order. On that path each tree's numeric splits are decided first, without branches, and the
  * categorical and zero-as-missing ones after. With or without PEXT, a tree's credits are added in a
  * second pass, after every leaf's row of credits was found and prefetched: the same additions in the
- * same order. */
+ * same order.
+ *
+ * linear_bind() and linear_terms() read the tables of leadscore.models.linear_terms.LinearTerms: each
+ * column's term for rows, with the rules of its numpy column path (numpy.interp's formula and edge
+ * rules on the numeric columns, whose signed log1p the caller computes with numpy's own ufuncs). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -451,14 +455,150 @@ static PyObject *path_bits(PyObject *self, PyObject *args) {
     return PyUnicode_FromString(t->leaf_mask != NULL ? "pext" : "loop");
 }
 
+/* The tables of an additive model (LinearTerms), checked once in linear_bind(). */
+enum { LIN_CAT_OFFSETS, LIN_CAT_VALUES, LIN_KNOT_OFFSETS, LIN_KNOTS, LIN_KNOT_VALUES, LIN_NUM_MISSING, LIN_BOOL_VALUES, LIN_TABLES };
+static const char *LIN_FORMATS[LIN_TABLES] = {"q", "d", "q", "d", "d", "d", "d"};
+
+typedef struct {
+    Py_buffer view[LIN_TABLES];
+    Py_ssize_t n_cat, n_num, n_bool;
+} Linear;
+
+static void linear_free(PyObject *capsule) {
+    Linear *t = PyCapsule_GetPointer(capsule, "leadscore.linear");
+    if (t == NULL) return;
+    for (int i = 0; i < LIN_TABLES; i++)
+        if (t->view[i].obj != NULL) PyBuffer_Release(&t->view[i]);
+    PyMem_Free(t);
+}
+
+/* linear_bind(tables, n_categorical, n_numeric, n_boolean) -> capsule holding the tables' buffers. */
+static PyObject *linear_bind(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *tables;
+    Py_ssize_t n_cat, n_num, n_bool;
+    if (!PyArg_ParseTuple(args, "O!nnn", &PyTuple_Type, &tables, &n_cat, &n_num, &n_bool)) return NULL;
+    if (PyTuple_GET_SIZE(tables) != LIN_TABLES) return PyErr_Format(PyExc_ValueError, "expected %d tables", LIN_TABLES);
+    if (n_cat < 0 || n_num < 0 || n_bool < 0) return PyErr_Format(PyExc_ValueError, "bad column counts");
+    Linear *t = PyMem_Calloc(1, sizeof(Linear));
+    if (t == NULL) return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(t, "leadscore.linear", linear_free);
+    if (capsule == NULL) { PyMem_Free(t); return NULL; }
+    for (int i = 0; i < LIN_TABLES; i++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(tables, i), &t->view[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+            Py_DECREF(capsule);
+            return NULL;
+        }
+        const char *format = t->view[i].format;
+        if (format[0] == '<' || format[0] == '=') format++;
+        int same = strcmp(format, LIN_FORMATS[i]) == 0 || (LIN_FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8);
+        if (!same) {
+            PyErr_Format(PyExc_TypeError, "linear table %d has format %s, expected %s", i, t->view[i].format, LIN_FORMATS[i]);
+            Py_DECREF(capsule);
+            return NULL;
+        }
+    }
+    t->n_cat = n_cat; t->n_num = n_num; t->n_bool = n_bool;
+#define LEN(i) (t->view[i].len / t->view[i].itemsize)
+    const int64_t *co = t->view[LIN_CAT_OFFSETS].buf, *ko = t->view[LIN_KNOT_OFFSETS].buf;
+    int ok = LEN(LIN_CAT_OFFSETS) == n_cat + 1 && LEN(LIN_KNOT_OFFSETS) == n_num + 1 && LEN(LIN_NUM_MISSING) == n_num
+        && LEN(LIN_BOOL_VALUES) == 3 * n_bool && LEN(LIN_KNOTS) == LEN(LIN_KNOT_VALUES);
+    /* each categorical column holds at least its missing value; each numeric column at least one knot */
+    for (Py_ssize_t j = 0; ok && j < n_cat; j++) ok = co[j] >= 0 && co[j + 1] > co[j] && co[j + 1] <= LEN(LIN_CAT_VALUES);
+    for (Py_ssize_t k = 0; ok && k < n_num; k++) ok = ko[k] >= 0 && ko[k + 1] > ko[k] && ko[k + 1] <= LEN(LIN_KNOTS);
+#undef LEN
+    if (!ok) {
+        Py_DECREF(capsule);
+        return PyErr_Format(PyExc_ValueError, "the linear tables' lengths or offsets do not agree");
+    }
+    return capsule;
+}
+
+/* numpy.interp(x, xp[:n], fp[:n]) for one value: its binary search, formula and edge rules. */
+static inline double interp_one(double x, const double *xp, const double *fp, Py_ssize_t n) {
+    if (n == 1) return fp[0];
+    Py_ssize_t lo = 0, hi = n; /* bisect_right: the first index whose knot is > x */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (x < xp[mid]) hi = mid; else lo = mid + 1;
+    }
+    Py_ssize_t j = lo - 1;
+    if (j < 0) return fp[0];
+    if (j >= n - 1 || xp[j] == x) return fp[j];
+    const double slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
+    double result = slope * (x - xp[j]) + fp[j];
+    if (isnan(result)) {
+        result = slope * (x - xp[j + 1]) + fp[j + 1];
+        if (isnan(result) && fp[j] == fp[j + 1]) result = fp[j];
+    }
+    return result;
+}
+
+/* linear_terms(capsule, X, Z, out): out[i, j] = row i's term for column j. X (n, n_features) the encoded rows;
+ * Z (n, n_numeric) the signed log1p of the numeric columns (0 where missing). */
+static PyObject *linear_terms(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule, *x_obj, *z_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOO", &capsule, &x_obj, &z_obj, &out_obj)) return NULL;
+    Linear *t = PyCapsule_GetPointer(capsule, "leadscore.linear");
+    if (t == NULL) return NULL;
+    Py_buffer xv = {0}, zv = {0}, ov = {0};
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(x_obj, &xv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    if (PyObject_GetBuffer(z_obj, &zv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    if (PyObject_GetBuffer(out_obj, &ov, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) goto done;
+    if (strcmp(xv.format, "d") || strcmp(zv.format, "d") || strcmp(ov.format, "d")) {
+        PyErr_SetString(PyExc_TypeError, "X, Z and out must be float64");
+        goto done;
+    }
+    const Py_ssize_t width = t->n_cat + t->n_num + t->n_bool;
+    const Py_ssize_t n = width ? xv.len / (Py_ssize_t)sizeof(double) / width : 0;
+    if (xv.len != n * width * (Py_ssize_t)sizeof(double) || ov.len != xv.len
+        || zv.len != n * t->n_num * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "X, Z and out do not have the linear terms' shapes");
+        goto done;
+    }
+    const int64_t *co = t->view[LIN_CAT_OFFSETS].buf, *ko = t->view[LIN_KNOT_OFFSETS].buf;
+    const double *cv = t->view[LIN_CAT_VALUES].buf, *knots = t->view[LIN_KNOTS].buf, *kv = t->view[LIN_KNOT_VALUES].buf;
+    const double *nm = t->view[LIN_NUM_MISSING].buf, *bv = t->view[LIN_BOOL_VALUES].buf;
+    const double *X = xv.buf, *Z = zv.buf;
+    double *out = ov.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *x = X + i * width, *z = Z + i * t->n_num;
+        double *o = out + i * width;
+        for (Py_ssize_t j = 0; j < t->n_cat; j++) {
+            const Py_ssize_t missing = co[j + 1] - co[j] - 1;
+            const double code = x[j];
+            o[j] = cv[co[j] + ((isnan(code) || code < 0 || code >= (double)missing) ? missing : (Py_ssize_t)code)];
+        }
+        for (Py_ssize_t k = 0; k < t->n_num; k++) {
+            const Py_ssize_t j = t->n_cat + k;
+            o[j] = isnan(x[j]) ? nm[k] : interp_one(z[k], knots + ko[k], kv + ko[k], ko[k + 1] - ko[k]);
+        }
+        for (Py_ssize_t k = 0; k < t->n_bool; k++) {
+            const Py_ssize_t j = t->n_cat + t->n_num + k;
+            o[j] = bv[3 * k + (isnan(x[j]) ? 2 : (x[j] == 1.0 ? 1 : 0))];
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    if (xv.obj) PyBuffer_Release(&xv);
+    if (zv.obj) PyBuffer_Release(&zv);
+    if (ov.obj) PyBuffer_Release(&ov);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
     {"bind", bind, METH_VARARGS, "bind(tables, n_features, width, leaves, cat_columns, pext=True) -> a handle on the tables"},
     {"path_bits", path_bits, METH_VARARGS, "path_bits(handle) -> how explain() reads a leaf's path decisions: 'pext' or 'loop'"},
     {"explain", explain, METH_VARARGS, "explain(handle, X, margin, contributions or None): fill margin and contributions"},
     {"margin", margin, METH_VARARGS, "margin(handle, X, margin): fill margin by walking each tree to its leaf"},
+    {"linear_bind", linear_bind, METH_VARARGS, "linear_bind(tables, n_categorical, n_numeric, n_boolean) -> a handle on LinearTerms' tables"},
+    {"linear_terms", linear_terms, METH_VARARGS, "linear_terms(handle, X, Z, out): fill out with each row's term per column"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_trees", "The compiled-trees kernel in C.", -1, METHODS};
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_trees", "The compiled-trees and linear-terms kernels in C.", -1, METHODS};
 
 PyMODINIT_FUNC PyInit__trees(void) { return PyModule_Create(&MODULE); }

@@ -1,6 +1,7 @@
 """An additive model on the encoded matrix, as plain tables: one term per column, summed into a margin.
 
-The serving form of the spline logistic model (:mod:`models.linear`), numpy only. Each column of a
+The serving form of the spline logistic model (:mod:`models.linear`): terms read by the C kernel
+(``models/_trees.c``) where it is built, else column by column in numpy. Each column of a
 :class:`features.columns.ColumnCodes` matrix contributes one term:
 
 - categorical: a value per category code, and one for missing (NaN);
@@ -15,11 +16,14 @@ an additive model. The margin is ``intercept + sum of terms``.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from leadscore.models.compiled_trees import kernel_module
+
+_KERNEL = kernel_module()
 
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -61,11 +65,22 @@ class LinearTerms:
         return X
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Each row's term per column, shape (n, n_features). One row (a request's lead) is read by
-        :meth:`_row_terms`, which gives the same floats as the column path below."""
+        """Each row's term per column, shape (n, n_features): by the C kernel where it is built (the same
+        floats as :meth:`column_terms`, which is used where it is not)."""
         X = self._rows(X)
-        if len(X) == 1:
-            return np.array([self._row_terms(X[0])])
+        handle = self._kernel()
+        if handle is None:
+            return self.column_terms(X)
+        first = self.n_categorical
+        x = X[:, first : first + self.n_numeric]
+        z = np.ascontiguousarray(signed_log1p(np.where(np.isnan(x), 0.0, x)))  # numpy's ufuncs, as below
+        out = np.empty(X.shape)
+        _KERNEL.linear_terms(handle, np.ascontiguousarray(X), z, out)
+        return out
+
+    def column_terms(self, X: np.ndarray) -> np.ndarray:
+        """Each row's term per column, column by column in numpy (the reference the kernel is held to)."""
+        X = self._rows(X)
         out = np.empty(X.shape)
         for j in range(self.n_categorical):
             start, stop = int(self.category_offsets[j]), int(self.category_offsets[j + 1])
@@ -89,41 +104,26 @@ class LinearTerms:
             out[:, j] = self.boolean_values[k][index]
         return out
 
-    def _lookups(self) -> tuple[list[list[float]], list[tuple[list[float], list[float]]], list[list[float]]]:
-        """The tables as Python lists (built once, kept out of the saved fields)."""
-        found = self.__dict__.get("_lists")
-        if found is None:
-            offsets, knot_offsets = self.category_offsets.tolist(), self.knot_offsets.tolist()
-            values, knots, knot_values = self.category_values.tolist(), self.knots.tolist(), self.knot_values.tolist()
-            categories = [values[offsets[j] : offsets[j + 1]] for j in range(self.n_categorical)]
-            numeric = [
-                (knots[knot_offsets[k] : knot_offsets[k + 1]], knot_values[knot_offsets[k] : knot_offsets[k + 1]])
-                for k in range(self.n_numeric)
-            ]
-            found = self.__dict__["_lists"] = (categories, numeric, self.boolean_values.tolist())
-        return found
+    def _kernel(self) -> Any | None:
+        """The C kernel's handle on these tables (bound once; None where the kernel is not built)."""
+        if "_handle" not in self.__dict__:
+            handle = None
+            if _KERNEL is not None:
+                tables = (
+                    np.ascontiguousarray(self.category_offsets, dtype=np.int64),
+                    np.ascontiguousarray(self.category_values, dtype=np.float64),
+                    np.ascontiguousarray(self.knot_offsets, dtype=np.int64),
+                    np.ascontiguousarray(self.knots, dtype=np.float64),
+                    np.ascontiguousarray(self.knot_values, dtype=np.float64),
+                    np.ascontiguousarray(self.numeric_missing, dtype=np.float64),
+                    np.ascontiguousarray(self.boolean_values, dtype=np.float64).reshape(-1),
+                )
+                handle = _KERNEL.linear_bind(tables, self.n_categorical, self.n_numeric, self.n_boolean)
+            self.__dict__["_handle"] = handle
+        return self.__dict__["_handle"]
 
-    def _row_terms(self, row: np.ndarray) -> list[float]:
-        """One row's terms: the column path's rules, read from lists (numpy's interpolation formula)."""
-        categories, numeric, booleans = self._lookups()
-        values: list[Any] = row.tolist()
-        out = []
-        for j, table in enumerate(categories):
-            code, missing = values[j], len(table) - 1
-            out.append(table[missing if code != code or code < 0 or code >= missing else int(code)])
-        first = self.n_categorical
-        x = row[first : first + self.n_numeric]
-        z = signed_log1p(np.where(np.isnan(x), 0.0, x)).tolist()  # the same ufuncs as the column path
-        for k, (xp, fp) in enumerate(numeric):
-            if values[first + k] != values[first + k]:
-                out.append(float(self.numeric_missing[k]))
-            else:
-                out.append(_interp(z[k], xp, fp))
-        first += self.n_numeric
-        for k, table in enumerate(booleans):
-            value = values[first + k]
-            out.append(table[2 if value != value else 1 if value == 1.0 else 0])
-        return out
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}  # the kernel's handle is rebuilt
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """``intercept + sum of terms`` per row."""
@@ -133,21 +133,3 @@ class LinearTerms:
         """Margin (n,) and terms (n, n_features): the margin is the intercept plus the terms' sum."""
         terms = self.contributions(X)
         return self.intercept + terms.sum(axis=1), terms
-
-
-def _interp(x: float, xp: list[float], fp: list[float]) -> float:
-    """``numpy.interp(x, xp, fp)`` for one value, with numpy's own formula and edge rules (so the same float)."""
-    if len(xp) == 1:
-        return fp[0]
-    j = bisect_right(xp, x) - 1
-    if j < 0:
-        return fp[0]
-    if j >= len(xp) - 1 or xp[j] == x:
-        return fp[j]
-    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
-    result = slope * (x - xp[j]) + fp[j]
-    if result != result:
-        result = slope * (x - xp[j + 1]) + fp[j + 1]
-        if result != result and fp[j] == fp[j + 1]:
-            result = fp[j]
-    return result

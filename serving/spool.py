@@ -11,8 +11,10 @@ every answer waits for an fsync instead.
 **Layout** (``<home>/spool/<n>/``, one folder per API process, taken under an exclusive lock ``api.lock``,
 the lowest free ``n`` first, so a restarted process takes over the folder of the one before):
 segments ``<seq>.open`` (being appended) and ``<seq>.ready`` (complete, to be written). A segment is a
-series of frames, each a 4-byte big-endian length and a pickled list of rows (the row dicts as given:
-a new field flows through unchanged). A torn last frame (a crash during a write) is ignored: its rows
+series of frames, each a 4-byte big-endian length and a list of rows (the row dicts as given: a new field
+flows through unchanged), encoded by :func:`encode_rows`: ``marshal`` (which builds plain values and
+can never run code) with each timezone-aware ``datetime`` carried as its UTC microseconds, or a pickle
+when a row holds a value marshal cannot write. A torn last frame (a crash during a write) is ignored: its rows
 were never fsynced, so never answered.
 
 **Writes** (:meth:`Spool.append`): one ``write`` of the request's rows, on the event loop (a write to
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import marshal
 import os
 import pickle
 import struct
@@ -42,6 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,48 @@ OPEN, READY = ".open", ".ready"
 _LENGTH = struct.Struct(">I")
 
 
+_MARSHAL = b"M"  # a frame's first byte: marshal; a pickle's first byte is 0x80
+_DATETIME = "\x00datetime-utc-us"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+    """A frame's payload: the rows as marshal data when every value is a ``str``, ``int``, ``float``,
+    ``bool``, ``None`` or timezone-aware ``datetime`` (carried as UTC microseconds), else as a pickle (so
+    every other type, a numpy scalar among them, comes back as it went in)."""
+    plain = []
+    for row in rows:
+        converted = None
+        for key, value in row.items():
+            kind = value.__class__
+            if kind in _PLAIN:
+                continue
+            if kind is datetime and value.tzinfo is not None:
+                if converted is None:
+                    converted = dict(row)
+                converted[key] = (_DATETIME, (value - _EPOCH) // _MICROSECOND)
+                continue
+            return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        plain.append(row if converted is None else converted)
+    return _MARSHAL + marshal.dumps(plain)
+
+
+def decode_rows(payload: bytes) -> list[dict[str, Any]]:
+    """The rows of a frame's payload (:func:`encode_rows`'s inverse)."""
+    if payload[:1] != _MARSHAL:
+        return pickle.loads(payload)
+    rows = marshal.loads(payload[1:])
+    for row in rows:
+        for key, value in row.items():
+            if value.__class__ is tuple and len(value) == 2 and value[0] == _DATETIME:
+                row[key] = _EPOCH + timedelta(microseconds=value[1])
+    return rows
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def read_segment(path: Path) -> list[dict[str, Any]]:
     """The rows of a segment, in order (a torn last frame is left out)."""
     data = path.read_bytes()
@@ -67,7 +113,7 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
         if end > len(data):
             break
         try:
-            rows.extend(pickle.loads(data[at + _LENGTH.size : end]))
+            rows.extend(decode_rows(data[at + _LENGTH.size : end]))
         except Exception:  # noqa: BLE001 - a frame cut by a crash: its rows were never answered
             break
         at = end
@@ -136,7 +182,7 @@ class Spool:
         could not be."""
         if not rows:
             return
-        payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = encode_rows(rows)
         if not self.fsync_each:
             self._write(_LENGTH.pack(len(payload)) + payload, len(rows))
             return

@@ -1,11 +1,16 @@
-"""A request's lead (one row) is explained by the linear terms' list path: the same floats as the column path
-that batches take, on every edge the tables have."""
+"""The linear terms' C kernel gives the same floats as the numpy column path (its reference), one row or
+many, on every edge the tables have."""
 
 from __future__ import annotations
 
-import numpy as np
+import pickle
 
-from leadscore.models.linear_terms import LinearTerms, signed_log1p
+import numpy as np
+import pytest
+
+from leadscore.models.linear_terms import _KERNEL, LinearTerms, signed_log1p
+
+needs_kernel = pytest.mark.skipif(_KERNEL is None, reason="the C kernel is not built in this install")
 
 
 def _terms(rng: np.random.Generator) -> LinearTerms:
@@ -42,15 +47,35 @@ def _rows(terms: LinearTerms, rng: np.random.Generator, n: int) -> np.ndarray:
     return rows
 
 
-def test_one_row_gives_the_column_paths_floats() -> None:
+@needs_kernel
+def test_the_kernel_gives_the_column_paths_floats_one_row_or_many() -> None:
     rng = np.random.default_rng(3)
     for _ in range(20):
         terms = _terms(rng)
         rows = _rows(terms, rng, 300)
-        batch = terms.contributions(rows)
+        reference = terms.column_terms(rows)
+        assert terms._kernel() is not None  # the kernel, not the reference, answers below
+        assert np.array_equal(terms.contributions(rows), reference)  # bit for bit, NaN-free
         one_by_one = np.vstack([terms.contributions(row[None, :]) for row in rows])
-        assert np.array_equal(batch, one_by_one)  # bit for bit, NaN-free
-        assert np.array_equal(terms.explain(rows[:1])[0], [terms.intercept + batch[0].sum()])
+        assert np.array_equal(one_by_one, reference)
+        assert np.array_equal(terms.explain(rows[:1])[0], [terms.intercept + reference[0].sum()])
+
+
+@needs_kernel
+def test_the_kernel_refuses_tables_whose_offsets_do_not_agree() -> None:
+    terms = _terms(np.random.default_rng(1))
+    terms.category_offsets = np.array([0, 4, 99])
+    with pytest.raises(ValueError, match="offsets"):
+        terms._kernel()
+
+
+def test_terms_pickle_without_the_kernels_handle() -> None:
+    terms = _terms(np.random.default_rng(2))
+    rows = _rows(terms, np.random.default_rng(2), 10)
+    before = terms.contributions(rows)  # binds the kernel where it is built
+    copy = pickle.loads(pickle.dumps(terms))
+    assert "_handle" not in copy.__dict__
+    assert np.array_equal(copy.contributions(rows), before)
 
 
 def test_numeric_terms_follow_numpys_interpolation_at_and_beyond_the_knots() -> None:
@@ -62,3 +87,4 @@ def test_numeric_terms_follow_numpys_interpolation_at_and_beyond_the_knots() -> 
         row = np.array([[0, 0, value, 0, 0, 0, 0]], dtype=float)
         expected = np.interp(signed_log1p(np.array([value])), xp, fp)[0]
         assert terms.contributions(row)[0, 2] == expected
+        assert terms.column_terms(row)[0, 2] == expected
