@@ -206,6 +206,23 @@ static int build_leaf_masks(Trees *t, int allowed) {
 #endif
 }
 
+/* Take each of the tuple's n buffers into view[], C-contiguous, with the format formats[] gives ('q' and 'l' are
+ * both int64 on the platforms numpy builds for; either is accepted). -1 with an exception set otherwise; the
+ * views taken so far are left for the caller's destructor to release. */
+static int get_tables(PyObject *tables, Py_buffer *view, int n, const char **formats, const char *what) {
+    for (int i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(tables, i), &view[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+        const char *format = view[i].format;
+        if (format[0] == '<' || format[0] == '=') format++;
+        int same = strcmp(format, formats[i]) == 0 || (formats[i][0] == 'q' && strcmp(format, "l") == 0 && view[i].itemsize == 8);
+        if (!same) {
+            PyErr_Format(PyExc_TypeError, "%s %d has format %s, expected %s", what, i, view[i].format, formats[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* bind(tables, n_features, width, leaves, cat_columns, pext=True) -> capsule holding the tables' buffers. */
 static PyObject *bind(PyObject *self, PyObject *args) {
     (void)self;
@@ -221,20 +238,9 @@ static PyObject *bind(PyObject *self, PyObject *args) {
     if (t == NULL) return PyErr_NoMemory();
     PyObject *capsule = PyCapsule_New(t, "leadscore.trees", trees_free);
     if (capsule == NULL) { PyMem_Free(t); return NULL; }
-    for (int i = 0; i < N_TABLES; i++) {
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(tables, i), &t->view[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-            Py_DECREF(capsule);
-            return NULL;
-        }
-        const char *format = t->view[i].format;
-        if (format[0] == '<' || format[0] == '=') format++;
-        /* 'q' and 'l' are both int64 on the platforms numpy builds for; accept either. */
-        int same = strcmp(format, FORMATS[i]) == 0 || (FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8);
-        if (!same) {
-            PyErr_Format(PyExc_TypeError, "table %d has format %s, expected %s", i, t->view[i].format, FORMATS[i]);
-            Py_DECREF(capsule); /* frees t: the message is built first */
-            return NULL;
-        }
+    if (get_tables(tables, t->view, N_TABLES, FORMATS, "table") < 0) {
+        Py_DECREF(capsule); /* frees t: the message is built first */
+        return NULL;
     }
     t->n_features = n_features;
     t->width = width;
@@ -484,19 +490,9 @@ static PyObject *linear_bind(PyObject *self, PyObject *args) {
     if (t == NULL) return PyErr_NoMemory();
     PyObject *capsule = PyCapsule_New(t, "leadscore.linear", linear_free);
     if (capsule == NULL) { PyMem_Free(t); return NULL; }
-    for (int i = 0; i < LIN_TABLES; i++) {
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(tables, i), &t->view[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-            Py_DECREF(capsule);
-            return NULL;
-        }
-        const char *format = t->view[i].format;
-        if (format[0] == '<' || format[0] == '=') format++;
-        int same = strcmp(format, LIN_FORMATS[i]) == 0 || (LIN_FORMATS[i][0] == 'q' && strcmp(format, "l") == 0 && t->view[i].itemsize == 8);
-        if (!same) {
-            PyErr_Format(PyExc_TypeError, "linear table %d has format %s, expected %s", i, t->view[i].format, LIN_FORMATS[i]);
-            Py_DECREF(capsule);
-            return NULL;
-        }
+    if (get_tables(tables, t->view, LIN_TABLES, LIN_FORMATS, "linear table") < 0) {
+        Py_DECREF(capsule);
+        return NULL;
     }
     t->n_cat = n_cat; t->n_num = n_num; t->n_bool = n_bool;
 #define LEN(i) (t->view[i].len / t->view[i].itemsize)
