@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from leadscore.cli import app
 from leadscore.features.mapping import Mapping
 from leadscore.models.drift import compare, reference_of
 from leadscore.models.serving_form import load_scorer
+from leadscore.models.settings import MlflowSettings
 from leadscore.training.handoff import fill_database, play
 from leadscore.training.loop_report import build
 from leadscore.training.loop_report.figures import (
@@ -30,7 +31,7 @@ from leadscore.training.loop_report.figures import (
     realized_auc,
     realized_vs_predicted,
 )
-from leadscore.training.train import FitResult
+from leadscore.training.train import FitResult, TrainOptions, register_fit
 from tests.factories import make_crm
 from tests.postgres import PostgresServer
 
@@ -473,3 +474,27 @@ def test_the_funnel_counts_each_stage_and_the_stages_before_it() -> None:
     assert web["opportunity_to_won"] == 0.5 and paid["mql_to_sal"] == 0.5 and paid["sal_to_sql"] == 0.0
     assert every["mql_to_won"] == pytest.approx(1 / 5) and web["won_amount"] == 120.0
     assert [r["source"] for r in summary["tables"]["funnel_by_source"]] == ["web", "paid", "all"]  # most MQLs first
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_report_reads_each_versions_holdout_reference_from_the_registry(
+    server_settings: MlflowSettings, fitted: FitResult, crm_folder: Path, tmp_path: Path
+) -> None:
+    registered = register_fit(fitted, TrainOptions(data=crm_folder, min_conversions=40), server_settings)
+    scored, leads, opps, as_of = _simulated()
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    engine = create_engine(url)
+    fill_database(engine, scored, leads, opps, as_of, seed=1, model=(server_settings.model_name, registered.version))
+    with engine.begin() as conn:  # some scores of a version the registry does not have
+        conn.execute(text("update score_log set model_version = '99' where id <= 300"))
+    engine.dispose()
+    summary = build(url, as_of - timedelta(days=4000), as_of + timedelta(days=1), as_of=as_of, settings=server_settings)
+    mine, missing = f"{server_settings.model_name}/{registered.version}", f"{server_settings.model_name}/99"
+    versions = {r["version"]: r for r in summary["tables"]["drift_references"]}
+    assert versions[mine]["reference"] == "holdout" and versions[mine]["holdout_rows"] == len(fitted.split.holdout)
+    assert versions[missing]["reference"].startswith("could not be read from the registry")
+    rows = {r["what"]: r for r in summary["tables"]["drift"] if r["version"] == mine}
+    assert {"score (probability)", "source", "employees"} <= set(rows)
+    assert rows["employees"]["value"] is not None and rows["employees"]["measure"] == "PSI"
+    assert all(r["version"] == mine for r in summary["tables"]["drift"])
