@@ -31,19 +31,37 @@ SCORE = "score (probability)"
 
 
 def _numbers(values: Any) -> np.ndarray:
-    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    """Values as float64 (missing and non-numbers: NaN); a numeric column is taken as it is, without a copy
+    through Python objects."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(series.astype(object), errors="coerce").to_numpy(dtype=float)
 
 
-def _booleans(values: Any) -> pd.Series:
-    """true / false / (missing) of booleans, 0/1 numbers and their text forms."""
-    text = pd.Series(values, dtype=object).map(lambda v: str(v).strip().lower() if v is not None else None)
-    out = text.map({"true": "true", "1": "true", "1.0": "true", "false": "false", "0": "false", "0.0": "false"})
-    return out.fillna(MISSING)
+_BOOLEAN_TEXT = {"true": "true", "1": "true", "1.0": "true", "false": "false", "0": "false", "0.0": "false"}
 
 
-def _categories(values: Any) -> pd.Series:
-    series = pd.Series(values, dtype=object)
-    return series.where(series.notna(), None).map(lambda v: MISSING if v is None or v == "" else str(v))
+def _category(value: Any, kind: str) -> str:
+    """A value's category: ``(missing)`` for none, NaN and empty text; booleans (and 0/1) as true/false."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value == "":
+        return MISSING
+    if kind == "boolean":
+        return _BOOLEAN_TEXT.get(str(value).strip().lower(), MISSING)
+    return str(value)
+
+
+def category_shares(values: Any, kind: str = "category") -> dict[str, float]:
+    """Each category's share of ``values``, largest first (counted on the distinct values, then named)."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    counts = series.value_counts(dropna=False, sort=False)
+    named: dict[str, int] = {}
+    for value, n in counts.items():
+        if n:
+            key = _category(value, kind)
+            named[key] = named.get(key, 0) + int(n)
+    total = sum(named.values())
+    return {k: n / total for k, n in sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))} if total else {}
 
 
 def number_summary(values: Any, bins: int = BINS) -> dict[str, Any]:
@@ -64,12 +82,11 @@ def _number_shares(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def category_summary(values: Any, kind: str = "category", top: int = MAX_CATEGORIES) -> dict[str, Any]:
     """Shares of the ``top`` most frequent categories (missing is one), the rest pooled as ``(other)``."""
-    text = _booleans(values) if kind == "boolean" else _categories(values)
-    shares = text.value_counts(normalize=True)
-    kept = shares.iloc[:top]
-    out = {str(k): float(v) for k, v in kept.items()}
-    if len(shares) > top:
-        out[OTHER] = float(shares.iloc[top:].sum())
+    shares = category_shares(values, kind)
+    names = list(shares)
+    out = {k: shares[k] for k in names[:top]}
+    if len(names) > top:
+        out[OTHER] = float(sum(shares[k] for k in names[top:]))
     return {"kind": kind, "shares": out}
 
 
@@ -83,11 +100,11 @@ def reference_of(
     """The drift reference of a holdout: ``frame``'s feature columns and the model's calibrated probabilities."""
     features: dict[str, Any] = {}
     for name in numeric:
-        features[name] = number_summary(frame[name].to_numpy())
+        features[name] = number_summary(frame[name])
     for name in categorical:
-        features[name] = category_summary(frame[name].to_numpy(dtype=object))
+        features[name] = category_summary(frame[name])
     for name in boolean:
-        features[name] = category_summary(frame[name].to_numpy(dtype=object), kind="boolean")
+        features[name] = category_summary(frame[name], kind="boolean")
     return {
         "format": FORMAT,
         "rows": len(frame),
@@ -124,11 +141,12 @@ def measure(summary: dict[str, Any], values: Any) -> tuple[str, float | None]:
     if summary["kind"] == "number":
         shares = _number_shares(np.asarray(summary["edges"], dtype=float), _numbers(values))
         return "PSI", psi(np.asarray(summary["shares"], dtype=float), shares)
-    text = _booleans(values) if summary["kind"] == "boolean" else _categories(values)
     known = summary["shares"]
-    if OTHER in known or len(known) >= MAX_CATEGORIES:
-        text = text.where(text.isin(list(known)), OTHER)
-    current = {str(k): float(v) for k, v in text.value_counts(normalize=True).items()}
+    current = category_shares(values, summary["kind"])
+    if OTHER in known or len(known) >= MAX_CATEGORIES:  # categories the reference pooled, or never saw
+        pooled = {k: v for k, v in current.items() if k in known and k != OTHER}
+        rest = 1.0 - sum(pooled.values())
+        current = {**pooled, OTHER: rest} if rest > 1e-12 else pooled
     return "JS", jensen_shannon(known, current)
 
 
@@ -141,7 +159,7 @@ def compare(reference: dict[str, Any], probability: np.ndarray, inputs: pd.DataF
     for name, summary in sorted(reference["features"].items()):
         row = {"what": name, "kind": summary["kind"]}
         if name in inputs and inputs[name].notna().any():
-            row.update(_measured(summary, inputs[name].to_numpy(dtype=object), n))
+            row.update(_measured(summary, inputs[name], n))
         else:
             row.update({"measure": "PSI" if summary["kind"] == "number" else "JS", "value": None, "shifted": False})
             row["note"] = "not in the logged model inputs"

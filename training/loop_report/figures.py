@@ -58,6 +58,17 @@ class LoopData:
     as_of: datetime | None = None
     horizon_days: int = 90
     segments: list[str] = field(default_factory=lambda: ["source"])
+    _parsed: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    def inputs(self) -> pd.DataFrame:
+        """The logged model inputs of every score, row for row with ``scores`` (parsed once)."""
+        if self._parsed is None:
+            self._parsed = _inputs(self.scores.reset_index(drop=True))
+        return self._parsed
+
+    def measures_holdout_drift(self) -> bool:
+        """Whether some version has a holdout reference (its drift reads every score's inputs)."""
+        return any(holdout_drift.is_reference(r) for r in self.references.values())
 
 
 def wilson(k: int, n: int) -> tuple[float | None, float | None]:
@@ -108,6 +119,7 @@ def _aware(series: pd.Series) -> pd.Series:
 def lead_outcomes(data: LoopData) -> pd.DataFrame:
     """One row per lead scored in the window: its cohort score and what happened to it since."""
     scores = data.scores.copy()
+    scores["_row"] = np.arange(len(scores))
     scores["scored_at"] = _aware(scores["scored_at"])
     scores = scores.sort_values(["scored_at", "request_id"], kind="mergesort")
     leads = scores.drop_duplicates("lead_hash", keep="first").reset_index(drop=True)
@@ -165,7 +177,10 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
     out["stage_sql"] = at("meeting_booked").notna() | out["stage_opportunity"]
     out["stage_sal"] = out["accepted"] | out["stage_sql"]
     out["stage_mql"] = has_sla | out["stage_sal"]
-    for name, values in _segments(leads, list(dict.fromkeys([*data.segments, *FUNNEL_KEYS]))).items():
+    # the leads' inputs: sliced from every score's when the drift parses those anyway
+    rows = leads["_row"].to_numpy()
+    inputs = data.inputs().iloc[rows].reset_index(drop=True) if data.measures_holdout_drift() else _inputs(leads)
+    for name, values in _segments(inputs, list(dict.fromkeys([*data.segments, *FUNNEL_KEYS]))).items():
         out[name] = values
     return out
 
@@ -195,15 +210,14 @@ def _inputs(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, index=frame.index)
 
 
-def _segments(leads: pd.DataFrame, names: list[str]) -> dict[str, pd.Series]:
-    if not names:
-        return {}
-    inputs = _inputs(leads)
+def _segments(inputs: pd.DataFrame, names: list[str]) -> dict[str, pd.Series]:
+    """Each named model input as text, ``(missing)`` where a lead's input lacks it, ``(not logged)`` when
+    no lead's has it."""
     return {
         f"seg_{n}": (
             inputs[n].astype("string").fillna("(missing)")
             if n in inputs
-            else pd.Series("(not logged)", index=leads.index)
+            else pd.Series("(not logged)", index=inputs.index)
         )
         for n in names
     }
@@ -382,14 +396,15 @@ def drift_against_holdout(data: LoopData) -> tuple[list[dict[str, Any]], list[di
     versions: list[dict[str, Any]] = []
     notes: list[str] = []
     for label in sorted(version.unique()):
-        mine = scores[(version == label).to_numpy()]
+        mask = (version == label).to_numpy()
+        mine = scores[mask]
         reference = data.references.get(label, "no reference looked up")
         if holdout_drift.is_reference(reference):
             assert isinstance(reference, dict)
             versions.append(
                 {"version": label, "leads": len(mine), "holdout_rows": reference["rows"], "reference": "holdout"}
             )
-            measured = holdout_drift.compare(reference, mine["probability"].to_numpy(float), _inputs(mine))
+            measured = holdout_drift.compare(reference, mine["probability"].to_numpy(float), data.inputs()[mask])
             rows.extend({"version": label, **r} for r in measured)
             notes.extend(
                 f"Drift ({label}): {r['what']} has shifted from the model's holdout ({r['measure']} {r['value']:.3f})."
@@ -415,7 +430,7 @@ def drift(reference: pd.DataFrame, current: pd.DataFrame) -> list[dict[str, Any]
     of ``current`` against the scores of another period (``reference``: rows of the score log)."""
     rows = [
         {
-            "what": "score (probability)",
+            "what": holdout_drift.SCORE,
             "kind": "number",
             "measure": "PSI",
             "value": psi(reference["probability"].to_numpy(float), current["probability"].to_numpy(float)),
