@@ -14,7 +14,7 @@ from leadscore.features.files import write_atomic
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.store import LoopSettings
 from leadscore.training.loop_report import data as loop_data
-from leadscore.training.loop_report.figures import LoopData, _version_labels, compute
+from leadscore.training.loop_report.figures import LoopData, compute, version_labels
 from leadscore.training.loop_report.references import fetch_references
 from leadscore.training.loop_report.render import images, page
 from leadscore.training.report.figures import json_safe
@@ -60,7 +60,7 @@ def build(
     finally:
         engine.dispose()
     if references is None:
-        labels = set(_version_labels(scores))
+        labels = set(version_labels(scores))
         references = (
             fetch_references(settings, labels) if settings is not None else dict.fromkeys(labels, "no registry given")
         )

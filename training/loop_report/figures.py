@@ -391,7 +391,7 @@ def drift_against_holdout(data: LoopData) -> tuple[list[dict[str, Any]], list[di
     reference (:mod:`models.drift`). Returns the measures, one row per version (its reference or why
     there is none) and the notes."""
     scores = data.scores
-    version = _version_labels(scores)
+    version = version_labels(scores)
     rows: list[dict[str, Any]] = []
     versions: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -417,7 +417,7 @@ def drift_against_holdout(data: LoopData) -> tuple[list[dict[str, Any]], list[di
     return rows, versions, notes
 
 
-def _version_labels(scores: pd.DataFrame) -> pd.Series:
+def version_labels(scores: pd.DataFrame) -> pd.Series:
     """``name/version`` of each score's model (``(unknown)`` where the log does not say)."""
     if "model_version" not in scores:
         return pd.Series("(unknown)", index=scores.index)
