@@ -666,13 +666,13 @@ def _demo_handoff(data: Path, workdir: Path) -> None:
 
     settings = get_mlflow_settings()
     client = registry.configure(settings)
-    folder, _, _ = registry.fetch_files(
+    folder, name, version = registry.fetch_files(
         client, f"models:/{settings.model_name}@champion", settings.home / "cache", MODEL_FILES
     )
     sla = {t.name: t.sla_hours for t in batch_model(folder).routing.tiers}
     db = (workdir / "loop.db").resolve()
     db.unlink(missing_ok=True)
-    n_scores, n_events, as_of = demo_loop(data, workdir / "scores.csv", sla, f"sqlite:///{db}")
+    n_scores, n_events, as_of = demo_loop(data, workdir / "scores.csv", sla, f"sqlite:///{db}", model=(name, version))
     typer.echo(f"played the hand-off of {n_scores:,} scored leads: {n_events:,} events -> {db}")
     loop_report(
         since=(as_of - timedelta(weeks=26)).date().isoformat(),

@@ -8,7 +8,9 @@ caller adds beyond the schema (notes, names) are dropped unread: no free text is
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -213,13 +215,31 @@ async def get_overdue(
 
 
 class OverdueCollector:
-    """``leadscore_sla_overdue_leads{queue}``: overdue scores of the last 14 days by queue, read at each scrape."""
+    """``leadscore_sla_overdue_leads{queue}``: overdue scores of the last 14 days by queue.
 
-    def __init__(self, state_of: Any, lookback_hours: float = 24 * 14) -> None:
-        self.state_of, self.lookback_hours = state_of, lookback_hours
+    Read from the database at a scrape, at most once every ``max_age`` seconds (scrapes in between, and
+    scrapes that come together, share one query). ``/metrics`` collects on a worker thread, so the query
+    never runs on the event loop that scores.
+    """
+
+    def __init__(self, state_of: Any, lookback_hours: float = 24 * 14, max_age: float = 5.0) -> None:
+        self.state_of, self.lookback_hours, self.max_age = state_of, lookback_hours, max_age
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._read_at = -math.inf
 
     def describe(self) -> list[Any]:
         return []
+
+    def counts(self, state: AppState) -> dict[str, int]:
+        """Overdue scores by queue, read again when the last reading is ``max_age`` seconds old."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= self.max_age:
+                counts: dict[str, int] = {}
+                for row in overdue(events_engine(state), datetime.now(UTC), self.lookback_hours, 10**9):
+                    counts[row["queue"] or ""] = counts.get(row["queue"] or "", 0) + 1
+                self._counts, self._read_at = counts, time.monotonic()
+            return self._counts
 
     def collect(self) -> Any:
         gauge = GaugeMetricFamily(
@@ -227,10 +247,7 @@ class OverdueCollector:
         )
         state = self.state_of()
         if state is not None:
-            counts: dict[str, int] = {}
-            for row in overdue(events_engine(state), datetime.now(UTC), self.lookback_hours, 10**9):
-                counts[row["queue"] or ""] = counts.get(row["queue"] or "", 0) + 1
-            for queue, n in sorted(counts.items()):
+            for queue, n in sorted(self.counts(state).items()):
                 gauge.add_metric([queue], n)
         yield gauge
 

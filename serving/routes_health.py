@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from leadscore.serving.deps import NOT_READY, STOPPING, State
 from leadscore.serving.schemas import Health, Readiness
@@ -48,5 +49,9 @@ def _not_ready(why: str) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(state: State) -> Response:
-    """Prometheus metrics: requests and latency by route and status, scores by tier, model version."""
-    return Response(generate_latest(state.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: requests and latency by route and status, scores by tier, model version.
+
+    Collected on a worker thread: some values are read from files or the database at a scrape (the
+    SLA gauges), and the event loop keeps scoring meanwhile."""
+    body = await run_in_threadpool(lambda: generate_latest(state.metrics.exposition()))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

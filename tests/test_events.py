@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 
 from leadscore.models.scorer import Scorer
 from leadscore.models.store import create_events_table, outcome_events, store_events
 from leadscore.serving.app import create_app
-from leadscore.serving.routes_events import overdue
+from leadscore.serving.routes_events import events_engine, overdue
 from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.settings import ServingSettings
@@ -272,3 +276,37 @@ def test_overdue_gauge_is_exported_with_several_workers(
         conn.execute(score_log_table.insert(), [_score_row("late", "g", datetime.now(UTC) - timedelta(hours=3), 1)])
     with TestClient(create_app(settings, StaticLoader(scorer))) as c:
         assert 'leadscore_sla_overdue_leads{queue="sdr"} 1.0' in c.get("/metrics").text
+
+
+def test_a_scrape_reads_the_overdue_gauge_off_the_event_loop_and_scoring_goes_on(client: TestClient) -> None:
+    """The gauge's query is held in the database for as long as the test likes: a lead is scored meanwhile,
+    the query ran where no event loop runs, and a second scrape within a few seconds does not query again."""
+    engine = events_engine(client.app.state.leadscore)
+    started, release = threading.Event(), threading.Event()
+    loops: list[bool] = []
+
+    def held(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "outcome_events" in statement and "score_log" in statement:  # the overdue query
+            try:
+                asyncio.get_running_loop()
+                loops.append(True)
+            except RuntimeError:
+                loops.append(False)
+            started.set()
+            release.wait(10)
+
+    sqlalchemy_event.listen(engine, "before_cursor_execute", held)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            scrape = pool.submit(client.get, "/metrics")
+            assert started.wait(10)
+            began = time.monotonic()
+            assert client.post("/v1/score", json=EXAMPLE_LEAD).status_code == 200
+            assert time.monotonic() - began < 5 and not scrape.done()  # scored while the scrape's query is held
+            release.set()
+            assert "leadscore_sla_overdue_leads" in scrape.result(10).text
+        assert "leadscore_sla_overdue_leads" in client.get("/metrics").text
+    finally:
+        release.set()
+        sqlalchemy_event.remove(engine, "before_cursor_execute", held)
+    assert loops == [False]

@@ -12,21 +12,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from leadscore.cli import app
 from leadscore.features.mapping import Mapping
+from leadscore.models.drift import compare, reference_of
+from leadscore.models.serving_form import load_scorer
+from leadscore.models.settings import MlflowSettings
 from leadscore.training.handoff import fill_database, play
 from leadscore.training.loop_report import build
 from leadscore.training.loop_report.figures import (
     LoopData,
+    compute,
     drift,
     estimated_auc,
     lead_outcomes,
     realized_auc,
     realized_vs_predicted,
 )
+from leadscore.training.train import FitResult, TrainOptions, register_fit
 from tests.factories import make_crm
 from tests.postgres import PostgresServer
 
@@ -242,7 +247,11 @@ def test_loop_report_cli_writes_html_json_and_csv(tmp_path: Path) -> None:
     assert 0 < h["matured_leads"] < h["leads"]
     assert 0.1 < h["on_time"] < 0.95 and h["sla"]["late"] + h["sla"]["overdue"] > 0  # some SLA misses
     assert {r["tier"] for r in summary["tables"]["realized_vs_predicted"]} == {"A", "B", "C", "D", "all"}
-    assert summary["tables"]["drift"], "the previous 180 days are the drift reference"
+    assert summary["tables"]["drift_previous_period"], "the previous 180 days are compared with"
+    assert summary["tables"]["drift"] == []  # the simulated version is not in a registry: no holdout reference
+    assert [r["version"] for r in summary["tables"]["drift_references"]] == ["lead-scoring/demo"]
+    assert any("lead-scoring/demo" in n and "no holdout reference" in n for n in summary["notes"])
+    assert h["funnel_keys"] == ["source", "campaign"]
     for name in (
         "weekly",
         "by_tier",
@@ -251,10 +260,14 @@ def test_loop_report_cli_writes_html_json_and_csv(tmp_path: Path) -> None:
         "by_region",
         "rejection_reasons",
         "expected_vs_observed",
+        "funnel_by_source",
+        "funnel_by_campaign",
+        "drift_previous_period",
     ):
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
     html = (out / "loop.html").read_text()
     assert "Realized against predicted" in html and "data:image/png;base64," in html
+    assert "Funnel: MQL → SAL → SQL → opportunity → won" in html and "no holdout reference" in html
     assert "http://" not in html and "https://" not in html  # offline
     assert "L0000" not in html and "lead_id" not in html
 
@@ -308,3 +321,180 @@ def test_events_export_writes_what_the_model_saw_with_its_conversions(tmp_path: 
     joined = conversions.merge(leads[["lead_id", "scored_at"]], on="lead_id")
     assert (pd.to_datetime(joined["converted_at"]) >= pd.to_datetime(joined["scored_at"])).all()  # after the score
     assert 0 < len(conversions) < len(leads)
+
+
+def _holdout_like(rng: np.random.Generator, n: int, shift: float = 0.0, paid: float = 0.2) -> pd.DataFrame:
+    """Leads with one numeric, one categorical and one boolean feature, and a probability."""
+    return pd.DataFrame(
+        {
+            "employees": np.where(rng.random(n) < 0.1, np.nan, rng.lognormal(5 + shift, 1.0, n)),
+            "source": np.where(rng.random(n) < paid, "paid", "web"),
+            "bant_budget": rng.random(n) < 0.4 + shift / 2,
+            "probability": rng.beta(2 + 2 * shift, 8, n),
+        }
+    )
+
+
+def _logged(frame: pd.DataFrame, version: str, model: str = "lead-scoring") -> pd.DataFrame:
+    """``frame``'s leads as score-log rows of ``model``/``version`` scored a day apart from AS_OF - 60 days."""
+    inputs = frame.drop(columns="probability").astype(object).where(frame.notna(), None)
+    return pd.DataFrame(
+        {
+            "request_id": [f"{version}-{i}" for i in range(len(frame))],
+            "lead_hash": [f"{version}-{i}" for i in range(len(frame))],
+            "model_name": model,
+            "model_version": version,
+            "probability": frame["probability"],
+            "score": (frame["probability"] * 100).astype(int),
+            "tier": "A",
+            "queue": "sdr",
+            "sla_hours": 24.0,
+            "scored_at": AS_OF - timedelta(days=60),
+            "model_input": [json.dumps(r) for r in inputs.to_dict("records")],
+        }
+    )
+
+
+def test_holdout_drift_flags_a_shifted_sample_and_not_an_unshifted_one() -> None:
+    rng = np.random.default_rng(3)
+    holdout = _holdout_like(rng, 4000)
+    reference = reference_of(holdout, holdout["probability"], ["employees"], ["source"], ["bant_budget"])
+    assert reference["score"]["kind"] == "number" and sum(reference["score"]["shares"]) == pytest.approx(1)
+    assert reference["features"]["employees"]["shares"][-1] == pytest.approx(0.1, abs=0.02)  # the share missing
+    scores = pd.concat(
+        [
+            _logged(_holdout_like(rng, 3000), "1"),
+            _logged(_holdout_like(rng, 3000, shift=1.0, paid=0.6), "2"),
+            _logged(_holdout_like(rng, 500), "3"),
+        ],
+        ignore_index=True,
+    )
+    data = LoopData(
+        scores=scores,
+        events=events(),
+        as_of=AS_OF,
+        references={
+            "lead-scoring/1": reference,
+            "lead-scoring/2": reference,
+            "lead-scoring/3": "none recorded with this version",
+        },
+    )
+    summary = compute(data)
+    rows = {(r["version"], r["what"]): r for r in summary["tables"]["drift"]}
+    what = ["score (probability)", "bant_budget", "employees", "source"]
+    assert not any(rows["lead-scoring/1", w]["shifted"] for w in what)
+    assert all(rows["lead-scoring/2", w]["shifted"] for w in what)
+    assert [rows["lead-scoring/2", w]["measure"] for w in what] == ["PSI", "JS", "PSI", "JS"]
+    assert not any(v == "lead-scoring/3" for v, _ in rows)  # no reference: nothing measured, and no crash
+    versions = {r["version"]: r for r in summary["tables"]["drift_references"]}
+    assert versions["lead-scoring/1"]["reference"] == "holdout" and versions["lead-scoring/1"]["holdout_rows"] == 4000
+    assert versions["lead-scoring/3"] == {
+        "version": "lead-scoring/3",
+        "leads": 500,
+        "holdout_rows": None,
+        "reference": "none recorded with this version",
+    }
+    assert any("lead-scoring/3" in n and "no holdout reference" in n for n in summary["notes"])
+    assert any("lead-scoring/2" in n and "employees has shifted" in n for n in summary["notes"])
+    assert not any("lead-scoring/1" in n for n in summary["notes"])
+
+
+def test_few_scores_are_measured_against_the_holdout_but_never_flagged() -> None:
+    rng = np.random.default_rng(4)
+    holdout = _holdout_like(rng, 4000)
+    reference = reference_of(holdout, holdout["probability"], ["employees"], ["source"], ["bant_budget"])
+    few = _logged(_holdout_like(rng, 50, shift=1.0, paid=0.9), "1")
+    data = LoopData(scores=few, events=events(), as_of=AS_OF, references={"lead-scoring/1": reference})
+    rows = compute(data)["tables"]["drift"]
+    assert all(r["value"] is not None and not r["shifted"] for r in rows)
+    assert next(r for r in rows if r["what"] == "source")["value"] > 0.1
+
+
+def test_a_feature_missing_from_the_logged_inputs_is_reported_without_a_value() -> None:
+    rng = np.random.default_rng(6)
+    holdout = _holdout_like(rng, 2000)
+    reference = reference_of(holdout, holdout["probability"], ["employees"], ["source"], ["bant_budget"])
+    current = _logged(_holdout_like(rng, 1000).drop(columns="employees"), "1")
+    rows = {
+        r["what"]: r
+        for r in compute(
+            LoopData(scores=current, events=events(), as_of=AS_OF, references={"lead-scoring/1": reference})
+        )["tables"]["drift"]
+    }
+    assert rows["employees"]["value"] is None and not rows["employees"]["shifted"]
+    assert rows["employees"]["note"] == "not in the logged model inputs"
+
+
+def test_training_records_the_holdout_reference_with_the_model(fitted: FitResult, tmp_path: Path) -> None:
+    reference = fitted.artifact.metadata["drift_reference"]
+    tf = fitted.frame
+    assert reference["rows"] == len(fitted.split.holdout)
+    assert set(reference["features"]) == set(tf.feature_columns)
+    kinds = {n: f["kind"] for n, f in reference["features"].items()}
+    assert {kinds[n] for n in tf.numeric} == {"number"} and {kinds[n] for n in tf.categorical} == {"category"}
+    for summary in [reference["score"], *reference["features"].values()]:
+        shares = summary["shares"].values() if isinstance(summary["shares"], dict) else summary["shares"]
+        assert sum(shares) == pytest.approx(1)
+    # the serving form (arrays + JSON, no pickle) carries it to the registry
+    path = fitted.artifact.scorer().save(tmp_path / "scorer.npz")
+    assert load_scorer(path).metadata["drift_reference"] == json.loads(json.dumps(reference))
+    # the holdout measured against its own reference: nothing has shifted
+    rows = compare(reference, fitted.holdout_probability["model"], fitted.holdout)
+    assert not any(r["shifted"] for r in rows) and max(r["value"] for r in rows) < 1e-9
+
+
+def test_the_funnel_counts_each_stage_and_the_stages_before_it() -> None:
+    t = AS_OF - timedelta(days=40)
+    s = pd.concat(
+        [
+            scores(("won", 0.4, t, 24.0), ("opp-no-meeting", 0.3, t, 24.0), ("sql", 0.2, t, 24.0)),
+            scores(("sal", 0.2, t, 24.0), ("untouched", 0.1, t, 24.0), ("nurture", 0.05, t, None)),
+        ],
+        ignore_index=True,
+    )
+    s.loc[s["lead_hash"].isin(["sal", "untouched", "nurture"]), "model_input"] = json.dumps({"source": "paid"})
+    e = events(
+        ("won", "accepted", t + timedelta(hours=1)),
+        ("won", "meeting_booked", t + timedelta(days=1)),
+        ("won", "opportunity_created", t + timedelta(days=5), {"amount": 100.0}),
+        ("won", "closed_won", t + timedelta(days=20), {"amount": 120.0}),
+        ("opp-no-meeting", "opportunity_created", t + timedelta(days=3), {"amount": 50.0}),
+        ("sql", "accepted", t + timedelta(hours=2)),
+        ("sql", "meeting_booked", t + timedelta(days=2)),
+        ("sal", "accepted", t + timedelta(hours=3)),
+    )
+    data = LoopData(scores=s, events=e, as_of=AS_OF, references={})
+    summary = compute(data)
+    assert summary["header"]["funnel_keys"] == ["source"]  # no campaign in the logged inputs
+    rows = {r["source"]: r for r in summary["tables"]["funnel_by_source"]}
+    web, paid, every = rows["web"], rows["paid"], rows["all"]
+    assert [web[k] for k in ("scored", "mql", "sal", "sql", "opportunity", "won")] == [3, 3, 3, 3, 2, 1]
+    assert [paid[k] for k in ("scored", "mql", "sal", "sql", "opportunity", "won")] == [3, 2, 1, 0, 0, 0]
+    assert every["mql"] == 5 and every["won"] == 1
+    assert web["opportunity_to_won"] == 0.5 and paid["mql_to_sal"] == 0.5 and paid["sal_to_sql"] == 0.0
+    assert every["mql_to_won"] == pytest.approx(1 / 5) and web["won_amount"] == 120.0
+    assert [r["source"] for r in summary["tables"]["funnel_by_source"]] == ["web", "paid", "all"]  # most MQLs first
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_report_reads_each_versions_holdout_reference_from_the_registry(
+    server_settings: MlflowSettings, fitted: FitResult, crm_folder: Path, tmp_path: Path
+) -> None:
+    registered = register_fit(fitted, TrainOptions(data=crm_folder, min_conversions=40), server_settings)
+    scored, leads, opps, as_of = _simulated()
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    engine = create_engine(url)
+    fill_database(engine, scored, leads, opps, as_of, seed=1, model=(server_settings.model_name, registered.version))
+    with engine.begin() as conn:  # some scores of a version the registry does not have
+        conn.execute(text("update score_log set model_version = '99' where id <= 300"))
+    engine.dispose()
+    summary = build(url, as_of - timedelta(days=4000), as_of + timedelta(days=1), as_of=as_of, settings=server_settings)
+    mine, missing = f"{server_settings.model_name}/{registered.version}", f"{server_settings.model_name}/99"
+    versions = {r["version"]: r for r in summary["tables"]["drift_references"]}
+    assert versions[mine]["reference"] == "holdout" and versions[mine]["holdout_rows"] == len(fitted.split.holdout)
+    assert versions[missing]["reference"].startswith("could not be read from the registry")
+    rows = {r["what"]: r for r in summary["tables"]["drift"] if r["version"] == mine}
+    assert {"score (probability)", "source", "employees"} <= set(rows)
+    assert rows["employees"]["value"] is not None and rows["employees"]["measure"] == "PSI"
+    assert all(r["version"] == mine for r in summary["tables"]["drift"])

@@ -219,10 +219,15 @@ def fill_database(
 
 
 def demo_loop(
-    crm: Path, scores_path: Path, sla_by_tier: dict[str, float | None], url: str, seed: int = 0
+    crm: Path,
+    scores_path: Path,
+    sla_by_tier: dict[str, float | None],
+    url: str,
+    seed: int = 0,
+    model: tuple[str, str] = ("lead-scoring", "demo"),
 ) -> tuple[int, int, datetime]:
-    """The demo's hand-off: the batch scores of ``crm``'s leads logged as scored when each lead was created,
-    the hand-off played up to the last lead's creation; (scores, events, as_of)."""
+    """The demo's hand-off: the batch scores of ``crm``'s leads by ``model`` (name, version) logged as scored
+    when each lead was created, the hand-off played up to the last lead's creation; (scores, events, as_of)."""
     from sqlalchemy import create_engine
 
     leads = pd.read_parquet(Path(crm) / "leads.parquet")
@@ -235,7 +240,7 @@ def demo_loop(
     as_of = scored["scored_at"].max().to_pydatetime()
     engine = create_engine(url)
     try:
-        n_scores, n_events = fill_database(engine, scored, leads, outcomes, as_of, seed)
+        n_scores, n_events = fill_database(engine, scored, leads, outcomes, as_of, seed, model=model)
     finally:
         engine.dispose()
     return n_scores, n_events, as_of

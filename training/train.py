@@ -27,6 +27,7 @@ from leadscore.models import packaging, registry
 from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.baselines import ManualProcessClassifier, logistic_baseline
 from leadscore.models.contract import contract_of, fingerprint
+from leadscore.models.drift import reference_of
 from leadscore.models.lead_model import LeadScoringModel, _threads
 from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.selection import Selection, select_model
@@ -220,14 +221,19 @@ def importance_shares(model: Any, tf: TrainingFrame) -> dict[str, float]:
 
 
 def describe_fit(result: FitResult) -> FitResult:
-    """Record in the artifact's metadata its input contract, the kind of model chosen, the selection and
-    the run's findings (what ``train`` prints and promotion checks); both engines call it."""
+    """Record in the artifact's metadata its input contract, the kind of model chosen, the selection,
+    the run's findings (what ``train`` prints and promotion checks) and the holdout's drift reference
+    (what the loop report measures drift against); both engines call it."""
     metadata, selection = result.artifact.metadata, result.selection
     metadata["contract"] = contract_of(metadata, result.artifact.model.encoder_.columns_)
     metadata["contract_fingerprint"] = fingerprint(metadata["contract"])
     metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
     metadata["selection"] = selection.summary() if selection is not None else None
     metadata["findings"] = run_findings(result)
+    tf = result.frame
+    metadata["drift_reference"] = reference_of(
+        result.holdout, result.holdout_probability["model"], tf.numeric, tf.categorical, tf.boolean
+    )
     return result
 
 

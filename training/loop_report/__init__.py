@@ -11,9 +11,11 @@ import pandas as pd
 from sqlalchemy import create_engine
 
 from leadscore.features.files import write_atomic
+from leadscore.models.settings import MlflowSettings
 from leadscore.models.store import LoopSettings
 from leadscore.training.loop_report import data as loop_data
-from leadscore.training.loop_report.figures import LoopData, compute
+from leadscore.training.loop_report.figures import LoopData, compute, version_labels
+from leadscore.training.loop_report.references import fetch_references
 from leadscore.training.loop_report.render import images, page
 from leadscore.training.report.figures import json_safe
 
@@ -34,9 +36,15 @@ def build(
     horizon_days: int = 90,
     segments: list[str] | None = None,
     reference: tuple[datetime, datetime] | None = None,
+    references: dict[str, dict[str, Any] | str] | None = None,
+    settings: MlflowSettings | None = None,
 ) -> dict[str, Any]:
-    """The report's summary from the database at ``url``; drift against ``reference`` (default: the period
-    of the same length just before ``since``)."""
+    """The report's summary from the database at ``url``.
+
+    Drift is measured against each scoring model version's holdout reference: ``references`` (by
+    ``name/version``), else those read from the registry of ``settings``; and, labelled as such, against
+    the scores of ``reference`` (default: the period of the same length just before ``since``).
+    """
     since, until = _utc(since), _utc(until)
     if until <= since:
         raise ValueError(f"--until ({until:%Y-%m-%d}) must come after --since ({since:%Y-%m-%d})")
@@ -51,8 +59,14 @@ def build(
         ref = loop_data.read_scores(engine, _utc(ref_since), _utc(ref_until))
     finally:
         engine.dispose()
+    if references is None:
+        labels = set(version_labels(scores))
+        references = (
+            fetch_references(settings, labels) if settings is not None else dict.fromkeys(labels, "no registry given")
+        )
     inp = LoopData(
         scores=scores,
+        references=references,
         events=events,
         reference=ref if len(ref) else None,
         since=since,
@@ -85,7 +99,7 @@ def loop_report(
     **options: Any,
 ) -> dict[str, Any]:
     settings = settings or LoopSettings()
-    summary = build(settings.resolved_score_log_url, since, until, **options)
+    summary = build(settings.resolved_score_log_url, since, until, settings=settings, **options)
     write(summary, out)
     return summary
 

@@ -16,7 +16,18 @@ from sqlalchemy.sql import ColumnElement
 
 from leadscore.models.store import has_table, outcome_events
 
-SCORE_COLUMNS = ("request_id", "lead_hash", "probability", "score", "tier", "queue", "sla_hours", "scored_at")
+SCORE_COLUMNS = (
+    "request_id",
+    "lead_hash",
+    "model_name",
+    "model_version",
+    "probability",
+    "score",
+    "tier",
+    "queue",
+    "sla_hours",
+    "scored_at",
+)
 
 
 def _raw_time(engine: Engine, column: ColumnElement) -> ColumnElement:

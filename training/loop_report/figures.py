@@ -12,6 +12,7 @@ estimated from the probabilities alone, as confidence-based performance estimati
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,15 +22,25 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from leadscore.models import drift as holdout_drift
 from leadscore.models.store import HANDLED_KINDS
 
 H = pd.Timedelta(hours=1)
 Z95 = 1.959963984540054
-PSI_FLAG = 0.2  # population stability index at which a distribution has shifted
-JS_FLAG = 0.1  # Jensen-Shannon divergence (base 2) at which a category mix has shifted
+PSI_FLAG = holdout_drift.PSI_FLAG
+JS_FLAG = holdout_drift.JS_FLAG
 MIN_LEADS = 30  # fewer leads in a group: its rates are shown, never flagged
 DRIFT_BINS = 10
 SLA_STATUSES = ("on time", "late", "overdue", "pending", "no SLA")
+FUNNEL_KEYS = ("source", "campaign")  # marketing's funnel is read by these model inputs, when logged
+# (stage, column, the event that marks it): each stage's leads, in order
+FUNNEL = (
+    ("mql", "stage_mql", "scored and handed off (a tier with an SLA)"),
+    ("sal", "stage_sal", "accepted"),
+    ("sql", "stage_sql", "meeting_booked"),
+    ("opportunity", "stage_opportunity", "opportunity_created"),
+    ("won", "stage_won", "closed_won"),
+)
 
 
 @dataclass
@@ -38,12 +49,26 @@ class LoopData:
 
     scores: pd.DataFrame  # request_id, lead_hash, probability, score, tier, queue, sla_hours, scored_at, model_input
     events: pd.DataFrame  # lead_hash, kind, occurred_at, actor, reason, amount
-    reference: pd.DataFrame | None = None  # scores of the reference period (drift), or None
+    reference: pd.DataFrame | None = None  # scores of the previous period (drift against it), or None
+    # per model version ("name/version") that scored the window: its holdout's drift reference (a dict),
+    # or why there is none (a sentence)
+    references: dict[str, dict[str, Any] | str] = field(default_factory=dict)
     since: datetime | None = None
     until: datetime | None = None
     as_of: datetime | None = None
     horizon_days: int = 90
     segments: list[str] = field(default_factory=lambda: ["source"])
+    _parsed: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    def inputs(self) -> pd.DataFrame:
+        """The logged model inputs of every score, row for row with ``scores`` (parsed once)."""
+        if self._parsed is None:
+            self._parsed = _inputs(self.scores.reset_index(drop=True))
+        return self._parsed
+
+    def measures_holdout_drift(self) -> bool:
+        """Whether some version has a holdout reference (its drift reads every score's inputs)."""
+        return any(holdout_drift.is_reference(r) for r in self.references.values())
 
 
 def wilson(k: int, n: int) -> tuple[float | None, float | None]:
@@ -94,6 +119,7 @@ def _aware(series: pd.Series) -> pd.Series:
 def lead_outcomes(data: LoopData) -> pd.DataFrame:
     """One row per lead scored in the window: its cohort score and what happened to it since."""
     scores = data.scores.copy()
+    scores["_row"] = np.arange(len(scores))
     scores["scored_at"] = _aware(scores["scored_at"])
     scores = scores.sort_values(["scored_at", "request_id"], kind="mergesort")
     leads = scores.drop_duplicates("lead_hash", keep="first").reset_index(drop=True)
@@ -145,7 +171,16 @@ def lead_outcomes(data: LoopData) -> pd.DataFrame:
     out["converted"] = out["opportunity"] & (out["opportunity_at"] - out["scored_at"] <= horizon)
     out["matured"] = out["scored_at"] + horizon <= as_of
     out["score_at_opportunity"] = _score_at(scores, out)
-    for name, values in _segments(leads, data.segments).items():
+    # funnel stages, each implied by the later ones (an opportunity without a logged meeting passed SQL)
+    out["stage_won"] = out["won"]
+    out["stage_opportunity"] = out["opportunity"] | out["stage_won"]
+    out["stage_sql"] = at("meeting_booked").notna() | out["stage_opportunity"]
+    out["stage_sal"] = out["accepted"] | out["stage_sql"]
+    out["stage_mql"] = has_sla | out["stage_sal"]
+    # the leads' inputs: sliced from every score's when the drift parses those anyway
+    rows = leads["_row"].to_numpy()
+    inputs = data.inputs().iloc[rows].reset_index(drop=True) if data.measures_holdout_drift() else _inputs(leads)
+    for name, values in _segments(inputs, list(dict.fromkeys([*data.segments, *FUNNEL_KEYS]))).items():
         out[name] = values
     return out
 
@@ -175,15 +210,14 @@ def _inputs(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, index=frame.index)
 
 
-def _segments(leads: pd.DataFrame, names: list[str]) -> dict[str, pd.Series]:
-    if not names:
-        return {}
-    inputs = _inputs(leads)
+def _segments(inputs: pd.DataFrame, names: list[str]) -> dict[str, pd.Series]:
+    """Each named model input as text, ``(missing)`` where a lead's input lacks it, ``(not logged)`` when
+    no lead's has it."""
     return {
         f"seg_{n}": (
             inputs[n].astype("string").fillna("(missing)")
             if n in inputs
-            else pd.Series("(not logged)", index=leads.index)
+            else pd.Series("(not logged)", index=inputs.index)
         )
         for n in names
     }
@@ -251,6 +285,27 @@ def opportunities_by_tier(leads: pd.DataFrame) -> list[dict[str, Any]]:
                 "pipeline": float(o["pipeline"].sum()),
             }
         )
+    return rows
+
+
+def funnel(leads: pd.DataFrame, key: str) -> list[dict[str, Any]]:
+    """MQL -> SAL -> SQL -> opportunity -> won per value of ``key`` (and all), largest MQL count first: the
+    leads at each stage and each stage's share of the stage before (MQL -> won: of the MQLs)."""
+    rows = []
+    groups = sorted(leads.groupby(key, sort=False, dropna=False), key=lambda kv: -int(kv[1]["stage_mql"].sum()))
+    for value, g in [*groups, ("all", leads)]:
+        row: dict[str, Any] = {
+            key.removeprefix("seg_"): "(missing)" if pd.isna(value) else str(value),
+            "scored": len(g),
+        }
+        counts = {stage: int(g[column].sum()) for stage, column, _ in FUNNEL}
+        row.update(counts)
+        for (before, _, _), (stage, _, _) in itertools.pairwise(FUNNEL):
+            row[f"{before}_to_{stage}"] = _rate(counts[stage], counts[before])
+        row["mql_to_won"] = _rate(counts["won"], counts["mql"])
+        row["pipeline"] = float(g["pipeline"].sum())
+        row["won_amount"] = float(g["won_amount"].sum())
+        rows.append(row)
     return rows
 
 
@@ -331,11 +386,51 @@ def jensen_shannon(reference: pd.Series, current: pd.Series) -> float | None:
     return (kl(r) + kl(c)) / 2
 
 
+def drift_against_holdout(data: LoopData) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Per model version that scored the window: its scores and logged inputs against its holdout's
+    reference (:mod:`models.drift`). Returns the measures, one row per version (its reference or why
+    there is none) and the notes."""
+    scores = data.scores
+    version = version_labels(scores)
+    rows: list[dict[str, Any]] = []
+    versions: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for label in sorted(version.unique()):
+        mask = (version == label).to_numpy()
+        mine = scores[mask]
+        reference = data.references.get(label, "no reference looked up")
+        if holdout_drift.is_reference(reference):
+            assert isinstance(reference, dict)
+            versions.append(
+                {"version": label, "leads": len(mine), "holdout_rows": reference["rows"], "reference": "holdout"}
+            )
+            measured = holdout_drift.compare(reference, mine["probability"].to_numpy(float), data.inputs()[mask])
+            rows.extend({"version": label, **r} for r in measured)
+            notes.extend(
+                f"Drift ({label}): {r['what']} has shifted from the model's holdout ({r['measure']} {r['value']:.3f})."
+                for r in measured
+                if r["shifted"]
+            )
+        else:
+            versions.append({"version": label, "leads": len(mine), "holdout_rows": None, "reference": str(reference)})
+            notes.append(f"Model {label} ({len(mine):,} scores) has no holdout reference: {reference}.")
+    return rows, versions, notes
+
+
+def version_labels(scores: pd.DataFrame) -> pd.Series:
+    """``name/version`` of each score's model (``(unknown)`` where the log does not say)."""
+    if "model_version" not in scores:
+        return pd.Series("(unknown)", index=scores.index)
+    name = scores["model_name"].astype("string").fillna("?") if "model_name" in scores else "?"
+    return (name + "/" + scores["model_version"].astype("string").fillna("?")).astype(str)
+
+
 def drift(reference: pd.DataFrame, current: pd.DataFrame) -> list[dict[str, Any]]:
-    """The score's PSI and each logged feature's PSI (numbers) or Jensen-Shannon divergence (categories)."""
+    """The score's PSI and each logged feature's PSI (numbers) or Jensen-Shannon divergence (categories)
+    of ``current`` against the scores of another period (``reference``: rows of the score log)."""
     rows = [
         {
-            "what": "score (probability)",
+            "what": holdout_drift.SCORE,
             "kind": "number",
             "measure": "PSI",
             "value": psi(reference["probability"].to_numpy(float), current["probability"].to_numpy(float)),
@@ -374,6 +469,9 @@ def compute(data: LoopData) -> dict[str, Any]:
     }
     for name in data.segments:
         tables[f"by_{name}"] = group_table(leads, f"seg_{name}")
+    funnel_keys = [k for k in FUNNEL_KEYS if (leads[f"seg_{k}"] != "(not logged)").any()]
+    for name in funnel_keys:
+        tables[f"funnel_by_{name}"] = funnel(leads, f"seg_{name}")
     tables["rejection_reasons"] = rejection_reasons(leads)
     tables["opportunities_by_tier"] = opportunities_by_tier(leads)
     tables["realized_vs_predicted"] = realized_vs_predicted(leads)
@@ -392,16 +490,17 @@ def compute(data: LoopData) -> dict[str, Any]:
             f"No cohort has matured yet (horizon {data.horizon_days} days): realized conversion is not compared "
             "with the prediction; see 'Before the labels'."
         )
+    tables["drift"], tables["drift_references"], drift_notes = drift_against_holdout(data)
+    notes.extend(drift_notes)
     if data.reference is not None and len(data.reference):
-        tables["drift"] = drift(data.reference, data.scores)
+        tables["drift_previous_period"] = drift(data.reference, data.scores)
         notes.extend(
-            f"Drift: {row['what']} has shifted ({row['measure']} {row['value']:.3f})."
-            for row in tables["drift"]
+            f"Change from the previous period: {row['what']} has shifted ({row['measure']} {row['value']:.3f})."
+            for row in tables["drift_previous_period"]
             if row["shifted"]
         )
     else:
-        tables["drift"] = []
-        notes.append("No reference scores for drift (none in the reference period).")
+        tables["drift_previous_period"] = []
     if "model_input" not in data.scores or data.scores["model_input"].isna().all():
         notes.append("The score log holds no model inputs for this window: segments and feature drift are empty.")
     header = {
@@ -422,5 +521,11 @@ def compute(data: LoopData) -> dict[str, Any]:
         "won_amount": float(leads["won_amount"].sum()),
         "segments": list(data.segments),
         "reference_leads": 0 if data.reference is None else len(data.reference),
+        "funnel_keys": funnel_keys,
+        "drift_flags": {
+            "psi": holdout_drift.PSI_FLAG,
+            "js": holdout_drift.JS_FLAG,
+            "min_leads": holdout_drift.MIN_LEADS,
+        },
     }
     return {"header": header, "notes": notes, "tables": tables}

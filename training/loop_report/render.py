@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from leadscore.models.drift import SCORE
 from leadscore.training import charts
 from leadscore.training.report import render as report_render
 
@@ -148,4 +149,21 @@ def images(summary: dict[str, Any]) -> dict[str, bytes]:
 
 
 def page(summary: dict[str, Any], pictures: dict[str, bytes]) -> str:
-    return environment().get_template(TEMPLATE).render(s=summary, images=pictures)
+    """The page; the drift table lists the measured rows (the most shifted first), and the features the logged
+    inputs lack in one line per version."""
+    rows = summary["tables"]["drift"]
+    # per version: the score first, then the features, the most shifted first
+    measured = sorted(
+        (r for r in rows if r["value"] is not None),
+        key=lambda r: (r["version"], r["what"] != SCORE, -r["value"]),
+    )
+    unlogged: dict[str, list[str]] = {}
+    for r in rows:
+        if r["value"] is None:
+            unlogged.setdefault(r["version"], []).append(r["what"])
+    previous = sorted(
+        summary["tables"]["drift_previous_period"],
+        key=lambda r: (r["what"] != SCORE, -(r["value"] if r["value"] is not None else -1.0)),
+    )
+    context = {"drift_measured": measured, "drift_unlogged": unlogged, "drift_previous": previous}
+    return environment().get_template(TEMPLATE).render(s=summary, images=pictures, **context)
