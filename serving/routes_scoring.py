@@ -27,6 +27,7 @@ from leadscore.serving.schemas import (
     ScoreResponse,
 )
 from leadscore.serving.scoring import score_leads
+from leadscore.serving.scoring_route import ScoringRoute
 from leadscore.serving.state import AppState
 
 # Batches up to this many leads are scored on the event loop; bigger ones in the thread pool, so one big
@@ -38,6 +39,7 @@ router = APIRouter(
     tags=["scoring"],
     default_response_class=ORJSONAnswer,
     responses=ERROR_RESPONSES,
+    route_class=ScoringRoute,
 )
 
 NOT_RECORDED = "the score could not be recorded; retry later"
