@@ -74,6 +74,12 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def frame(rows: list[dict[str, Any]]) -> bytes:
+    """One spool frame holding ``rows``: a 4-byte big-endian length, then the pickled list."""
+    payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(payload)) + payload
+
+
 def ready_segments(folder: Path) -> list[Path]:
     """Complete segments, oldest first."""
     return sorted(folder.glob(f"*{READY}"))
@@ -134,16 +140,18 @@ class Spool:
     async def append(self, rows: list[dict[str, Any]]) -> None:
         """Return once ``rows`` are written (and fsynced, with ``fsync_each``); raises OSError when they
         could not be."""
-        if not rows:
-            return
-        payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        if rows:
+            await self.append_frames(frame(rows), len(rows))
+
+    async def append_frames(self, frames: bytes, rows: int) -> None:
+        """:meth:`append` for rows already made into frames (:func:`frame`, joined), ``rows`` in all."""
         if not self.fsync_each:
-            self._write(_LENGTH.pack(len(payload)) + payload, len(rows))
+            self._write(frames, rows)
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._frames.append(_LENGTH.pack(len(payload)) + payload)
-        self._counts.append(len(rows))
+        self._frames.append(frames)
+        self._counts.append(rows)
         self._waiters.append(waiter)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
@@ -278,6 +286,11 @@ class SpooledScoreLog:
         """Return once ``rows`` are durable (on disk in the spool)."""
         assert self.spool is not None
         await self.spool.append(rows)
+
+    async def commit_frames(self, frames: bytes, rows: int) -> None:
+        """:meth:`commit` for rows already made into spool frames (:func:`frame`, joined; ``rows`` in all)."""
+        assert self.spool is not None
+        await self.spool.append_frames(frames, rows)
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None
