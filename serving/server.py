@@ -19,6 +19,11 @@ not the operating system, is what refuses a client.
 answers 503 from then on) and the server keeps serving for at least ``drain_seconds`` and until no
 request is in flight; then uvicorn's stop runs (in-flight requests get ``stop_seconds``), the app's
 lifespan ends (the score log is flushed) and the process exits with status 0.
+
+**Several workers** (:func:`serve_workers`): uvicorn's supervisor, with each worker process running a
+:class:`DrainingServer`. SIGTERM (or SIGINT) to the parent is passed to every worker, each drains as above
+(its ``/readyz`` answers 503, what it has in flight is answered and spooled) and exits 0; then the parent
+exits 0.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
 
 log = logging.getLogger("leadscore.serving")
 LOG_EVERY_SECONDS = 10.0
@@ -180,6 +186,44 @@ def serve(app: Any, host: str, port: int, options: dict[str, Any], drain_seconds
     config = uvicorn.Config(app, host=host, port=port, **options)
     server = DrainingServer(config, drain_seconds, on_drain=lambda: setattr(app.state, "draining", True))
     server.run()
+
+
+def _mark_draining(config: uvicorn.Config) -> None:
+    """Set ``state.draining`` on the app a worker serves (found under uvicorn's wrapping middleware)."""
+    app = config.loaded_app
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    if app is not None:
+        app.state.draining = True
+
+
+class DrainingProcess(multiprocess.Process):
+    """A worker process of uvicorn's supervisor whose server is a :class:`DrainingServer` (drain time from
+    ``LEADSCORE_DRAIN_SECONDS``)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            from leadscore.serving.settings import get_serving_settings
+
+            drain_seconds = get_serving_settings().drain_seconds
+            self._server = DrainingServer(self.config, drain_seconds, on_drain=lambda: _mark_draining(self.config))
+        return self._server
+
+
+def serve_workers(factory: str, host: str, port: int, options: dict[str, Any], workers: int) -> None:
+    """Serve the app made by ``factory`` (``"module:function"``) in ``workers`` processes sharing one socket,
+    until stopped (see the module's docstring)."""
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **options)
+    supervisor = multiprocess.Multiprocess(config, sockets=[config.bind_socket()])
+    # The supervisor makes its workers through the module's name ``Process`` (at start and to replace one
+    # that died); for this run that name is DrainingProcess.
+    made = multiprocess.Process
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]
+    try:
+        supervisor.run()
+    finally:
+        multiprocess.Process = made  # type: ignore[misc]
 
 
 class GuardedHttpFromEnv(GuardedHttp):

@@ -211,6 +211,45 @@ def test_sigterm_drains_with_readyz_503_then_exits_0(scorer_file: Path, tmp_path
         assert server.process.wait(timeout=15) == 0, server.log_text()
 
 
+def test_sigterm_to_the_parent_of_two_workers_drains_both_then_exits_0(scorer_file: Path, tmp_path: Path) -> None:
+    """``--workers 2``: SIGTERM to the parent reaches both workers; each answers /readyz 503 while it drains,
+    answers what it has in flight (and spools it: every answered score reaches the log), then all exit 0."""
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "tests.scenario_app", str(scorer_file), "2"]
+    with scenario_server(home, command, LEADSCORE_DRAIN_SECONDS="1.5", LEADSCORE_BODY_TIMEOUT_SECONDS="10") as server:
+        workers = children(server.process.pid)
+        body = orjson.dumps(EXAMPLE_LEAD)
+        head = (
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        with ExitStack() as stack:
+            socks = [stack.enter_context(raw_connection(server.port)) for _ in range(8)]
+            for sock in socks:  # requests in flight: their bodies are not complete yet
+                sock.sendall(head + body[:10])
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.4)
+            for _ in range(16):  # new connections, taken by either worker: both say they are stopping
+                ready = httpx.get(server.base + "/readyz", timeout=2, headers={"connection": "close"})
+                assert ready.status_code == 503 and ready.json()["status"] == "stopping"
+            answered = []
+            for sock in socks:
+                sock.sendall(body[10:])
+                answer = b""
+                sock.settimeout(5)
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                answered.append(orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["request_id"])
+        assert server.process.wait(timeout=30) == 0, server.log_text()
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    with scenario_server(home, app_command(scorer_file)):  # whatever a worker left spooled is written now
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
 def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
     """16 concurrent 100-lead batches against a bound of 300 leads in flight: some are refused at once with
     503 + Retry-After, the rest answered; /healthz answers meanwhile; no other error."""
