@@ -186,6 +186,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     app.add_middleware(
         Admission,
         capacity=settings.max_inflight_leads,
+        single_capacity=settings.max_inflight_single_leads,
         max_batch=settings.max_batch,
         on_shed=app.state.metrics.shed,
     )

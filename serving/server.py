@@ -10,6 +10,9 @@
   connection, for the first request), and its body within ``body_timeout_seconds`` of its headers;
   past either, the connection is closed (the app sees a client gone: 499);
 - an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
+- a scoring request that admission control refuses (:class:`serving.admission.Admission`) is answered 503
+  as soon as its headers are parsed, without starting the app (a refused batch's body is not read: its
+  connection is closed), so refusing costs little next to the work admitted.
 
 Closed connections are counted in ``GuardedHttp.closed`` and logged as a warning at most once every
 ``LOG_EVERY_SECONDS``. The process's open-files limit is raised to its hard limit at start, so the cap,
@@ -42,6 +45,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import multiprocess
 
+from leadscore.serving.admission import SCORE_PATH, SHED_CLOSE, SHED_KEEP_ALIVE, Admission
+
 log = logging.getLogger("leadscore.serving")
 LOG_EVERY_SECONDS = 10.0
 
@@ -70,6 +75,8 @@ class GuardedHttp(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._since = time.monotonic()
         self._serving = False  # between the end of a request's body and the end of its answer
+        self._shed = False  # the request being read was refused (answered 503 already)
+        self._between = True  # no request is being read (the next byte starts one)
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             victim = min(
@@ -88,17 +95,60 @@ class GuardedHttp(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if (
+            self._between
+            and data.startswith(SINGLE_REQUEST_LINE)
+            and (self.cycle is None or self.cycle.response_complete)
+            and (admission := Admission.serving) is not None
+            and admission.refuses(1, single=True)
+            and _one_whole_keep_alive_request(data)
+        ):  # refused before parsing: a retry storm of single leads costs a few microseconds a request
+            self._unset_keepalive_if_required()
+            admission.shed(SCORE_PATH)
+            self.transport.write(SHED_KEEP_ALIVE)
+            self._since = time.monotonic()
+            self._arm(self.header_timeout, "header_timeout")
+            return
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
+        self._between = False
         super().on_message_begin()
         self._arm(self.header_timeout, "header_timeout")
 
     def on_headers_complete(self) -> None:
+        self._shed = False
+        admission = Admission.serving
+        if admission is not None and (self.cycle is None or self.cycle.response_complete):  # not pipelined
+            path = self.url.split(b"?", 1)[0]
+            weight = admission.weight(self.parser.get_method(), path, self.headers)
+            single = path == b"/v1/score"
+            if weight and admission.refuses(weight, single):
+                self._shed = True
+                admission.shed(path.decode("ascii", "replace"))
+                self.transport.write(SHED_KEEP_ALIVE if single else SHED_CLOSE)
+                if single and self.parser.should_keep_alive():
+                    self._arm(self.body_timeout, "body_timeout")  # the rest of its body, then the next request
+                else:
+                    self.transport.close()
+                return
         super().on_headers_complete()
         self._arm(self.body_timeout, "body_timeout")
 
+    def on_body(self, body: bytes) -> None:
+        if not self._shed:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         self._disarm()
+        self._between = True
+        if self._shed:  # answered already: the connection waits for its next request
+            self._shed = False
+            self._since = time.monotonic()
+            self._arm(self.header_timeout, "header_timeout")
+            return
+        super().on_message_complete()
         self._serving = True
 
     def on_response_complete(self) -> None:
@@ -133,6 +183,25 @@ class GuardedHttp(HttpToolsProtocol):
                 counts["header_timeout"],
                 counts["body_timeout"],
             )
+
+
+SINGLE_REQUEST_LINE = b"POST /v1/score HTTP/1.1\r\n"
+
+
+def _one_whole_keep_alive_request(data: bytes) -> bool:
+    """``data`` is exactly one complete request with a ``Content-Length`` body, keep-alive by default (no
+    ``Connection``, ``Transfer-Encoding`` or ``Expect`` header)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[:end].lower()
+    if b"\r\nconnection:" in head or b"\r\ntransfer-encoding:" in head or b"\r\nexpect:" in head:
+        return False
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return False
+    value = head[at + 17 :].split(b"\r\n", 1)[0].strip()
+    return value.isdigit() and end + 4 + int(value) == len(data)
 
 
 def guarded_protocol(max_connections: int, header_timeout: float, body_timeout: float) -> type[GuardedHttp]:

@@ -19,7 +19,6 @@ from leadscore.serving.server import serve, serve_workers
 from leadscore.serving.settings import ServingSettings
 from leadscore.serving.state import StaticLoader
 
-
 SCORER_ENV = "LEADSCORE_SCENARIO_SCORER"
 
 
