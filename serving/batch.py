@@ -31,7 +31,7 @@ from leadscore.serving.scoring import score_leads
 from leadscore.serving.spool import frame
 from leadscore.serving.state import LoadedModel
 
-CHUNK_LEADS = 50
+CHUNK_LEADS = 25
 _LEADS = TypeAdapter(list[LeadRecord])
 
 
