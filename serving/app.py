@@ -139,7 +139,6 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batch_rows=settings.score_log_batch_rows,
             stop_seconds=settings.score_log_stop_seconds,
             fsync_each=settings.score_log_fsync,
-            on_drop=lambda n: metrics.score_log_dropped.inc(n),
         )
         await asyncio.to_thread(score_log.start)
         hash_lead = lead_hasher(await asyncio.to_thread(lead_hash_key, settings))

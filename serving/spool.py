@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -238,8 +237,8 @@ class Spool:
 class SpooledScoreLog:
     """The score log with a durable hand-over: ``await commit(rows)`` before answering.
 
-    ``written`` counts the rows the writer reported committed. ``on_drop`` is kept for the interface of
-    :class:`serving.score_log.ScoreLog`; nothing is dropped here: rows not yet written stay on disk.
+    ``written`` counts the rows the writer reported committed. No row is dropped: rows not yet written stay
+    on disk (``leadscore_score_log_dropped_total`` stays 0).
     """
 
     def __init__(
@@ -249,13 +248,11 @@ class SpooledScoreLog:
         flush_seconds: float = 0.5,
         batch_rows: int = 500,
         stop_seconds: float = 10.0,
-        on_drop: Callable[[int], None] | None = None,
         fsync_each: bool = False,
     ) -> None:
         self.fsync_each = fsync_each
         self.url, self.root, self.flush_seconds = url, root, flush_seconds
         self.batch_rows, self.stop_seconds = batch_rows, stop_seconds
-        self.on_drop = on_drop or (lambda n: None)
         self.written = 0
         self.spool: Spool | None = None
         self._lock_fd: int | None = None
