@@ -4,17 +4,23 @@ Run: ``.venv/bin/python bench/bench_overload.py [--home DIR] [--seconds 10]`` (n
 on synthetic data into a temporary embedded store (or uses the champion in ``--home``), starts
 ``leadscore serve`` on 127.0.0.1 and drives it with:
 
-1. single leads at 8 connections (the peak);
-2. single leads at 256 connections: goodput (200 answers per second), the share of 503s, p99;
-3. 1,000-lead batches at 64 connections while a probe times ``/healthz`` every 10 ms;
+1. single leads at 8 connections (the peak: answers per second);
+2. single leads at 256 connections: ``wrk`` drives 248 of them and a sampler in this process the other 8,
+   timing each of its requests and noting its status. Goodput is the 200 answers per second of all 256;
+   the latency goal is the p99 of the sampler's admitted (200) requests (``wrk`` cannot tell a 200's
+   latency from a 503's; the 8 sampled connections behave as the 248 others: send, wait, send again);
+3. 1,000-lead batches at 64 connections while a probe times ``/healthz`` (a new connection each time, as a
+   liveness probe makes) every 10 ms;
 
-and prints the resident memory of the serving process tree at start, after the load and after a rest,
-then the goals (``GOALS``), each with its figure and whether it was met.
+and prints the resident memory of the serving process tree at start (after a warm-up), after the load
+and after a 10 s rest, then the goals (``GOALS``), each with its figure and whether it was met. Timings
+are only comparable on a quiet machine: ``wrk``, the sampler and the server share its cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -68,6 +74,46 @@ def wrk(url: str, body: bytes, connections: int, seconds: float, workdir: Path) 
     return result
 
 
+SAMPLED = 8  # of the 256 connections, those whose requests are timed one by one
+
+
+async def _sample(port: int, request: bytes, until: float, out: list[tuple[int, float]]) -> None:
+    """One keep-alive connection sending ``request`` again and again until ``until``: (status, seconds) each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < until:
+            began = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            await reader.readexactly(length)
+            out.append((int(head[9:12]), time.perf_counter() - began))
+            if b"connection: close" in head.lower():
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        writer.close()
+
+
+def sample(port: int, body: bytes, connections: int, seconds: float, out: list[tuple[int, float]]) -> None:
+    """Time single-lead requests over ``connections`` connections for ``seconds`` (in this thread's own loop)."""
+    request = (
+        b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+    async def run() -> None:
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*(_sample(port, request, until, out) for _ in range(connections)))
+
+    asyncio.run(run())
+
+
+def p99_ms(seconds: list[float]) -> float:
+    return statistics.quantiles(seconds, n=100)[98] * 1000 if len(seconds) > 2 else float("nan")
+
+
 def probe_health(base: str, stop_event: threading.Event, seconds: list[float]) -> None:
     while not stop_event.is_set():
         began = time.perf_counter()
@@ -116,10 +162,19 @@ def main() -> None:
         rss_start = rss_mib(process.pid)
         peak = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
         print(f"c=8 single:     {peak['rps']:8.0f} req/s  p50 {peak['p50']:.2f} ms  p99 {peak['p99']:.2f} ms")
-        over = wrk(base + "/v1/score", lead, 256, args.seconds, workdir)
+        sampled: list[tuple[int, float]] = []
+        sampler = threading.Thread(target=sample, args=(port, lead, SAMPLED, args.seconds, sampled))
+        sampler.start()
+        over = wrk(base + "/v1/score", lead, 256 - SAMPLED, args.seconds, workdir)
+        sampler.join()
+        admitted = [t for code, t in sampled if code == 200]
+        goodput = over["goodput"] + len(admitted) / args.seconds
+        admitted_p99 = p99_ms(admitted)
         print(
-            f"c=256 single:   {over['goodput']:8.0f} 200/s  p50 {over['p50']:.2f} ms  p99 {over['p99']:.2f} ms  "
-            f"503s {int(over['non2xx'])}  {over['socket_errors']}"
+            f"c=256 single:   {goodput:8.0f} 200/s  503s {int(over['non2xx']) + len(sampled) - len(admitted)}  "
+            f"{over['socket_errors']}\n"
+            f"                admitted p99 {admitted_p99:.2f} ms ({len(admitted)} timed of {len(sampled)} sampled); "
+            f"all answers (wrk) p50 {over['p50']:.2f} ms p99 {over['p99']:.2f} ms"
         )
         health: list[float] = []
         stop_event = threading.Event()
@@ -131,7 +186,7 @@ def main() -> None:
         rss_after = rss_mib(process.pid)
         time.sleep(10)
         rss_rest = rss_mib(process.pid)
-        health_p99 = statistics.quantiles(health, n=100)[98] * 1000 if len(health) > 2 else float("nan")
+        health_p99 = p99_ms(health)
         print(
             f"c=64 batches:   {batches['goodput']:8.1f} 200/s ({batches['goodput'] * 1000:.0f} leads/s)  "
             f"p99 {batches['p99']:.0f} ms  503s {int(batches['non2xx'])}  /healthz p99 {health_p99:.2f} ms "
@@ -141,7 +196,7 @@ def main() -> None:
     finally:
         stop(process)
 
-    share = over["goodput"] / peak["rps"]
+    share = goodput / peak["rps"]
     growth = rss_rest / rss_start - 1
     print("\ngoals")
     for label, figure, goal, met in (
@@ -152,10 +207,10 @@ def main() -> None:
             share >= GOALS["min_goodput_share_at_256"],
         ),
         (
-            "p99 at 256 (all answers)",
-            f"{over['p99']:.1f} ms",
+            "p99 at 256 (admitted)",
+            f"{admitted_p99:.1f} ms",
             f"< {GOALS['max_p99_ms_at_256']} ms",
-            over["p99"] < GOALS["max_p99_ms_at_256"],
+            admitted_p99 < GOALS["max_p99_ms_at_256"],
         ),
         (
             "/healthz p99 under batches",

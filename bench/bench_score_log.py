@@ -6,7 +6,8 @@ A busy uvloop loop (short slices of Python, one turn each, as requests keep the 
 counts the slices it gets through while scores are logged at a request rate, in four set-ups:
 
 - ``none``: the loop alone (rows are made, not logged);
-- ``ScoreLog``: the score log as the API runs it (rows handed to its writer process every flush);
+- ``spool``: the score log as the API runs it (each request's rows appended to the local spool before its
+  answer; the spool's writer process writes them to SQLite);
 - ``thread, SQLite``: a writer thread in the loop's process inserting the same rows, one transaction
   a flush;
 - ``thread, sleeping``: a thread that only wakes 50 times a second and sleeps again.
@@ -38,7 +39,8 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from leadscore.serving.deps import uuid7_hex
-from leadscore.serving.score_log import ScoreLog, open_engine, write_batch
+from leadscore.serving.score_log import open_engine, write_batch
+from leadscore.serving.spool import SpooledScoreLog
 
 HASH = hashlib.sha256(b"L-2026-000123").hexdigest()
 
@@ -121,7 +123,9 @@ def busy_loop(sink: Any, seconds: float, rows_per_second: float) -> float:
             done += 1
             if time.perf_counter() >= due:
                 due += every
-                sink.append([row()])
+                appended = sink.append([row()])
+                if appended is not None:  # the spool: appended once awaited
+                    await appended
             await asyncio.sleep(0)
         return done
 
@@ -136,14 +140,22 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="leadscore-bench-log-"))
 
-    def score_log(n: int) -> Any:
-        log = ScoreLog(f"sqlite:///{folder / f'process{n}.db'}")
-        log.start()
-        return log
+    class Spooled:
+        """The spooled score log, taking rows as the API gives them (``await commit(rows)``)."""
+
+        def __init__(self, n: int) -> None:
+            self.log = SpooledScoreLog(f"sqlite:///{folder / f'process{n}.db'}", folder / f"spool{n}")
+            self.log.start()
+
+        def append(self, rows: list[dict[str, Any]]) -> Any:
+            return self.log.commit(rows)
+
+        def close(self) -> None:
+            self.log.close()
 
     setups: dict[str, Callable[[int], Any]] = {
         "none": lambda n: Nothing(),
-        "ScoreLog (writer process)": score_log,
+        "spool (writer process)": Spooled,
         "thread, SQLite": lambda n: WriterThread(f"sqlite:///{folder / f'thread{n}.db'}"),
         "thread, sleeping": lambda n: SleepingThread(),
     }

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -21,9 +23,11 @@ from leadscore.serving import routes_events, routes_health, routes_model, routes
 from leadscore.serving.admission import Admission
 from leadscore.serving.asgi import validation_errors
 from leadscore.serving.batcher import MicroBatcher
+from leadscore.serving.memory import limit_arenas, trim
 from leadscore.serving.metrics import Metrics
 from leadscore.serving.middleware import Guard
 from leadscore.serving.privacy import lead_hash_key
+from leadscore.serving.schemas import BatchRequest
 from leadscore.serving.score_log import lead_hasher
 from leadscore.serving.settings import ServingSettings, get_serving_settings
 from leadscore.serving.spool import SpooledScoreLog
@@ -32,6 +36,21 @@ from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryL
 log = logging.getLogger("leadscore.serving")
 
 INITIAL_RETRY_SECONDS = 5.0
+# How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Batches
+# are scored in worker threads; at 1 ms the event loop, waiting, gets the GIL back within about that long.
+SWITCH_INTERVAL_SECONDS = 0.001
+TRIM_EVERY_SECONDS = 2.0
+
+
+async def _give_memory_back(app: FastAPI) -> None:
+    """Every ``TRIM_EVERY_SECONDS``, when batches were scored since the last look, return free heap to the
+    system (:func:`serving.memory.trim`, in a thread): memory goes back to its resting size after a burst."""
+    seen = 0
+    while True:
+        await asyncio.sleep(TRIM_EVERY_SECONDS)
+        if app.state.batches_scored != seen:
+            seen = app.state.batches_scored
+            await asyncio.to_thread(trim)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,6 +104,24 @@ async def _poll(state: AppState) -> None:
             log.error("model load failed: %s", state.last_reload_error)
 
 
+def _document_batch_request(app: FastAPI) -> None:
+    """Put :class:`BatchRequest` among the OpenAPI document's schemas: the batch route reads its body itself
+    (:mod:`serving.batch`) and refers to it there (``routes_scoring.BATCH_BODY``)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schema = BatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in schema.pop("$defs", {}).items():
+                schemas.setdefault(name, definition)
+            schemas["BatchRequest"] = schema
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ServingSettings | None = None, loader: ModelLoader | None = None) -> FastAPI:
     """Build the app; nothing is loaded until its lifespan starts."""
     settings = settings or get_serving_settings()
@@ -92,6 +129,8 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.getLogger("leadscore").setLevel(settings.log_level)
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        limit_arenas()
         metrics: Metrics = app.state.metrics
         score_log = SpooledScoreLog(
             settings.resolved_score_log_url,
@@ -100,7 +139,6 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batch_rows=settings.score_log_batch_rows,
             stop_seconds=settings.score_log_stop_seconds,
             fsync_each=settings.score_log_fsync,
-            on_drop=lambda n: metrics.score_log_dropped.inc(n),
         )
         await asyncio.to_thread(score_log.start)
         hash_lead = lead_hasher(await asyncio.to_thread(lead_hash_key, settings))
@@ -118,12 +156,14 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
             await _load_first(state, settings, loader)
             poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
+        trimmer = asyncio.create_task(_give_memory_back(app), name="leadscore-memory-trim")
         try:
             yield
         finally:
-            poller.cancel()
-            with suppress(asyncio.CancelledError):
-                await poller
+            for task in (poller, trimmer):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await asyncio.to_thread(score_log.close)
 
     app = FastAPIOffline(
@@ -134,15 +174,18 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would otherwise send the document to a validator
     )
     app.state.metrics = Metrics()
+    app.state.batches_scored = 0  # batch requests answered (serving.routes_scoring); read by the memory trim
     app.state.draining = False  # set when a stop is requested (serving.server): /readyz answers 503
     app.include_router(routes_scoring.router)
     app.include_router(routes_model.router)
     app.include_router(routes_health.router)
     routes_events.install(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    _document_batch_request(app)
     app.add_middleware(
         Admission,
         capacity=settings.max_inflight_leads,
+        single_capacity=settings.max_inflight_single_leads,
         max_batch=settings.max_batch,
         on_shed=app.state.metrics.shed,
     )

@@ -1,38 +1,36 @@
 """Scoring routes: one lead, or a bounded batch answered in request order.
 
-Both are FastAPI path operations: the body is validated into :class:`LeadRecord` / :class:`BatchRequest`
-(422 with the field path), the key check, the model and the request id come from one dependency,
+Both are FastAPI path operations: the key check, the model and the request id come from one dependency,
 :data:`serving.deps.scoring_access` (so ``app.dependency_overrides`` reaches them), and the OpenAPI document is
-FastAPI's, with the request examples below. Single leads are scored through the micro-batcher
-(:mod:`serving.batcher`). The answer is the dict :func:`serving.scoring.score_leads` builds, written by
-orjson (:class:`serving.asgi.ORJSONAnswer`); ``response_model`` documents its shape.
+FastAPI's, with the request examples below. A single lead is validated into :class:`LeadRecord` (422 with
+the field path, as FastAPI words it) by the handler of :class:`serving.scoring_route.ScoringRoute`, the
+router's route class, and scored through the micro-batcher (:mod:`serving.batcher`); its answer is the
+dict :func:`serving.scoring.score_leads` builds, written by orjson (:class:`serving.asgi.ORJSONAnswer`). A
+batch body (:class:`serving.schemas.BatchRequest`, the same 422 errors) is parsed, validated, scored and
+its answer written in a worker thread (:mod:`serving.batch`), so the event loop only moves its bytes.
+``response_model`` documents each answer's shape.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.asgi import ORJSONAnswer
+from leadscore.serving.batch import score_batch_body
 from leadscore.serving.deps import Scoring
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
     EXAMPLE_LEAD,
     MINIMAL_LEAD,
-    BatchRequest,
     BatchResponse,
     ScoreResponse,
 )
-from leadscore.serving.scoring import score_leads
 from leadscore.serving.scoring_route import ScoringRoute
 from leadscore.serving.state import AppState
-
-# Batches up to this many leads are scored on the event loop; bigger ones in the thread pool, so one big
-# batch does not hold up the requests queued behind it.
-INLINE_LEADS = 16
 
 router = APIRouter(
     prefix="/v1",
@@ -49,6 +47,16 @@ async def _commit(state: AppState, rows: list[dict[str, Any]]) -> None:
     """Make the score-log rows durable before the answer is sent (503 when the spool cannot be written)."""
     try:
         await state.score_log.commit(rows)
+    except OSError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
+        ) from None
+
+
+async def _commit_frames(state: AppState, frames: bytes, rows: int) -> None:
+    """:func:`_commit` for rows already made into spool frames."""
+    try:
+        await state.score_log.commit_frames(frames, rows)
     except OSError:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
@@ -90,42 +98,49 @@ async def score(
     return ORJSONAnswer(answer)
 
 
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/BatchRequest"},
+                "examples": {"two": {"summary": "Two leads", "value": {"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}}},
+            }
+        },
+    }
+}
+
+
 @router.post(
-    "/score/batch", response_model=BatchResponse, summary="Score a batch of leads", operation_id="score_batch_v1"
+    "/score/batch",
+    response_model=BatchResponse,
+    summary="Score a batch of leads",
+    operation_id="score_batch_v1",
+    openapi_extra=BATCH_BODY,
 )
-async def score_batch(
-    batch: Annotated[
-        BatchRequest,
-        Body(openapi_examples={"two": {"summary": "Two leads", "value": {"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]}}}),
-    ],
-    request: Request,
-    context: Scoring,
-    explain: Explain = True,
-) -> ORJSONAnswer:
+async def score_batch(request: Request, context: Scoring, explain: Explain = True) -> Response:
     """Score many leads (at most LEADSCORE_MAX_BATCH); answers come back in request order.
 
     An `X-Request-Id` header of at most 64 letters, digits, `-` or `_` is echoed in the answer (one id for the
     whole batch), and logged as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is
     made and logged as is.
     """
+    # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored in a
+    # worker thread (serving.batch), so the event loop only moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
-    model, request_id = context.model, context.request_id
-    leads = batch.leads
-    if len(leads) > state.settings.max_batch:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"batch of {len(leads)} leads exceeds the limit of {state.settings.max_batch}",
-        )
-    ids = [request_id] * len(leads)
-    if len(leads) <= INLINE_LEADS:
-        answers, rows = score_leads(model, leads, ids, explain, state.hash_lead)
-    else:
-        answers, rows = await run_in_threadpool(score_leads, model, leads, ids, explain, state.hash_lead)
-    if context.log_id is not None:
-        for row in rows:
-            row["request_id"] = context.log_id
-    await _commit(state, rows)
-    state.metrics.count_tiers([a["tier"] for a in answers])
-    return ORJSONAnswer(
-        {"results": answers, "model": {"name": model.name, "version": model.version}, "request_id": request_id}
+    body = await request.body()
+    scored = await run_in_threadpool(
+        score_batch_body,
+        body,
+        state.settings.max_batch,
+        context.model,
+        context.request_id,
+        context.log_id,
+        explain,
+        state.hash_lead,
     )
+    del body
+    await _commit_frames(state, scored.frames, scored.rows)
+    state.metrics.count_tiers(scored.tiers)
+    request.app.state.batches_scored += 1
+    return Response(scored.answer, media_type="application/json")

@@ -69,8 +69,6 @@ def run(
     A non-loopback ``host`` without API keys is refused (PermissionError) unless
     ``allow_public_without_keys``.
     """
-    import uvicorn
-
     if workers > 1 and settings is not None:
         raise ValueError("settings cannot be passed to several worker processes: set LEADSCORE_* environment variables")
     resolved = settings or get_serving_settings()
@@ -80,10 +78,10 @@ def run(
     if workers > 1:
         # Workers share one socket: one still loading would answer 503 while the others serve.
         os.environ["LEADSCORE_LOAD_BEFORE_LISTENING"] = "true"
+        from leadscore.serving.server import serve_workers
+
         with shared_metrics_folder():
-            uvicorn.run(
-                "leadscore.serving.app:create_app", factory=True, host=host, port=port, workers=workers, **options
-            )
+            serve_workers("leadscore.serving.app:create_app", host, port, options, workers)
         return
     from leadscore.serving.app import create_app
     from leadscore.serving.server import serve

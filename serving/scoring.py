@@ -27,10 +27,12 @@ def score_leads(
     request_ids: Sequence[str],
     explain: bool,
     hash_lead: Callable[[str], str],
+    now: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Answers in order, and the score-log rows (hashed lead ids only, with the feature record the model scored
-    as JSON: no names or emails enter it); ``request_ids``: one per lead."""
-    now = datetime.now(UTC)
+    as JSON: no names or emails enter it); ``request_ids``: one per lead; ``now``: the scoring moment (the
+    current time when not given)."""
+    now = now or datetime.now(UTC)
     records = [lead_feature_record(lead, now) for lead in leads]
     scored = model.scorer.score_records(records, explain=explain, k=3)
     ref = {"name": model.name, "version": model.version}

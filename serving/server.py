@@ -10,6 +10,9 @@
   connection, for the first request), and its body within ``body_timeout_seconds`` of its headers;
   past either, the connection is closed (the app sees a client gone: 499);
 - an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
+- a scoring request that admission control refuses (:class:`serving.admission.Admission`) is answered 503
+  as soon as its headers are parsed, without starting the app (a refused batch's body is not read: its
+  connection is closed), so refusing costs little next to the work admitted.
 
 Closed connections are counted in ``GuardedHttp.closed`` and logged as a warning at most once every
 ``LOG_EVERY_SECONDS``. The process's open-files limit is raised to its hard limit at start, so the cap,
@@ -19,6 +22,11 @@ not the operating system, is what refuses a client.
 answers 503 from then on) and the server keeps serving for at least ``drain_seconds`` and until no
 request is in flight; then uvicorn's stop runs (in-flight requests get ``stop_seconds``), the app's
 lifespan ends (the score log is flushed) and the process exits with status 0.
+
+**Several workers** (:func:`serve_workers`): uvicorn's supervisor, with each worker process running a
+:class:`DrainingServer`. SIGTERM (or SIGINT) to the parent is passed to every worker, each drains as above
+(its ``/readyz`` answers 503, what it has in flight is answered and spooled) and exits 0; then the parent
+exits 0.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
+
+from leadscore.serving.admission import SCORE_PATH, SHED_CLOSE, SHED_KEEP_ALIVE, Admission
 
 log = logging.getLogger("leadscore.serving")
 LOG_EVERY_SECONDS = 10.0
@@ -64,6 +75,8 @@ class GuardedHttp(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._since = time.monotonic()
         self._serving = False  # between the end of a request's body and the end of its answer
+        self._shed = False  # the request being read was refused (answered 503 already)
+        self._between = True  # no request is being read (the next byte starts one)
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             victim = min(
@@ -82,17 +95,60 @@ class GuardedHttp(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if (
+            self._between
+            and data.startswith(SINGLE_REQUEST_LINE)
+            and (self.cycle is None or self.cycle.response_complete)
+            and (admission := Admission.serving) is not None
+            and admission.refuses(1, single=True)
+            and _one_whole_keep_alive_request(data)
+        ):  # refused before parsing: a retry storm of single leads costs a few microseconds a request
+            self._unset_keepalive_if_required()
+            admission.shed(SCORE_PATH)
+            self.transport.write(SHED_KEEP_ALIVE)
+            self._since = time.monotonic()
+            self._arm(self.header_timeout, "header_timeout")
+            return
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
+        self._between = False
         super().on_message_begin()
         self._arm(self.header_timeout, "header_timeout")
 
     def on_headers_complete(self) -> None:
+        self._shed = False
+        admission = Admission.serving
+        if admission is not None and (self.cycle is None or self.cycle.response_complete):  # not pipelined
+            path = self.url.split(b"?", 1)[0]
+            weight = admission.weight(self.parser.get_method(), path, self.headers)
+            single = path == b"/v1/score"
+            if weight and admission.refuses(weight, single):
+                self._shed = True
+                admission.shed(path.decode("ascii", "replace"))
+                self.transport.write(SHED_KEEP_ALIVE if single else SHED_CLOSE)
+                if single and self.parser.should_keep_alive():
+                    self._arm(self.body_timeout, "body_timeout")  # the rest of its body, then the next request
+                else:
+                    self.transport.close()
+                return
         super().on_headers_complete()
         self._arm(self.body_timeout, "body_timeout")
 
+    def on_body(self, body: bytes) -> None:
+        if not self._shed:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         self._disarm()
+        self._between = True
+        if self._shed:  # answered already: the connection waits for its next request
+            self._shed = False
+            self._since = time.monotonic()
+            self._arm(self.header_timeout, "header_timeout")
+            return
+        super().on_message_complete()
         self._serving = True
 
     def on_response_complete(self) -> None:
@@ -127,6 +183,25 @@ class GuardedHttp(HttpToolsProtocol):
                 counts["header_timeout"],
                 counts["body_timeout"],
             )
+
+
+SINGLE_REQUEST_LINE = b"POST /v1/score HTTP/1.1\r\n"
+
+
+def _one_whole_keep_alive_request(data: bytes) -> bool:
+    """``data`` is exactly one complete request with a ``Content-Length`` body, keep-alive by default (no
+    ``Connection``, ``Transfer-Encoding`` or ``Expect`` header)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[:end].lower()
+    if b"\r\nconnection:" in head or b"\r\ntransfer-encoding:" in head or b"\r\nexpect:" in head:
+        return False
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return False
+    value = head[at + 17 :].split(b"\r\n", 1)[0].strip()
+    return value.isdigit() and end + 4 + int(value) == len(data)
 
 
 def guarded_protocol(max_connections: int, header_timeout: float, body_timeout: float) -> type[GuardedHttp]:
@@ -180,6 +255,44 @@ def serve(app: Any, host: str, port: int, options: dict[str, Any], drain_seconds
     config = uvicorn.Config(app, host=host, port=port, **options)
     server = DrainingServer(config, drain_seconds, on_drain=lambda: setattr(app.state, "draining", True))
     server.run()
+
+
+def _mark_draining(config: uvicorn.Config) -> None:
+    """Set ``state.draining`` on the app a worker serves (found under uvicorn's wrapping middleware)."""
+    app = config.loaded_app
+    while app is not None and not hasattr(app, "state"):
+        app = getattr(app, "app", None)
+    if app is not None:
+        app.state.draining = True
+
+
+class DrainingProcess(multiprocess.Process):
+    """A worker process of uvicorn's supervisor whose server is a :class:`DrainingServer` (drain time from
+    ``LEADSCORE_DRAIN_SECONDS``)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            from leadscore.serving.settings import get_serving_settings
+
+            drain_seconds = get_serving_settings().drain_seconds
+            self._server = DrainingServer(self.config, drain_seconds, on_drain=lambda: _mark_draining(self.config))
+        return self._server
+
+
+def serve_workers(factory: str, host: str, port: int, options: dict[str, Any], workers: int) -> None:
+    """Serve the app made by ``factory`` (``"module:function"``) in ``workers`` processes sharing one socket,
+    until stopped (see the module's docstring)."""
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers, **options)
+    supervisor = multiprocess.Multiprocess(config, sockets=[config.bind_socket()])
+    # The supervisor makes its workers through the module's name ``Process`` (at start and to replace one
+    # that died); for this run that name is DrainingProcess.
+    made = multiprocess.Process
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]
+    try:
+        supervisor.run()
+    finally:
+        multiprocess.Process = made  # type: ignore[misc]
 
 
 class GuardedHttpFromEnv(GuardedHttp):

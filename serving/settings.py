@@ -74,6 +74,12 @@ class ServingSettings(MlflowSettings):
         ge=1,
         description="Scoring work admitted at once, in leads; past it, scoring requests get 503 with Retry-After.",
     )
+    max_inflight_single_leads: int = Field(
+        default=32,
+        ge=1,
+        description="Single-lead requests admitted at once (they are scored on the event loop); past it, "
+        "single-lead requests get 503 with Retry-After, so an admitted one waits for a few scoring turns at most.",
+    )
     drain_seconds: float = Field(
         default=3.0,
         ge=0,

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,6 +119,12 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def frame(rows: list[dict[str, Any]]) -> bytes:
+    """One spool frame holding ``rows``: a 4-byte big-endian length, then :func:`encode_rows`' payload."""
+    payload = encode_rows(rows)
+    return _LENGTH.pack(len(payload)) + payload
+
+
 def ready_segments(folder: Path) -> list[Path]:
     """Complete segments, oldest first."""
     return sorted(folder.glob(f"*{READY}"))
@@ -180,16 +185,18 @@ class Spool:
     async def append(self, rows: list[dict[str, Any]]) -> None:
         """Return once ``rows`` are written (and fsynced, with ``fsync_each``); raises OSError when they
         could not be."""
-        if not rows:
-            return
-        payload = encode_rows(rows)
+        if rows:
+            await self.append_frames(frame(rows), len(rows))
+
+    async def append_frames(self, frames: bytes, rows: int) -> None:
+        """:meth:`append` for rows already made into frames (:func:`frame`, joined), ``rows`` in all."""
         if not self.fsync_each:
-            self._write(_LENGTH.pack(len(payload)) + payload, len(rows))
+            self._write(frames, rows)
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._frames.append(_LENGTH.pack(len(payload)) + payload)
-        self._counts.append(len(rows))
+        self._frames.append(frames)
+        self._counts.append(rows)
         self._waiters.append(waiter)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
@@ -276,8 +283,8 @@ class Spool:
 class SpooledScoreLog:
     """The score log with a durable hand-over: ``await commit(rows)`` before answering.
 
-    ``written`` counts the rows the writer reported committed. ``on_drop`` is kept for the interface of
-    :class:`serving.score_log.ScoreLog`; nothing is dropped here: rows not yet written stay on disk.
+    ``written`` counts the rows the writer reported committed. No row is dropped: rows not yet written stay
+    on disk (``leadscore_score_log_dropped_total`` stays 0).
     """
 
     def __init__(
@@ -287,13 +294,11 @@ class SpooledScoreLog:
         flush_seconds: float = 0.5,
         batch_rows: int = 500,
         stop_seconds: float = 10.0,
-        on_drop: Callable[[int], None] | None = None,
         fsync_each: bool = False,
     ) -> None:
         self.fsync_each = fsync_each
         self.url, self.root, self.flush_seconds = url, root, flush_seconds
         self.batch_rows, self.stop_seconds = batch_rows, stop_seconds
-        self.on_drop = on_drop or (lambda n: None)
         self.written = 0
         self.spool: Spool | None = None
         self._lock_fd: int | None = None
@@ -324,6 +329,11 @@ class SpooledScoreLog:
         """Return once ``rows`` are durable (on disk in the spool)."""
         assert self.spool is not None
         await self.spool.append(rows)
+
+    async def commit_frames(self, frames: bytes, rows: int) -> None:
+        """:meth:`commit` for rows already made into spool frames (:func:`frame`, joined; ``rows`` in all)."""
+        assert self.spool is not None
+        await self.spool.append_frames(frames, rows)
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None

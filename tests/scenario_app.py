@@ -1,30 +1,45 @@
-"""A real scoring server for the scenario tests: ``python -m tests.scenario_app <scorer file> <port>``.
+"""A real scoring server for the scenario tests: ``python -m tests.scenario_app <scorer file> [workers] <port>``.
 
-It runs the server ``leadscore serve`` runs (:func:`serving.server.serve` with :func:`serving.run.server_options`,
-settings from ``LEADSCORE_*``), serving a saved scorer instead of a registry version, so a scenario needs no
-registry.
+It runs the server ``leadscore serve`` runs (:func:`serving.server.serve`, or :func:`serving.server.serve_workers`
+with several workers, with :func:`serving.run.server_options`, settings from ``LEADSCORE_*``), serving a saved
+scorer instead of a registry version, so a scenario needs no registry.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 from leadscore.models.scorer import Scorer
 from leadscore.serving.app import create_app
-from leadscore.serving.run import server_options
-from leadscore.serving.server import serve
+from leadscore.serving.run import server_options, shared_metrics_folder
+from leadscore.serving.server import serve, serve_workers
 from leadscore.serving.settings import ServingSettings
 from leadscore.serving.state import StaticLoader
 
+SCORER_ENV = "LEADSCORE_SCENARIO_SCORER"
+
+
+def create_scenario_app() -> object:
+    """The app serving the scorer saved at ``$LEADSCORE_SCENARIO_SCORER`` (each worker process makes its own)."""
+    return create_app(ServingSettings(), StaticLoader(Scorer.load(Path(os.environ[SCORER_ENV])), "lead-scoring", "1"))
+
 
 def main() -> None:
-    path, port = Path(sys.argv[1]), int(sys.argv[2])
+    path, port = Path(sys.argv[1]), int(sys.argv[-1])
+    workers = int(sys.argv[2]) if len(sys.argv) > 3 else 1
     settings = ServingSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, StaticLoader(Scorer.load(path), "lead-scoring", "1"))
-    serve(app, "127.0.0.1", port, server_options(settings), settings.drain_seconds)
+    os.environ[SCORER_ENV] = str(path)
+    if workers > 1:
+        with shared_metrics_folder():
+            serve_workers(
+                "tests.scenario_app:create_scenario_app", "127.0.0.1", port, server_options(settings, workers), workers
+            )
+        return
+    serve(create_scenario_app(), "127.0.0.1", port, server_options(settings), settings.drain_seconds)
 
 
 if __name__ == "__main__":

@@ -211,6 +211,83 @@ def test_sigterm_drains_with_readyz_503_then_exits_0(scorer_file: Path, tmp_path
         assert server.process.wait(timeout=15) == 0, server.log_text()
 
 
+def test_single_leads_past_their_bound_are_refused_at_once_on_a_kept_connection(
+    scorer_file: Path, tmp_path: Path
+) -> None:
+    """With one single lead in flight (its body still coming) and a bound of one, another single lead is
+    answered 503 + Retry-After at once, its connection kept; once the first is answered, the same connection
+    is served again. The refusals are counted."""
+    body = orjson.dumps(EXAMPLE_LEAD)
+    request = (
+        b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with (
+        scenario_server(tmp_path / "home", app_command(scorer_file), LEADSCORE_MAX_INFLIGHT_SINGLE_LEADS="1") as server,
+        raw_connection(server.port) as held,
+        httpx.Client(base_url=server.base, timeout=5) as http,
+    ):
+        held.sendall(request + body[:10])  # admitted: in flight until answered
+        time.sleep(0.3)
+        for _ in range(3):
+            began = time.monotonic()
+            refused = http.post("/v1/score", content=body, headers={"content-type": "application/json"})
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json() == {"detail": "overloaded: too much scoring work in flight, retry later"}
+            assert time.monotonic() - began < 1.0
+        assert httpx.get(server.base + "/healthz", timeout=2).status_code == 200
+        held.sendall(body[10:])
+        held.settimeout(5)
+        assert held.recv(65536).startswith(b"HTTP/1.1 200")
+        assert http.post("/v1/score", content=body, headers={"content-type": "application/json"}).status_code == 200
+        assert metric(server.base, 'leadscore_shed_requests_total{route="/v1/score"}') == 3
+
+
+def test_sigterm_to_the_parent_of_two_workers_drains_both_then_exits_0(scorer_file: Path, tmp_path: Path) -> None:
+    """``--workers 2``: SIGTERM to the parent reaches both workers; each answers /readyz 503 while it drains,
+    answers what it has in flight (and spools it: every answered score reaches the log), then all exit 0."""
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "tests.scenario_app", str(scorer_file), "2"]
+    with scenario_server(home, command, LEADSCORE_DRAIN_SECONDS="3", LEADSCORE_BODY_TIMEOUT_SECONDS="10") as server:
+        workers = [  # the worker processes (not multiprocessing's resource tracker)
+            pid for pid in children(server.process.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2
+        body = orjson.dumps(EXAMPLE_LEAD)
+        head = (
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        with ExitStack() as stack:
+            socks = [stack.enter_context(raw_connection(server.port)) for _ in range(8)]
+            for sock in socks:  # requests in flight: their bodies are not complete yet
+                sock.sendall(head + body[:10])
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 3  # the parent passes signals on within half a second
+            while httpx.get(server.base + "/readyz", timeout=2).status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            for _ in range(16):  # new connections, taken by either worker: both say they are stopping
+                ready = httpx.get(server.base + "/readyz", timeout=2, headers={"connection": "close"})
+                assert ready.status_code == 503 and ready.json()["status"] == "stopping"
+            answered = []
+            for sock in socks:
+                sock.sendall(body[10:])
+                answer = b""
+                sock.settimeout(5)
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                answered.append(orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["request_id"])
+        assert server.process.wait(timeout=30) == 0, server.log_text()
+        for pid in workers:  # the parent waited for them
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    with scenario_server(home, app_command(scorer_file)):  # whatever a worker left spooled is written now
+        missing = set(answered) - logged_request_ids(home, len(answered))
+    assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
+
+
 def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
     """16 concurrent 100-lead batches against a bound of 300 leads in flight: some are refused at once with
     503 + Retry-After, the rest answered; /healthz answers meanwhile; no other error."""

@@ -389,14 +389,14 @@ def test_no_lead_data_in_server_logs(client: TestClient, caplog: pytest.LogCaptu
 def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import leadscore.serving.batch as batch
     import leadscore.serving.batcher as batcher
-    import leadscore.serving.routes_scoring as routes_scoring
 
-    def broken(model: Any, leads: list[LeadRecord], *args: Any) -> Any:
+    def broken(model: Any, leads: list[LeadRecord], *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
 
     monkeypatch.setattr(batcher, "score_leads", broken)
-    monkeypatch.setattr(routes_scoring, "score_leads", broken)
+    monkeypatch.setattr(batch, "score_leads", broken)
     for path, payload in (
         ("/v1/score", {"lead_id": "secret-lead-id"}),
         ("/v1/score/batch", {"leads": [{"lead_id": "secret-lead-id"}]}),

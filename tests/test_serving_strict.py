@@ -74,6 +74,31 @@ def test_nan_and_infinity_are_refused_naming_the_field(client: TestClient, token
     assert response.json()["detail"][0]["loc"] == ["body", "engagement", "<key>"]
 
 
+def test_a_batch_is_validated_as_fastapi_validates_a_body(client: TestClient) -> None:
+    """A batch body is read off the event loop (serving.batch), with the same 422s as a FastAPI body: field
+    paths with the lead's index in the whole batch (past the first chunk too), NaN refused naming the field,
+    invalid JSON and a wrong shape refused; a batch over the limit is 413 before its leads are validated."""
+    leads = [lead(lead_id=f"L-{i}") for i in range(130)]
+    leads[0]["employees"] = "12"
+    leads[121]["manual_score"] = True
+    response = client.post("/v1/score/batch", json={"leads": leads})
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [
+        ["body", "leads", 0, "employees"],
+        ["body", "leads", 121, "manual_score"],
+    ]
+    response = post_raw(client, '{"leads": [{"lead_id": "L-1", "employees": NaN}]}', "/v1/score/batch")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "leads", 0, "employees"]
+    response = post_raw(client, '{"leads": [', "/v1/score/batch")
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+    for shape in ("", "[]", '{"leads": []}', '{"leads": {}}', '{"leads": [{"lead_id": "x"}], "more": 1}'):
+        response = post_raw(client, shape, "/v1/score/batch")
+        assert response.status_code == 422, shape
+        assert response.json()["detail"][0]["loc"][0] == "body" and "more" not in response.text
+    too_many = json.dumps({"leads": [{"lead_id": i} for i in range(1001)]})  # invalid leads, but too many first
+    assert post_raw(client, too_many, "/v1/score/batch").status_code == 413
+
+
 def test_integers_are_numbers_too(client: TestClient) -> None:
     assert client.post("/v1/score", json=lead(employees=12, manual_score=0)).status_code == 200
 
