@@ -7,11 +7,17 @@ the local engine's own functions (:func:`features.build.point_in_time_rows` for 
 :func:`features.build.scoring_frame` for scoring): a lead's row depends only on its own rows and on
 ``as_of``, so the rows are exactly the local engine's. No step holds the whole history in one process;
 ``as_of`` (when not given, the newest timestamp of the tables) is the one global reduction.
+
+Scoring needs no outcomes (they only count towards the default ``as_of``), and needs no shuffle when the
+part files already hold whole leads, as ``leadscore generate`` writes them: :func:`aligned_parts` shows it
+from the Parquet footers' lead-id bounds alone (each leads part's bounds apart from every other's, each
+activities part's within its leads part's), and each pair of part files is then built as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -24,6 +30,8 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
 from leadscore.features.build import (
@@ -38,7 +46,9 @@ from leadscore.features.build import (
     scoring_frame,
     table_path,
 )
+from leadscore.features.dates import refuse_future
 from leadscore.features.mapping import DataError, Mapping, parse_datetimes, require_columns
+from leadscore.features.values import refuse_non_finite
 
 BUCKET = "_bucket"  # the partition a row belongs to
 ORDER = "_order"  # a row's place in its table's files (outcomes: the first row of a lead counts, as locally)
@@ -90,11 +100,11 @@ def read_dask_tables(folder: Path, mapping: Mapping) -> DaskTables:
         raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
     paths = {name: table_path(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
     leads = _read(paths["leads"], [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns])
-    leads = _parse_dates(leads, {mapping.created_at: True}, paths["leads"])
+    leads = _parse_dates(leads, {mapping.created_at: True}, paths["leads"], mapping)
     activities = _read(paths["activities"], [mapping.id, "occurred_at", "type"])
-    activities = _parse_dates(activities, {"occurred_at": True}, paths["activities"])
+    activities = _parse_dates(activities, {"occurred_at": True}, paths["activities"], mapping)
     outcomes = _read(paths["outcomes"], [mapping.id, "opportunity_created_at", "closed_at", "stage"])
-    outcomes = _parse_dates(outcomes, {"opportunity_created_at": False, "closed_at": False}, paths["outcomes"])
+    outcomes = _parse_dates(outcomes, {"opportunity_created_at": False, "closed_at": False}, paths["outcomes"], mapping)
     return DaskTables(leads, activities, _numbered(outcomes))
 
 
@@ -118,11 +128,11 @@ def _read(path: Path, columns: list[str]) -> dd.DataFrame:
     return frame
 
 
-def _parse_dates(frame: dd.DataFrame, columns: dict[str, bool], path: Path) -> dd.DataFrame:
-    """Timestamps parsed per partition by the local reader's :func:`features.mapping.parse_datetimes`."""
+def _parse_dates(frame: dd.DataFrame, columns: dict[str, bool], path: Path, mapping: Mapping) -> dd.DataFrame:
+    """Timestamps parsed and checked per partition as the local reader does (:func:`_parsed`)."""
 
     def parse(part: pd.DataFrame) -> pd.DataFrame:
-        return part.assign(**{c: parse_datetimes(part, c, path, required=r) for c, r in columns.items()})
+        return part.assign(**{c: _parsed(part, c, path, mapping, required=r) for c, r in columns.items()})
 
     meta = frame._meta.assign(**{c: pd.Series(dtype="datetime64[ns]") for c in columns})
     return frame.map_partitions(parse, meta=meta)
@@ -172,9 +182,8 @@ def _training_rows(
     return point_in_time_rows(_bucket_tables(leads, activities, outcomes, mapping), mapping, **options)
 
 
-def _scoring_rows(
-    leads: pd.DataFrame, activities: pd.DataFrame, outcomes: pd.DataFrame, mapping: Mapping, as_of: pd.Timestamp
-) -> pd.DataFrame:
+def _scoring_rows(leads: pd.DataFrame, activities: pd.DataFrame, mapping: Mapping, as_of: pd.Timestamp) -> pd.DataFrame:
+    outcomes = pd.DataFrame({ORDER: pd.Series(dtype=np.int64)})  # scoring reads no outcomes once as_of is set
     return scoring_frame(_bucket_tables(leads, activities, outcomes, mapping), mapping, as_of)
 
 
@@ -193,13 +202,19 @@ def latest_timestamp(tables: DaskTables, mapping: Mapping) -> pd.Timestamp:
 
 
 def per_lead(
-    tables: DaskTables, mapping: Mapping, build: Callable[..., pd.DataFrame], partitions: int | None, **kwargs: Any
+    tables: DaskTables,
+    mapping: Mapping,
+    build: Callable[..., pd.DataFrame],
+    partitions: int | None,
+    names: tuple[str, ...] = ("leads", "activities", "outcomes"),
+    **kwargs: Any,
 ) -> dd.DataFrame:
-    """``build(leads, activities, outcomes, mapping, **kwargs)`` on each partition of leads with all their rows."""
+    """``build(*tables, mapping, **kwargs)`` on each partition of leads with all their rows of the tables
+    ``names`` (in that order)."""
     n = partitions or max(tables.leads.npartitions, 2)
     if n < 1:
         raise DataError(f"partitions must be >= 1, got {n}")
-    parts = [_by_lead(getattr(tables, name), mapping.id, n) for name in ("leads", "activities", "outcomes")]
+    parts = [_by_lead(getattr(tables, name), mapping.id, n) for name in names]
     empty = [p._meta.reset_index(drop=True) for p in parts]
     meta = build(*empty, mapping, **kwargs)
     return dd.map_partitions(build, *parts, mapping, **kwargs, meta=meta, clear_divisions=True)
@@ -247,6 +262,164 @@ def build_distributed_frame(
 def distributed_scoring_frame(
     tables: DaskTables, mapping: Mapping, as_of: pd.Timestamp | str | None = None, partitions: int | None = None
 ) -> dd.DataFrame:
-    """Leads to score as of ``as_of``, as :func:`features.build.scoring_frame` builds them, partitioned by lead."""
+    """Leads to score as of ``as_of``, as :func:`features.build.scoring_frame` builds them, partitioned by lead
+    (leads and activities shuffled by lead; outcomes only count towards the default ``as_of``)."""
     as_of = pd.Timestamp(as_of) if as_of is not None else latest_timestamp(tables, mapping)
-    return per_lead(tables, mapping, _scoring_rows, partitions, as_of=as_of)
+    return per_lead(tables, mapping, _scoring_rows, partitions, ("leads", "activities"), as_of=as_of)
+
+
+def scoring_parts(
+    folder: Path, mapping: Mapping, as_of: pd.Timestamp | str | None = None, partitions: int | None = None
+) -> list[Delayed]:
+    """The leads of a CRM folder to score as of ``as_of``, one pandas frame per part, each holding whole leads:
+    a pair of part files each when :func:`aligned_parts` shows they hold whole leads (and ``partitions`` is
+    not given), else the partitions of :func:`distributed_scoring_frame`."""
+    folder = Path(folder).absolute()  # the workers' working folder may not be the client's
+    tables = read_dask_tables(folder, mapping)
+    pairs = aligned_parts(folder, mapping) if partitions is None else None
+    if pairs is None:
+        return list(distributed_scoring_frame(tables, mapping, as_of, partitions).to_delayed())
+    if as_of is None:
+        as_of = newest_in_footers(folder, mapping)
+    as_of = pd.Timestamp(as_of) if as_of is not None else latest_timestamp(tables, mapping)
+    build = dask.delayed(_part_scoring_rows, pure=True)
+    return [build(leads, activities, mapping, as_of) for leads, activities in pairs]
+
+
+def _part_scoring_rows(leads_path: Path, activities_path: Path, mapping: Mapping, as_of: pd.Timestamp) -> pd.DataFrame:
+    """:func:`features.build.scoring_frame` of one leads part file and its activities part file, read and
+    checked as the local engine reads a table (errors name the part file and its row)."""
+    leads = _read_part(
+        leads_path, None, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns]
+    )
+    leads[mapping.created_at] = _parsed(leads, mapping.created_at, leads_path, mapping, required=True)
+    refuse_non_finite(leads, mapping.numeric, leads_path, mapping.missing_values)
+    activities = _read_part(activities_path, [mapping.id, "occurred_at", "type"], [mapping.id, "occurred_at", "type"])
+    activities["occurred_at"] = _parsed(activities, "occurred_at", activities_path, mapping, required=True)
+    if leads[mapping.id].duplicated().any():
+        dup = leads.loc[leads[mapping.id].duplicated(), mapping.id].iloc[0]
+        raise DataError(f"{leads_path}: column {mapping.id!r} has duplicate id {dup!r}")
+    outcomes = pd.DataFrame({mapping.id: leads[mapping.id].iloc[:0]})  # scoring reads no outcomes once as_of is set
+    return scoring_frame(CrmTables(leads, activities, outcomes), mapping, as_of)
+
+
+def _read_part(path: Path, columns: list[str] | None, required: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path, columns=columns)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read: {exc}") from None
+    require_columns(frame, list(dict.fromkeys(required)), path)
+    return frame
+
+
+def _parsed(frame: pd.DataFrame, column: str, path: Path, mapping: Mapping, *, required: bool) -> pd.Series:
+    parsed = parse_datetimes(frame, column, path, required=required, format=mapping.date_formats.get(column))
+    refuse_future(parsed, column, path)
+    return parsed
+
+
+def _parts(folder: Path, stem: str) -> list[Path] | None:
+    path = table_path(folder, stem)
+    return sorted(path.glob("*.parquet")) if path.is_dir() else None
+
+
+def _id_bounds(path: Path, column: str) -> tuple[str, Any, Any, int] | None:
+    """(the id column's Parquet type, its smallest and largest value bounds, rows with no id) of a part file
+    from its footer; bounds are None for a file without rows; None when the footer cannot tell."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError):
+        return None
+    names = [meta.schema.column(j).path for j in range(meta.num_columns)]
+    if column not in names:
+        return None
+    j = names.index(column)
+    kind = f"{meta.schema.column(j).physical_type}/{meta.schema.column(j).logical_type}"
+    if meta.schema.column(j).physical_type not in ("BYTE_ARRAY", "INT32", "INT64"):
+        return None
+    low = high = None
+    nulls = 0
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(j)
+        stats = chunk.statistics
+        if chunk.num_values == 0:
+            continue
+        if stats is None or not stats.has_null_count:
+            return None
+        nulls += stats.null_count
+        if stats.null_count == chunk.num_values:
+            continue
+        if not stats.has_min_max:
+            return None
+        low = stats.min if low is None else min(low, stats.min)
+        high = stats.max if high is None else max(high, stats.max)
+    return kind, low, high, nulls
+
+
+def aligned_parts(folder: Path, mapping: Mapping) -> list[tuple[Path, Path]] | None:
+    """Pairs (leads part, activities part) of the tables' part files, in file-name order, when every lead's
+    rows are shown to lie in one pair; else None.
+
+    Shown from the footers' lead-id bounds: as many activities parts as leads parts, the same id type, no
+    lead without an id, the leads parts' ranges pairwise apart, and each activities part's range within its
+    leads part's. A lead's activities then lie in its own pair (any other pair's range excludes its id),
+    and an id twice in the leads lies within one part, where it is refused as the local engine does.
+    """
+    leads, activities = _parts(folder, mapping.tables.leads), _parts(folder, mapping.tables.activities)
+    if not leads or not activities or len(leads) != len(activities):
+        return None
+    ranges, kinds = [], set()
+    for lead_part, activity_part in zip(leads, activities, strict=True):
+        own, theirs = _id_bounds(lead_part, mapping.id), _id_bounds(activity_part, mapping.id)
+        if own is None or theirs is None or own[3]:
+            return None
+        kinds.update([own[0], theirs[0]])
+        if len(kinds) > 1:
+            return None
+        if theirs[1] is not None and (own[1] is None or theirs[1] < own[1] or theirs[2] > own[2]):
+            return None
+        if own[1] is not None:
+            ranges.append((own[1], own[2]))
+    ranges.sort()
+    if any(high >= low for (_, high), (low, _) in itertools.pairwise(ranges)):
+        return None
+    return list(zip(leads, activities, strict=True))
+
+
+def newest_in_footers(folder: Path, mapping: Mapping) -> pd.Timestamp | None:
+    """The default ``as_of`` (the newest timestamp of the three tables) from the part files' footers, when
+    every table is a folder of parts whose timestamp columns are stored as timestamps with bounds; else None."""
+    columns = {
+        mapping.tables.leads: [mapping.created_at],
+        mapping.tables.activities: ["occurred_at"],
+        mapping.tables.outcomes: ["opportunity_created_at", "closed_at"],
+    }
+    newest = []
+    for stem, names in columns.items():
+        parts = _parts(folder, stem)
+        if not parts:
+            return None
+        for path in parts:
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (OSError, ValueError):
+                return None
+            paths = [meta.schema.column(j).path for j in range(meta.num_columns)]
+            for name in names:
+                if name not in paths:
+                    return None
+                j = paths.index(name)
+                if "Timestamp" not in str(meta.schema.column(j).logical_type):
+                    return None
+                for g in range(meta.num_row_groups):
+                    chunk = meta.row_group(g).column(j)
+                    stats = chunk.statistics
+                    if chunk.num_values == 0 or (stats is not None and stats.null_count == chunk.num_values):
+                        continue
+                    if stats is None or not stats.has_min_max:
+                        return None
+                    high = pd.Timestamp(stats.max)
+                    newest.append(high.tz_convert("UTC").tz_localize(None) if high.tz is not None else high)
+    if not newest or max(newest) > pd.Timestamp.now(tz="UTC").tz_localize(None):
+        return None  # the reading pass refuses a timestamp from the future with its file and row
+    return latest_of(newest)
