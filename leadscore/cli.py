@@ -406,7 +406,7 @@ def score(
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
     if engine is Engine.dask:
-        from leadscore.training.distributed import score_distributed
+        from leadscore.training.distributed_scoring import score_distributed
 
         done = score_distributed(
             input, output, scorer, mapping, name, version, as_of=as_of, scheduler=scheduler,

@@ -17,11 +17,13 @@ from typer.testing import CliRunner
 
 from leadscore.cli import app
 from leadscore.features.build import build_crm_frame, load_training_frame, read_crm_tables
-from leadscore.features.distributed import aligned_parts, build_distributed_frame, read_dask_tables
+from leadscore.features.distributed import build_distributed_frame, read_dask_tables
 from leadscore.features.mapping import DataError, Mapping, default_crm_mapping
+from leadscore.features.parts import aligned_parts
 from leadscore.models.settings import get_mlflow_settings
 from leadscore.training.batch import load_leads, score_leads
-from leadscore.training.distributed import build_frame, fit_distributed, score_distributed
+from leadscore.training.distributed import build_frame, fit_distributed
+from leadscore.training.distributed_scoring import score_distributed
 from leadscore.training.synthetic import write_crm_parts
 from leadscore.training.train import FitResult, TrainOptions, fit
 
@@ -274,7 +276,7 @@ def test_input_the_dask_engine_cannot_read_gets_one_clear_error(crm_folder: Path
     with pytest.raises(DataError, match="the Dask engine reads Parquet"):
         read_dask_tables(csv, MAPPING)
     (tmp_path / "scores.csv").write_text("")
-    from leadscore.training.distributed import write_dataset
+    from leadscore.training.distributed_scoring import write_dataset
 
     with pytest.raises(DataError, match="name a folder"):
         write_dataset(tmp_path / "scores.csv", lambda folder: None)

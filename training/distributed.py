@@ -12,51 +12,36 @@ manual baselines (training rows), and the holdout metrics, score scale, routing 
 (holdout rows). The artifact and its registration are the local engine's (:func:`training.train.register_fit`);
 the run's metadata gives the full counts and windows and the sample sizes.
 
-Batch scoring: the model's serving form applied to each part of leads on the workers, each part written
-as one Parquet file of a dataset in a temporary folder beside the output; the folder is renamed into
-place once every part is written and the input coverage check has passed.
+Batch scoring on Dask is :mod:`training.distributed_scoring`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
-import tempfile
 import warnings
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from dask.delayed import Delayed
 from lightgbm.dask import DaskLGBMClassifier
 
 from leadscore.features.build import LABEL, TrainingFrame, data_digest
-from leadscore.features.coverage import check_coverage, coverage, weigh
 from leadscore.features.distributed import (
     build_distributed_frame,
     connect,
     read_dask_tables,
-    read_parquet,
-    scoring_parts,
 )
 from leadscore.features.encoder import FeatureEncoder
 from leadscore.features.mapping import DataError, Mapping, load_mapping
-from leadscore.features.values import refuse_non_finite
 from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.lead_model import LeadScoringModel, _safe_name
 from leadscore.models.routing import fit_routing, load_routing
-from leadscore.models.scorer import Scorer
 from leadscore.models.settings import MlflowSettings
-from leadscore.training.batch import score_leads
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.split import Split
 from leadscore.training.train import (
@@ -71,7 +56,6 @@ from leadscore.training.train import (
     register_fit,
 )
 
-T = TypeVar("T")
 SAMPLE_ROWS = 500_000  # rows of each part (calibration, training, holdout) collected to the client at most
 
 
@@ -272,104 +256,3 @@ def train_distributed(
         result = fit_distributed(build_frame(options, mapping, partitions), options, sample_rows)
     params = {"engine": "dask", "sample_rows": sample_rows}
     return register_fit(result, options, settings, extra_artifacts, params=params)
-
-
-def scoring_inputs(
-    input: Path, mapping: Mapping, as_of: str | None = None, partitions: int | None = None
-) -> list[Delayed]:
-    """The leads to score, one pandas frame per part: a CRM folder's leads with engagement as of ``as_of``
-    (:func:`features.distributed.scoring_parts`), or a flat Parquet file or folder of parts as it is."""
-    input = Path(input)
-    if input.is_dir() and mapping.form == "crm":
-        return scoring_parts(input, mapping, as_of, partitions)
-    return list(read_parquet(input).to_delayed())
-
-
-def _score_part(
-    leads: pd.DataFrame,
-    scorer: Scorer | ScoringArtifact,
-    mapping: Mapping,
-    model_name: str,
-    version: str,
-    features: list[str],
-    path: Path,
-    source: str,
-) -> dict[str, Any]:
-    """Score one part with :func:`training.batch.score_leads` and write it to ``path``; its rows, tiers and
-    the model's features it lacks (:func:`features.coverage.coverage`)."""
-    refuse_non_finite(leads, mapping.numeric, source, mapping.missing_values)
-    missing = coverage(leads, features, None, mapping.missing_values).missing
-    scored = score_leads(leads, scorer, mapping, model_name, version)
-    scored.to_parquet(path, index=False)
-    return {"rows": len(scored), "tiers": scored["tier"].value_counts().to_dict(), "missing": missing}
-
-
-def write_dataset(output: Path, write: Callable[[Path], T]) -> T:
-    """Run ``write(folder)`` on a temporary folder beside ``output``, then rename the folder into place: a
-    ``write`` that fails (or refuses what it wrote) leaves no output and no temporary folder, and an earlier
-    ``output`` stays as it was. Returns what ``write`` returns."""
-    output = Path(output)
-    if output.suffix == ".csv" or (output.exists() and not output.is_dir()):
-        raise DataError(f"{output}: the Dask engine writes a folder of Parquet parts; name a folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent.absolute(), prefix=f".{output.name}.", suffix=".tmp"))
-    old = staging.with_name(staging.name + ".old")
-    try:
-        result = write(staging)
-        os.chmod(staging, 0o755)
-        if output.exists():
-            os.replace(output, old)
-        try:
-            os.replace(staging, output)
-        except BaseException:
-            if old.exists():
-                os.replace(old, output)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return result
-
-
-def score_distributed(
-    input: Path,
-    output: Path,
-    scorer: Scorer | ScoringArtifact,
-    mapping: Mapping,
-    model_name: str,
-    version: str,
-    *,
-    as_of: str | None = None,
-    scheduler: str | None = None,
-    partitions: int | None = None,
-    cluster: dict[str, Any] | None = None,
-    allow_missing_features: bool = False,
-) -> dict[str, Any]:
-    """``leadscore score --engine dask``: score every part on the cluster into a folder of Parquet parts,
-    written atomically (:func:`write_dataset`). The input coverage check is the local engine's
-    (:func:`features.coverage.check_coverage`): a feature counts as missing when every part lacks it, and
-    a refusal leaves no output. Returns rows, tiers and the coverage warning (None when nothing is missing)."""
-    features = list(scorer.metadata.get("feature_columns") or [])
-
-    def write(folder: Path) -> dict[str, Any]:
-        parts = scoring_inputs(input, mapping, as_of, partitions)
-        model = client.scatter(scorer, broadcast=True)
-        score = dask.delayed(_score_part, pure=True)
-        done = dask.compute(
-            *[
-                score(part, model, mapping, model_name, version, features, folder / f"part-{i:05d}.parquet", str(input))
-                for i, part in enumerate(parts)
-            ]
-        )
-        missing = [f for f in features if all(f in d["missing"] for d in done)]
-        cov = weigh(missing, features, scorer.metadata.get("feature_importance"))
-        warning = check_coverage(cov, str(input), allow=allow_missing_features)
-        tiers = sum((Counter(d["tiers"]) for d in done), Counter())
-        return {
-            "rows": sum(d["rows"] for d in done),
-            "tiers": {str(k): int(v) for k, v in sorted(tiers.items())},
-            "warning": warning,
-        }
-
-    with connect(scheduler, **(cluster or {})) as client:
-        return write_dataset(output, write)
