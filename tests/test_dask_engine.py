@@ -153,6 +153,17 @@ def test_cli_dask_engine_registers_like_local_and_scores_equal_local(
         by_id(pd.concat([pd.read_parquet(p) for p in parts])), by_id(pd.read_parquet(tmp_path / "local.parquet"))
     )
 
+    thin = tmp_path / "thin.parquet"  # lead rows without their activities: no engagement features
+    pd.read_parquet(crm_parts / "leads").to_parquet(thin, index=False)
+    args = ["score", "--input", str(thin), "--output", str(tmp_path / "thin"), "--model-uri", uri, "--engine", "dask"]
+    refused = CliRunner().invoke(app, [*args, "--scheduler", address])
+    assert (
+        refused.exit_code == 2 and "features missing" in refused.stderr and "--allow-missing-features" in refused.stderr
+    )
+    assert not (tmp_path / "thin").exists()
+    allowed = CliRunner().invoke(app, [*args, "--scheduler", address, "--allow-missing-features"])
+    assert allowed.exit_code == 0 and allowed.stderr.startswith("warning: ") and (tmp_path / "thin").is_dir()
+
 
 def test_scores_equal_the_local_engines_for_a_single_file_folder(
     cluster: LocalCluster, crm_folder: Path, fitted: FitResult, tmp_path: Path
