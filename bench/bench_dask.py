@@ -1,16 +1,20 @@
 """The Dask engine against the local engine: generate, train and score, end to end through the CLI.
 
     .venv/bin/python bench/bench_dask.py [--local 1000000] [--dask 1000000 10000000] [--memory-limit 6GB]
+        [--workdir DIR] [--model-uri models:/lead-scoring/1] [--steps train score]
 
 For each size in ``--local``: ``leadscore generate``, then ``train`` and ``score`` with the local engine;
 for each size in ``--dask``: the same commands with ``--engine dask --scheduler`` a local cluster of 2
-worker processes (one thread each, ``--memory-limit`` each) started by this script. Every command runs
-as its own process, timed from start to exit. Prints wall seconds, the command process's peak resident
-memory and, for the Dask commands, each worker's peak (workers are restarted before each command, so a
-peak belongs to one command), and the ratios of seconds per lead to the local engine's at the first
-local size. A local command that fails (e.g. out of memory) is reported with its exit status, and the
-bench goes on. Training runs with ``--no-report`` on both engines. The machine is noisy: compare ratios
-within one run.
+worker processes (one thread each, ``--memory-limit`` each) started by this script. Both engines score
+with the same model, so the ratio compares engines, not models: ``--model-uri`` when given, else the
+model the local engine trained at its first size (else the one Dask trained at that size). Data already
+generated in ``--workdir`` (``crm-N``) is reused; ``--steps score --model-uri ...`` runs scoring alone.
+Every command runs as its own process, timed from start to exit. Prints wall seconds, the command
+process's peak resident memory and, for the Dask commands, each worker's peak (workers are restarted
+before each command, so a peak belongs to one command), and the ratios of seconds per lead to the local
+engine's at the first local size. A local command that fails (e.g. out of memory) is reported with its
+exit status, and the bench goes on. Training runs with ``--no-report`` on both engines. The machine is
+noisy: compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -80,34 +84,52 @@ def main() -> None:
     parser.add_argument("--dask", type=int, nargs="*", default=[1_000_000, 10_000_000], help="sizes for Dask")
     parser.add_argument("--memory-limit", default="6GB", help="memory limit of each Dask worker")
     parser.add_argument("--workdir", type=Path, default=None, help="where data goes (default: a temporary folder)")
+    parser.add_argument("--model-uri", default=None, help="score with this model on both engines")
+    parser.add_argument("--steps", nargs="+", choices=["train", "score"], default=["train", "score"])
     args = parser.parse_args()
+    if "train" not in args.steps and not args.model_uri:
+        parser.error("--steps without train needs --model-uri")
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-dask-"))
     env = {**os.environ, "LEADSCORE_HOME": str(root / "home")}
     env.pop("LEADSCORE_TRACKING_URI", None)
 
     print(f"{'engine':<6} {'leads':>11} {'step':<9} {'wall s':>9} {'ratio':>6} {'peak GiB':>9}  workers' peak GiB")
     base: dict[str, float] = {}  # seconds per lead of the local engine at its first size, by step
-    generated: set[int] = set()
+    model: list[str] = [args.model_uri] if args.model_uri else []  # the model both engines score with
 
-    def generate(n: int) -> None:
-        if n not in generated:
-            r = run(["generate", "--leads", str(n), "--out", str(root / f"crm-{n}"), "--seed", "1"], env)
+    def generate(n: int) -> Path:
+        data = root / f"crm-{n}"
+        if not (data / "leads").is_dir():
+            r = run(["generate", "--leads", str(n), "--out", str(data), "--seed", "1"], env)
             print(line("-", n, "generate", r, None, None), flush=True)
-            generated.add(n)
+        return data
+
+    def train(engine: str, n: int, data: Path, address: list[str], client: Client | None) -> None:
+        if "train" not in args.steps:
+            return
+        if client is not None:
+            client.restart()
+        r = run(["train", "--data", str(data), "--no-report", "--json", *address], env)
+        print(line(engine, n, "train", r, client and worker_peaks(client), base.get("train")), flush=True)
+        if engine == "local":
+            base.setdefault("train", r["seconds"] / n)
+        if r["status"] == 0 and not model:
+            model.append(f"models:/lead-scoring/{version_of(r)}")
+
+    def score(engine: str, n: int, data: Path, out: Path, address: list[str], client: Client | None) -> None:
+        if "score" not in args.steps or not model:
+            return
+        if client is not None:
+            client.restart()
+        r = run(["score", "--input", str(data), "--output", str(out), "--model-uri", model[0], *address], env)
+        print(line(engine, n, "score", r, client and worker_peaks(client), base.get("score")), flush=True)
+        if engine == "local":
+            base.setdefault("score", r["seconds"] / n)
 
     for n in args.local:
-        generate(n)
-        data = root / f"crm-{n}"
-        r = run(["train", "--data", str(data), "--no-report", "--json"], env)
-        print(line("local", n, "train", r, None, base.get("train")), flush=True)
-        base.setdefault("train", r["seconds"] / n)
-        if r["status"] == 0:
-            uri = f"models:/lead-scoring/{version_of(r)}"
-            r = run(
-                ["score", "--input", str(data), "--output", str(root / f"local-{n}.parquet"), "--model-uri", uri], env
-            )
-            print(line("local", n, "score", r, None, base.get("score")), flush=True)
-            base.setdefault("score", r["seconds"] / n)
+        data = generate(n)
+        train("local", n, data, [], None)
+        score("local", n, data, root / f"local-{n}.parquet", [], None)
 
     if args.dask:
         options = {"n_workers": 2, "threads_per_worker": 1, "memory_limit": args.memory_limit}
@@ -115,22 +137,15 @@ def main() -> None:
         with LocalCluster(**quiet, **options) as cluster, Client(cluster) as client:
             address = ["--engine", "dask", "--scheduler", cluster.scheduler_address]
             for n in args.dask:
-                generate(n)
-                data = root / f"crm-{n}"
-                client.restart()
-                r = run(["train", "--data", str(data), "--no-report", "--json", *address], env)
-                print(line("dask", n, "train", r, worker_peaks(client), base.get("train")), flush=True)
-                if r["status"] == 0:
-                    uri = f"models:/lead-scoring/{version_of(r)}"
-                    client.restart()
-                    out = root / f"dask-{n}"
-                    r = run(["score", "--input", str(data), "--output", str(out), "--model-uri", uri, *address], env)
-                    print(line("dask", n, "score", r, worker_peaks(client), base.get("score")), flush=True)
+                data = generate(n)
+                train("dask", n, data, address, client)
+                score("dask", n, data, root / f"dask-{n}", address, client)
     against = f"the local engine's at {args.local[0]:,} leads (same step)" if args.local else "(no local run)"
     print(
         f"ratio = seconds per lead / {against}; peak = the command "
         f"process's peak resident memory; workers = each Dask worker's peak for that command "
-        f"(2 processes, 1 thread, memory limit {args.memory_limit} each); data and store in {root}"
+        f"(2 processes, 1 thread, memory limit {args.memory_limit} each); both engines score with "
+        f"{model[0] if model else '(no model)'}; data and store in {root}"
     )
 
 

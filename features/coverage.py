@@ -42,6 +42,11 @@ def coverage(
             not pd.api.types.is_numeric_dtype(column) and column.dropna().astype(str).isin(tokens).all()
         ):
             missing.append(name)
+    return weigh(missing, features, importance)
+
+
+def weigh(missing: list[str], features: Sequence[str], importance: dict[str, float] | None) -> Coverage:
+    """The :class:`Coverage` of ``missing`` among ``features``: their share of the importance."""
     weights = importance or {name: 1 / len(features) for name in features}
     total = sum(weights.get(n, 0.0) for n in features) or 1.0
     return Coverage(missing, sum(weights.get(n, 0.0) for n in missing) / total)

@@ -7,6 +7,11 @@ the local engine's own functions (:func:`features.build.point_in_time_rows` for 
 :func:`features.build.scoring_frame` for scoring): a lead's row depends only on its own rows and on
 ``as_of``, so the rows are exactly the local engine's. No step holds the whole history in one process;
 ``as_of`` (when not given, the newest timestamp of the tables) is the one global reduction.
+
+Scoring needs no outcomes (they only count towards the default ``as_of``), and needs no shuffle when the
+part files already hold whole leads, as ``leadscore generate`` writes them: :func:`aligned_parts` shows it
+from the Parquet footers' lead-id bounds alone (each leads part's bounds apart from every other's, each
+activities part's within its leads part's), and each pair of part files is then built as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from dask.delayed import Delayed
 from distributed import Client, LocalCluster
 
 from leadscore.features.build import (
@@ -38,7 +44,8 @@ from leadscore.features.build import (
     scoring_frame,
     table_path,
 )
-from leadscore.features.mapping import DataError, Mapping, parse_datetimes, require_columns
+from leadscore.features.mapping import DataError, Mapping, require_columns
+from leadscore.features.parts import aligned_parts, newest_in_footers, parsed, part_scoring_rows
 
 BUCKET = "_bucket"  # the partition a row belongs to
 ORDER = "_order"  # a row's place in its table's files (outcomes: the first row of a lead counts, as locally)
@@ -90,11 +97,11 @@ def read_dask_tables(folder: Path, mapping: Mapping) -> DaskTables:
         raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
     paths = {name: table_path(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
     leads = _read(paths["leads"], [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns])
-    leads = _parse_dates(leads, {mapping.created_at: True}, paths["leads"])
+    leads = _parse_dates(leads, {mapping.created_at: True}, paths["leads"], mapping)
     activities = _read(paths["activities"], [mapping.id, "occurred_at", "type"])
-    activities = _parse_dates(activities, {"occurred_at": True}, paths["activities"])
+    activities = _parse_dates(activities, {"occurred_at": True}, paths["activities"], mapping)
     outcomes = _read(paths["outcomes"], [mapping.id, "opportunity_created_at", "closed_at", "stage"])
-    outcomes = _parse_dates(outcomes, {"opportunity_created_at": False, "closed_at": False}, paths["outcomes"])
+    outcomes = _parse_dates(outcomes, {"opportunity_created_at": False, "closed_at": False}, paths["outcomes"], mapping)
     return DaskTables(leads, activities, _numbered(outcomes))
 
 
@@ -118,11 +125,11 @@ def _read(path: Path, columns: list[str]) -> dd.DataFrame:
     return frame
 
 
-def _parse_dates(frame: dd.DataFrame, columns: dict[str, bool], path: Path) -> dd.DataFrame:
-    """Timestamps parsed per partition by the local reader's :func:`features.mapping.parse_datetimes`."""
+def _parse_dates(frame: dd.DataFrame, columns: dict[str, bool], path: Path, mapping: Mapping) -> dd.DataFrame:
+    """Timestamps parsed and checked per partition as the local reader does (:func:`features.parts.parsed`)."""
 
     def parse(part: pd.DataFrame) -> pd.DataFrame:
-        return part.assign(**{c: parse_datetimes(part, c, path, required=r) for c, r in columns.items()})
+        return part.assign(**{c: parsed(part, c, path, mapping, required=r) for c, r in columns.items()})
 
     meta = frame._meta.assign(**{c: pd.Series(dtype="datetime64[ns]") for c in columns})
     return frame.map_partitions(parse, meta=meta)
@@ -172,9 +179,8 @@ def _training_rows(
     return point_in_time_rows(_bucket_tables(leads, activities, outcomes, mapping), mapping, **options)
 
 
-def _scoring_rows(
-    leads: pd.DataFrame, activities: pd.DataFrame, outcomes: pd.DataFrame, mapping: Mapping, as_of: pd.Timestamp
-) -> pd.DataFrame:
+def _scoring_rows(leads: pd.DataFrame, activities: pd.DataFrame, mapping: Mapping, as_of: pd.Timestamp) -> pd.DataFrame:
+    outcomes = pd.DataFrame({ORDER: pd.Series(dtype=np.int64)})  # scoring reads no outcomes once as_of is set
     return scoring_frame(_bucket_tables(leads, activities, outcomes, mapping), mapping, as_of)
 
 
@@ -193,13 +199,19 @@ def latest_timestamp(tables: DaskTables, mapping: Mapping) -> pd.Timestamp:
 
 
 def per_lead(
-    tables: DaskTables, mapping: Mapping, build: Callable[..., pd.DataFrame], partitions: int | None, **kwargs: Any
+    tables: DaskTables,
+    mapping: Mapping,
+    build: Callable[..., pd.DataFrame],
+    partitions: int | None,
+    names: tuple[str, ...] = ("leads", "activities", "outcomes"),
+    **kwargs: Any,
 ) -> dd.DataFrame:
-    """``build(leads, activities, outcomes, mapping, **kwargs)`` on each partition of leads with all their rows."""
+    """``build(*tables, mapping, **kwargs)`` on each partition of leads with all their rows of the tables
+    ``names`` (in that order)."""
     n = partitions or max(tables.leads.npartitions, 2)
     if n < 1:
         raise DataError(f"partitions must be >= 1, got {n}")
-    parts = [_by_lead(getattr(tables, name), mapping.id, n) for name in ("leads", "activities", "outcomes")]
+    parts = [_by_lead(getattr(tables, name), mapping.id, n) for name in names]
     empty = [p._meta.reset_index(drop=True) for p in parts]
     meta = build(*empty, mapping, **kwargs)
     return dd.map_partitions(build, *parts, mapping, **kwargs, meta=meta, clear_divisions=True)
@@ -247,6 +259,25 @@ def build_distributed_frame(
 def distributed_scoring_frame(
     tables: DaskTables, mapping: Mapping, as_of: pd.Timestamp | str | None = None, partitions: int | None = None
 ) -> dd.DataFrame:
-    """Leads to score as of ``as_of``, as :func:`features.build.scoring_frame` builds them, partitioned by lead."""
+    """Leads to score as of ``as_of``, as :func:`features.build.scoring_frame` builds them, partitioned by lead
+    (leads and activities shuffled by lead; outcomes only count towards the default ``as_of``)."""
     as_of = pd.Timestamp(as_of) if as_of is not None else latest_timestamp(tables, mapping)
-    return per_lead(tables, mapping, _scoring_rows, partitions, as_of=as_of)
+    return per_lead(tables, mapping, _scoring_rows, partitions, ("leads", "activities"), as_of=as_of)
+
+
+def scoring_parts(
+    folder: Path, mapping: Mapping, as_of: pd.Timestamp | str | None = None, partitions: int | None = None
+) -> list[Delayed]:
+    """The leads of a CRM folder to score as of ``as_of``, one pandas frame per part, each holding whole leads:
+    a pair of part files each when :func:`aligned_parts` shows they hold whole leads (and ``partitions`` is
+    not given), else the partitions of :func:`distributed_scoring_frame`."""
+    folder = Path(folder).absolute()  # the workers' working folder may not be the client's
+    tables = read_dask_tables(folder, mapping)
+    pairs = aligned_parts(folder, mapping) if partitions is None else None
+    if pairs is None:
+        return list(distributed_scoring_frame(tables, mapping, as_of, partitions).to_delayed())
+    if as_of is None:
+        as_of = newest_in_footers(folder, mapping)
+    as_of = pd.Timestamp(as_of) if as_of is not None else latest_timestamp(tables, mapping)
+    build = dask.delayed(part_scoring_rows, pure=True)
+    return [build(leads, activities, mapping, as_of) for leads, activities in pairs]

@@ -406,9 +406,14 @@ def score(
     mapping = Mapping.model_validate(scorer.metadata["mapping"])
     began = time.perf_counter()
     if engine is Engine.dask:
-        from leadscore.training.distributed import score_distributed
+        from leadscore.training.distributed_scoring import score_distributed
 
-        done = score_distributed(input, output, scorer, mapping, name, version, as_of=as_of, scheduler=scheduler)
+        done = score_distributed(
+            input, output, scorer, mapping, name, version, as_of=as_of, scheduler=scheduler,
+            allow_missing_features=allow_missing_features,
+        )  # fmt: skip
+        if done["warning"]:
+            typer.echo(f"warning: {done['warning']}", err=True)
         typer.echo(
             f"scored {done['rows']:,} leads with {name} v{version} in {time.perf_counter() - began:.1f}s -> {output}; "
             f"tiers {done['tiers']}"

@@ -19,9 +19,11 @@ from leadscore.cli import app
 from leadscore.features.build import build_crm_frame, load_training_frame, read_crm_tables
 from leadscore.features.distributed import build_distributed_frame, read_dask_tables
 from leadscore.features.mapping import DataError, Mapping, default_crm_mapping
+from leadscore.features.parts import aligned_parts
 from leadscore.models.settings import get_mlflow_settings
 from leadscore.training.batch import load_leads, score_leads
-from leadscore.training.distributed import build_frame, fit_distributed, score_distributed
+from leadscore.training.distributed import build_frame, fit_distributed
+from leadscore.training.distributed_scoring import score_distributed
 from leadscore.training.synthetic import write_crm_parts
 from leadscore.training.train import FitResult, TrainOptions, fit
 
@@ -151,6 +153,17 @@ def test_cli_dask_engine_registers_like_local_and_scores_equal_local(
         by_id(pd.concat([pd.read_parquet(p) for p in parts])), by_id(pd.read_parquet(tmp_path / "local.parquet"))
     )
 
+    thin = tmp_path / "thin.parquet"  # lead rows without their activities: no engagement features
+    pd.read_parquet(crm_parts / "leads").to_parquet(thin, index=False)
+    args = ["score", "--input", str(thin), "--output", str(tmp_path / "thin"), "--model-uri", uri, "--engine", "dask"]
+    refused = CliRunner().invoke(app, [*args, "--scheduler", address])
+    assert (
+        refused.exit_code == 2 and "features missing" in refused.stderr and "--allow-missing-features" in refused.stderr
+    )
+    assert not (tmp_path / "thin").exists()
+    allowed = CliRunner().invoke(app, [*args, "--scheduler", address, "--allow-missing-features"])
+    assert allowed.exit_code == 0 and allowed.stderr.startswith("warning: ") and (tmp_path / "thin").is_dir()
+
 
 def test_scores_equal_the_local_engines_for_a_single_file_folder(
     cluster: LocalCluster, crm_folder: Path, fitted: FitResult, tmp_path: Path
@@ -168,6 +181,73 @@ def test_scores_equal_the_local_engines_for_a_single_file_folder(
     load_leads(crm_folder, MAPPING, None).to_parquet(flat, index=False)
     score_distributed(flat, tmp_path / "flat", scorer, MAPPING, "m", "3", scheduler=cluster.scheduler_address)
     pd.testing.assert_frame_equal(by_id(pd.read_parquet(tmp_path / "flat")), by_id(expected))
+
+
+def copy_parts(source: Path, target: Path) -> Path:
+    for table in ("leads", "activities", "outcomes"):
+        (target / table).mkdir(parents=True)
+        for part in (source / table).glob("*.parquet"):
+            (target / table / part.name).write_bytes(part.read_bytes())
+    return target
+
+
+def test_parts_that_hold_whole_leads_are_scored_as_they_are_and_others_after_a_shuffle(
+    cluster: LocalCluster, crm_parts: Path, fitted: FitResult, tmp_path: Path
+) -> None:
+    """`generate`'s parts hold whole leads and are paired as they are; one activity moved to another part (or a
+    lead id inside another part's range) makes the pairing unprovable, and the shuffle gives the same scores."""
+    pairs = aligned_parts(crm_parts, MAPPING)
+    assert pairs is not None and [(a.name, b.name) for a, b in pairs] == [
+        (f"part-0000{i}.parquet",) * 2 for i in range(4)
+    ]
+    moved = copy_parts(crm_parts, tmp_path / "moved")
+    first, second = (moved / "activities" / f"part-0000{i}.parquet" for i in (0, 1))
+    activities = pd.read_parquet(first)
+    pd.concat([pd.read_parquet(second), activities.iloc[[0]]]).to_parquet(second, index=False)
+    activities.iloc[1:].to_parquet(first, index=False)
+    overlapping = copy_parts(crm_parts, tmp_path / "overlapping")
+    leads = pd.read_parquet(overlapping / "leads" / "part-00003.parquet")
+    leads.loc[0, "lead_id"] = "L00000000"  # before part 0's first id: the ranges overlap
+    leads.to_parquet(overlapping / "leads" / "part-00003.parquet", index=False)
+    assert aligned_parts(moved, MAPPING) is None and aligned_parts(overlapping, MAPPING) is None
+
+    scorer = fitted.artifact.scorer()
+    for data in (crm_parts, moved, overlapping):
+        expected = score_leads(load_leads(data, MAPPING, None), scorer, MAPPING, "m", "1")
+        out = tmp_path / f"scores-{data.name}"
+        done = score_distributed(data, out, scorer, MAPPING, "m", "1", scheduler=cluster.scheduler_address)
+        assert done["rows"] == len(expected) and done["warning"] is None
+        pd.testing.assert_frame_equal(by_id(pd.read_parquet(out)), by_id(expected))
+
+
+def test_dask_scoring_checks_the_inputs_coverage_as_the_local_engine_does(
+    cluster: LocalCluster, crm_parts: Path, fitted: FitResult, tmp_path: Path
+) -> None:
+    """A feature empty in every part is missing: refused above the local engine's share of importance, with
+    nothing written, scored with a warning under --allow-missing-features; a flat file without the
+    engagement columns is refused the same way."""
+    scorer = fitted.artifact.scorer()
+    importance = scorer.metadata["feature_importance"]
+    column = max(MAPPING.feature_columns, key=lambda c: importance.get(c, 0.0))
+    data = copy_parts(crm_parts, tmp_path / "data")
+    for part in (data / "leads").glob("*.parquet"):
+        pd.read_parquet(part).assign(**{column: None}).to_parquet(part, index=False)
+    expected = score_leads(load_leads(data, MAPPING, None), scorer, MAPPING, "m", "1")
+    address = cluster.scheduler_address
+    with pytest.raises(DataError, match=rf"of its importance\): \['{column}'\].*--allow-missing-features"):
+        score_distributed(data, tmp_path / "scores", scorer, MAPPING, "m", "1", scheduler=address)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    done = score_distributed(
+        data, tmp_path / "scores", scorer, MAPPING, "m", "1", scheduler=address, allow_missing_features=True
+    )
+    assert f"'{column}'" in done["warning"] and "of its importance" in done["warning"]
+    pd.testing.assert_frame_equal(by_id(pd.read_parquet(tmp_path / "scores")), by_id(expected))
+
+    flat = tmp_path / "flat.parquet"  # lead rows without the engagement their activities would give
+    pd.read_parquet(crm_parts / "leads").to_parquet(flat, index=False)
+    with pytest.raises(DataError, match="features missing"):
+        score_distributed(flat, tmp_path / "flat", scorer, MAPPING, "m", "1", scheduler=address)
+    assert not (tmp_path / "flat").exists()
 
 
 def test_a_job_that_fails_on_a_worker_leaves_nothing_half_written(
@@ -207,10 +287,10 @@ def test_input_the_dask_engine_cannot_read_gets_one_clear_error(crm_folder: Path
     with pytest.raises(DataError, match="the Dask engine reads Parquet"):
         read_dask_tables(csv, MAPPING)
     (tmp_path / "scores.csv").write_text("")
-    from leadscore.training.distributed import write_dataset
+    from leadscore.training.distributed_scoring import write_dataset
 
     with pytest.raises(DataError, match="name a folder"):
-        write_dataset(None, tmp_path / "scores.csv")  # type: ignore[arg-type]
+        write_dataset(tmp_path / "scores.csv", lambda folder: None)
 
 
 def test_a_local_clusters_workers_print_to_stderr_not_into_the_commands_answer(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("features", "models", "training", "serving", "leadscore")
 # The modules of `--engine dask`: they may import the `dask` extra too (the CLI imports them only for that engine).
-DASK_MODULES = ("features/distributed.py", "training/distributed.py")
+DASK_MODULES = ("features/distributed.py", "training/distributed.py", "training/distributed_scoring.py")
 
 
 def _name(requirement: str) -> str:

@@ -12,20 +12,15 @@ manual baselines (training rows), and the holdout metrics, score scale, routing 
 (holdout rows). The artifact and its registration are the local engine's (:func:`training.train.register_fit`);
 the run's metadata gives the full counts and windows and the sample sizes.
 
-Batch scoring: the model's serving form applied per partition, written as a partitioned Parquet dataset
-into a temporary folder beside the output and renamed into place once every partition is written.
+Batch scoring on Dask is :mod:`training.distributed_scoring`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -38,9 +33,7 @@ from leadscore.features.build import LABEL, TrainingFrame, data_digest
 from leadscore.features.distributed import (
     build_distributed_frame,
     connect,
-    distributed_scoring_frame,
     read_dask_tables,
-    read_parquet,
 )
 from leadscore.features.encoder import FeatureEncoder
 from leadscore.features.mapping import DataError, Mapping, load_mapping
@@ -48,9 +41,7 @@ from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.lead_model import LeadScoringModel, _safe_name
 from leadscore.models.routing import fit_routing, load_routing
-from leadscore.models.scorer import Scorer
 from leadscore.models.settings import MlflowSettings
-from leadscore.training.batch import score_leads
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.split import Split
 from leadscore.training.train import (
@@ -265,70 +256,3 @@ def train_distributed(
         result = fit_distributed(build_frame(options, mapping, partitions), options, sample_rows)
     params = {"engine": "dask", "sample_rows": sample_rows}
     return register_fit(result, options, settings, extra_artifacts, params=params)
-
-
-def scored_frame(
-    input: Path,
-    scorer: Scorer | ScoringArtifact,
-    mapping: Mapping,
-    model_name: str,
-    version: str,
-    as_of: str | None = None,
-    partitions: int | None = None,
-) -> dd.DataFrame:
-    """The scores of :func:`training.batch.score_leads`, per partition: a CRM folder's leads with engagement as
-    of ``as_of`` (partitioned by lead), or a flat Parquet file or folder of parts as it is."""
-    input = Path(input)
-    if input.is_dir() and mapping.form == "crm":
-        leads = distributed_scoring_frame(read_dask_tables(input, mapping), mapping, as_of, partitions)
-    else:
-        leads = read_parquet(input)
-    meta = score_leads(leads._meta_nonempty.head(1), scorer, mapping, model_name, version).iloc[:0]
-    return leads.map_partitions(score_leads, scorer, mapping, model_name, version, meta=meta)
-
-
-def write_dataset(frame: dd.DataFrame, output: Path) -> Path:
-    """Write a partitioned Parquet dataset (a folder of parts) to a temporary folder beside ``output``, then
-    rename it into place: a failed job leaves no output and no temporary folder, and an earlier ``output``
-    stays as it was."""
-    output = Path(output)
-    if output.suffix == ".csv" or (output.exists() and not output.is_dir()):
-        raise DataError(f"{output}: the Dask engine writes a folder of Parquet parts; name a folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    old = staging.with_name(staging.name + ".old")
-    try:
-        frame.to_parquet(str(staging), write_index=False)
-        os.chmod(staging, 0o755)
-        if output.exists():
-            os.replace(output, old)
-        try:
-            os.replace(staging, output)
-        except BaseException:
-            if old.exists():
-                os.replace(old, output)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return output
-
-
-def score_distributed(
-    input: Path,
-    output: Path,
-    scorer: Scorer | ScoringArtifact,
-    mapping: Mapping,
-    model_name: str,
-    version: str,
-    *,
-    as_of: str | None = None,
-    scheduler: str | None = None,
-    partitions: int | None = None,
-    cluster: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """``leadscore score --engine dask``: score on the cluster, write the dataset atomically; rows and tiers."""
-    with connect(scheduler, **(cluster or {})):
-        write_dataset(scored_frame(input, scorer, mapping, model_name, version, as_of, partitions), output)
-        tiers = dd.read_parquet(str(output), columns=["tier"])["tier"].value_counts().compute()
-    return {"rows": int(tiers.sum()), "tiers": {str(k): int(v) for k, v in tiers.sort_index().items()}}
