@@ -3,7 +3,7 @@
 Categories are one-hot (plus missing), yes/no flags take a value for yes, no and missing, and numbers
 are piecewise linear in ``sign(x) * log1p(|x|)`` between quantile knots (constant beyond the outer
 knots, so a value the training period never saw scores as the nearest one it did) plus a missing
-value. scikit-learn's L2 ``LogisticRegression`` fits the coefficients on a sparse design; they are
+value. scikit-learn's L2 ``LogisticRegression`` (Newton-Cholesky solver) fits the coefficients on a sparse design; they are
 then read off as :class:`models.linear_terms.LinearTerms`, which computes every prediction, so the
 estimator and its serving form give the same floats.
 """
@@ -116,6 +116,12 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
 
     def fit_matrix(self, matrix: np.ndarray, y: np.ndarray) -> SplineLogisticModel:
         """Fit on an already encoded matrix (``encoder_`` must be fitted)."""
+        return self.fit_design(*self.prepare(matrix, y))
+
+    def prepare(self, matrix: np.ndarray, y: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """Place the knots on an encoded matrix (at most ``max_rows`` of its rows, a seeded uniform sample) and
+        return the sparse design and labels of those rows, for :meth:`fit_design` (which may run for several
+        ``C`` on one design)."""
         columns = self.encoder_.columns_
         if self.max_rows is not None and len(y) > self.max_rows:
             rows = np.sort(np.random.default_rng(self.random_state).choice(len(y), self.max_rows, replace=False))
@@ -128,8 +134,19 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
             z = signed_log1p(x[~np.isnan(x)])
             knots = np.unique(np.quantile(z, np.linspace(0, 1, self.n_knots))) if len(z) else np.zeros(1)
             self.knots_.append(knots.astype(np.float64))
-        design = self._design(matrix)
-        self.classifier_ = LogisticRegression(C=self.C, max_iter=5000).fit(design, y)
+        return self._design(matrix), np.asarray(y)
+
+    def fit_design(
+        self, design: sparse.csr_matrix, y: np.ndarray, start: SplineLogisticModel | None = None
+    ) -> SplineLogisticModel:
+        """Fit the coefficients on a design from :meth:`prepare` (Newton steps with a Cholesky solve: a few
+        passes over the rows, as the design has few columns). ``start``, a model fitted on the same design
+        (e.g. with another ``C``), is where the steps begin; the optimum does not depend on it."""
+        classifier = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=100, warm_start=start is not None)
+        if start is not None:
+            classifier.coef_ = start.classifier_.coef_.copy()
+            classifier.intercept_ = start.classifier_.intercept_.copy()
+        self.classifier_ = classifier.fit(design, y)
         self.terms_ = self._terms(design)
         self.calibrator_ = fixed_calibrator(1.0, 0.0)
         self.classes_ = np.array([0, 1])
