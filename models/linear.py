@@ -24,6 +24,8 @@ from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.linear_terms import LinearTerms, signed_log1p
 
+START_ROWS = 20_000  # rows of the sample a large fit takes its first Newton steps on
+
 
 def fixed_calibrator(slope: float, intercept: float) -> MarginCalibrator:
     """A fitted sigmoid calibrator with the given slope and intercept (the margin is already log-odds)."""
@@ -65,7 +67,7 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
         encoder: FeatureEncoder | None = None,
         C: float = 1.0,
         n_knots: int = 8,
-        max_rows: int | None = 200_000,
+        max_rows: int | None = 100_000,
         random_state: int = 0,
     ):
         self.encoder = encoder
@@ -142,10 +144,19 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
         """Fit the coefficients on a design from :meth:`prepare` (Newton steps with a Cholesky solve: a few
         passes over the rows, as the design has few columns). ``start``, a model fitted on the same design
         (e.g. with another ``C``), is where the steps begin; the optimum does not depend on it."""
-        classifier = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=100, warm_start=start is not None)
+        classifier = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=100, warm_start=True)
         if start is not None:
             classifier.coef_ = start.classifier_.coef_.copy()
             classifier.intercept_ = start.classifier_.intercept_.copy()
+        elif design.shape[0] > 2 * START_ROWS:
+            # each Newton step costs rows x (non-zeros per row)^2: take the first steps on a sample, with
+            # the penalty scaled to the same strength per row, and finish on every row
+            rows = np.sort(np.random.default_rng(self.random_state).choice(design.shape[0], START_ROWS, replace=False))
+            if len(np.unique(y[rows])) == 2:
+                scale = design.shape[0] / START_ROWS
+                first = LogisticRegression(C=self.C * scale, solver="newton-cholesky", max_iter=100)
+                first.fit(design[rows], y[rows])
+                classifier.coef_, classifier.intercept_ = first.coef_, first.intercept_
         self.classifier_ = classifier.fit(design, y)
         self.terms_ = self._terms(design)
         self.calibrator_ = fixed_calibrator(1.0, 0.0)

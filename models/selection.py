@@ -7,8 +7,8 @@ block ``k + 1`` (an expanding window: every score is on leads newer than everyth
 from, as in production). Each fold fits its own encoder on its own learning rows. Candidates:
 
 - ``lightgbm``: a small grid of LightGBM settings (leaves, minimum leaf size, L2 regularisation); in
-  each fold the rounds, at most the base model's ``n_estimators``, stop early on the fold's own scored
-  block, and the final model trains for the median of the folds' best rounds. A fold's LightGBM
+  each fold the rounds, at most :func:`max_rounds` of the whole training period (the final model's
+  work stays bounded), stop early on the fold's own scored block, and the final model trains for the median of the folds' best rounds. A fold's LightGBM
   Dataset (its binning) is built once and shared by every grid point;
 - ``spline_logistic``: :class:`models.linear.SplineLogisticModel`, its knots and L2 strength chosen
   from a small grid (one design per fold and knot count, shared by every L2 strength, each fit starting
@@ -48,6 +48,7 @@ LIGHTGBM_GRID = ((7, 50, 10.0), (15, 20, 10.0), (31, 100, 1.0))
 # The spline logistic grid: (n_knots, C) -- knots per number, inverse L2 strength.
 SPLINE_GRID = tuple((knots, C) for knots in (3, 6) for C in (0.03, 0.3, 3.0))
 EARLY_STOPPING = 30
+ROUND_BUDGET = 40_000_000  # LightGBM rows x rounds the final trees may take beyond the base model's rounds
 SELECTION_ROWS = 50_000  # training rows the candidates are cross-validated on (a time-ordered sample above it)
 SIMPLICITY = ("spline_logistic", "lightgbm", "blend")
 
@@ -62,6 +63,7 @@ class Selection:
     timed: bool = True
     rows: int = 0  # training rows cross-validated on
     of_rows: int = 0  # training rows in all
+    max_rounds: int = 0  # the most LightGBM rounds a candidate could take
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class Selection:
             "n_folds": self.n_folds,
             "cv": "time-ordered expanding window" if self.timed else "shuffled folds",
             "rows": self.rows,
+            "max_rounds": self.max_rounds,
             "of_rows": self.of_rows,
             "candidates": self.candidates,
         }
@@ -90,12 +93,19 @@ def fold_rows(n: int, n_folds: int, timed: bool, seed: int) -> list[tuple[np.nda
     return [(np.sort(np.concatenate(blocks[: k + 1])), np.sort(blocks[k + 1])) for k in range(n_folds)]
 
 
+def max_rounds(n_rows: int, n_estimators: int) -> int:
+    """The most LightGBM rounds for ``n_rows`` training rows: up to four times the base model's
+    ``n_estimators`` while rows x rounds stay within :data:`ROUND_BUDGET`, never fewer than ``n_estimators``."""
+    return max(n_estimators, min(4 * n_estimators, ROUND_BUDGET // max(n_rows, 1)))
+
+
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def _lightgbm_fold(
     base: LeadScoringModel,
+    rounds: int,
     enc: FeatureEncoder,
     fit_matrix: np.ndarray,
     y_fit: np.ndarray,
@@ -123,11 +133,11 @@ def _lightgbm_fold(
         booster = lgb.train(
             params,
             train_set,
-            num_boost_round=model.n_estimators,
+            num_boost_round=rounds,
             valid_sets=[valid],
             callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
         )
-        best = int(booster.best_iteration or model.n_estimators)
+        best = int(booster.best_iteration or rounds)
         margin = booster.predict(score_matrix, raw_score=True, num_iteration=best, num_threads=1)
         out.append((_auc(y_score, margin), best, margin))
     return out
@@ -185,6 +195,7 @@ def select_model(
         raise ValueError("model selection needs converted and not converted leads in every fold")
     selection = Selection(winner="", n_folds=len(folds), timed=timed, rows=len(y), of_rows=n_all)
     linear = SplineLogisticModel(encoder, random_state=seed)
+    rounds = selection.max_rounds = max_rounds(n_all, base.n_estimators)
     with_trees = "lightgbm" in candidates or "blend" in candidates
     with_linear = "spline_logistic" in candidates or "blend" in candidates
 
@@ -193,7 +204,7 @@ def select_model(
         enc = clone(encoder).fit(X.iloc[fit_rows])
         fit_matrix, score_matrix = enc.transform(X.iloc[fit_rows]), enc.transform(X.iloc[score_rows])
         parts = (enc, fit_matrix, y[fit_rows], score_matrix, y[score_rows])
-        trees = _lightgbm_fold(base, *parts) if with_trees else []
+        trees = _lightgbm_fold(base, rounds, *parts) if with_trees else []
         splines = _spline_fold(linear, *parts) if with_linear else []
         return trees, splines
 
