@@ -49,7 +49,7 @@ LIGHTGBM_GRID = ((7, 50, 10.0), (15, 20, 10.0), (31, 100, 1.0))
 SPLINE_GRID = tuple((knots, C) for knots in (3, 6) for C in (0.05, 0.5))
 EARLY_STOPPING = 30
 ROUND_BUDGET = 40_000_000  # LightGBM rows x rounds the final trees may take beyond the base model's rounds
-SELECTION_ROWS = 40_000  # training rows the candidates are cross-validated on (a time-ordered sample above it)
+SELECTION_ROWS = 30_000  # training rows the candidates are cross-validated on (a time-ordered sample above it)
 SIMPLICITY = ("spline_logistic", "lightgbm", "blend")
 
 
