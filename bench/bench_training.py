@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/bench_training.py [--sizes 100000 1000000] [--repeats 3]
 
-For each size: our whole training job (read files, point-in-time features, encoding, LightGBM with
-calibration, the logistic and manual baselines) against plain ``lightgbm.train`` with the same
-parameters on the already-built matrix; and ``leadscore score`` on a CRM folder (read, engagement as
+For each size: our whole training job (read files, point-in-time features, encoding, model selection
+by time-ordered cross-validation on a sample of at most ``SELECTION_ROWS`` training rows, the winner
+fitted on the whole training period with calibration, the logistic and manual baselines, the run's
+findings) against plain ``lightgbm.train`` with the default parameters (150 rounds) on the already-built
+matrix; the goal at 1M leads is at most 3x; and ``leadscore score`` on a CRM folder (read, engagement as
 of now, encoding, prediction, routing, writing) against plain ``Booster.predict`` on the built matrix,
 and, beside it, the compiled trees' margins (the prediction ``leadscore score`` makes) on the same matrix.
 Training times are medians of ``--repeats`` runs per side, after one small warm-up job (so neither
@@ -154,8 +156,8 @@ def main() -> None:
             )
     print(
         f"training: median of {args.repeats} runs per side, after one small warm-up job; "
-        "our job = read + point-in-time features + encode + LightGBM + calibration + logistic and manual baselines "
-        "(no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
+        "our job = read + point-in-time features + encode + model selection + the winner with calibration + "
+        "logistic and manual baselines + findings (no MLflow logging); score = `leadscore score` end to end incl. process start, registry fetch and file I/O; "
         "plain = the same LightGBM parameters on the already-built matrix; walk = the compiled trees' margins "
         "(what `leadscore score` predicts with) on that matrix, checked equal to Booster.predict's."
     )

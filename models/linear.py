@@ -3,7 +3,7 @@
 Categories are one-hot (plus missing), yes/no flags take a value for yes, no and missing, and numbers
 are piecewise linear in ``sign(x) * log1p(|x|)`` between quantile knots (constant beyond the outer
 knots, so a value the training period never saw scores as the nearest one it did) plus a missing
-value. scikit-learn's L2 ``LogisticRegression`` fits the coefficients on a sparse design; they are
+value. scikit-learn's L2 ``LogisticRegression`` (Newton-Cholesky solver) fits the coefficients on a sparse design; they are
 then read off as :class:`models.linear_terms.LinearTerms`, which computes every prediction, so the
 estimator and its serving form give the same floats.
 """
@@ -23,6 +23,8 @@ from leadscore.features.encoder import FeatureEncoder
 from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.linear_terms import LinearTerms, signed_log1p
+
+START_ROWS = 20_000  # rows of the sample a large fit takes its first Newton steps on
 
 
 def fixed_calibrator(slope: float, intercept: float) -> MarginCalibrator:
@@ -65,7 +67,7 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
         encoder: FeatureEncoder | None = None,
         C: float = 1.0,
         n_knots: int = 8,
-        max_rows: int | None = 200_000,
+        max_rows: int | None = 100_000,
         random_state: int = 0,
     ):
         self.encoder = encoder
@@ -116,6 +118,12 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
 
     def fit_matrix(self, matrix: np.ndarray, y: np.ndarray) -> SplineLogisticModel:
         """Fit on an already encoded matrix (``encoder_`` must be fitted)."""
+        return self.fit_design(*self.prepare(matrix, y))
+
+    def prepare(self, matrix: np.ndarray, y: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """Place the knots on an encoded matrix (at most ``max_rows`` of its rows, a seeded uniform sample) and
+        return the sparse design and labels of those rows, for :meth:`fit_design` (which may run for several
+        ``C`` on one design)."""
         columns = self.encoder_.columns_
         if self.max_rows is not None and len(y) > self.max_rows:
             rows = np.sort(np.random.default_rng(self.random_state).choice(len(y), self.max_rows, replace=False))
@@ -128,8 +136,28 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
             z = signed_log1p(x[~np.isnan(x)])
             knots = np.unique(np.quantile(z, np.linspace(0, 1, self.n_knots))) if len(z) else np.zeros(1)
             self.knots_.append(knots.astype(np.float64))
-        design = self._design(matrix)
-        self.classifier_ = LogisticRegression(C=self.C, max_iter=5000).fit(design, y)
+        return self._design(matrix), np.asarray(y)
+
+    def fit_design(
+        self, design: sparse.csr_matrix, y: np.ndarray, start: SplineLogisticModel | None = None
+    ) -> SplineLogisticModel:
+        """Fit the coefficients on a design from :meth:`prepare` (Newton steps with a Cholesky solve: a few
+        passes over the rows, as the design has few columns). ``start``, a model fitted on the same design
+        (e.g. with another ``C``), is where the steps begin; the optimum does not depend on it."""
+        classifier = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=100, warm_start=True)
+        if start is not None:
+            classifier.coef_ = start.classifier_.coef_.copy()
+            classifier.intercept_ = start.classifier_.intercept_.copy()
+        elif design.shape[0] > 2 * START_ROWS:
+            # each Newton step costs rows x (non-zeros per row)^2: take the first steps on a sample, with
+            # the penalty scaled to the same strength per row, and finish on every row
+            rows = np.sort(np.random.default_rng(self.random_state).choice(design.shape[0], START_ROWS, replace=False))
+            if len(np.unique(y[rows])) == 2:
+                scale = design.shape[0] / START_ROWS
+                first = LogisticRegression(C=self.C * scale, solver="newton-cholesky", max_iter=100)
+                first.fit(design[rows], y[rows])
+                classifier.coef_, classifier.intercept_ = first.coef_, first.intercept_
+        self.classifier_ = classifier.fit(design, y)
         self.terms_ = self._terms(design)
         self.calibrator_ = fixed_calibrator(1.0, 0.0)
         self.classes_ = np.array([0, 1])

@@ -17,7 +17,7 @@ from leadscore.models.lead_model import LeadScoringModel
 from leadscore.models.linear import SplineLogisticModel
 from leadscore.models.routing import default_routing, fit_routing
 from leadscore.models.scorer import SCORER_FILE, Scorer
-from leadscore.models.selection import select_model
+from leadscore.models.selection import fold_rows, select_model, selection_rows
 
 N = 4000
 
@@ -148,3 +148,34 @@ def test_the_serving_form_of_each_kind_scores_a_lead_with_reasons_well_under_a_m
             scorer.score_records(record, explain=True)
             took.append(time.perf_counter() - began)
         assert np.median(took) < 1e-3, (scorer.kind, np.median(took))
+
+
+def clocked_frame(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, FeatureEncoder]:
+    """Leads in time order over 40 weeks, each week with a conversion rate of its own (a strong random
+    effect), and a ``week`` column that says which: a clock. Only leads of weeks already seen can be
+    scored by it; a weak number ``x`` is the one signal that carries into new weeks."""
+    rng = np.random.default_rng(seed)
+    week = np.repeat(np.arange(40), 150)
+    x = rng.normal(size=len(week))
+    logit = -1.0 + 2.0 * rng.normal(size=40)[week] + 0.3 * x
+    y = (rng.random(len(week)) < 1 / (1 + np.exp(-logit))).astype(int)
+    data = pd.DataFrame({"week": week.astype(float), "x": x, "source": rng.choice(["web", "event"], len(week))})
+    return data, y, FeatureEncoder(categorical=["source"], numeric=["week", "x"])
+
+
+def test_selection_scores_every_candidate_only_on_leads_newer_than_it_learned_from() -> None:
+    """Cross-validation in time order cannot use the clock: each fold is scored on weeks it never saw, so
+    the trees' AUC stays near what ``x`` alone gives. Shuffled folds (the untimed case) see every week
+    and score far higher; were the timed folds or the row sample ever shuffled, the two would agree."""
+    X, y, encoder = clocked_frame()
+    timed = select_model(X, y, encoder, LeadScoringModel(encoder), timed=True, max_rows=4500)[1]
+    shuffled = select_model(X, y, encoder, LeadScoringModel(encoder), timed=False, max_rows=4500)[1]
+    assert timed.rows == 4500 and timed.of_rows == len(y)
+    trees_timed = timed.candidates["lightgbm"]["mean_auc"]
+    trees_shuffled = shuffled.candidates["lightgbm"]["mean_auc"]
+    assert trees_timed < 0.62, trees_timed
+    assert trees_shuffled > trees_timed + 0.1, (trees_timed, trees_shuffled)
+    for fit_rows, score_rows in fold_rows(4500, 3, timed=True, seed=0):
+        assert fit_rows.max() < score_rows.min()
+    rows = selection_rows(len(y), 4500, seed=0)
+    assert len(rows) == 4500 and (np.diff(rows) > 0).all() and rows[0] < 150 and rows[-1] >= len(y) - 150

@@ -42,6 +42,7 @@ from leadscore.training.split import Split, split_frame
 HOLDOUT_FILE = "holdout.parquet"
 HOLDOUT_SCORES_FILE = "holdout_scores.parquet"  # each model's and baseline's holdout probability, row for row
 CHALLENGER = "challenger"
+IMPORTANCE_ROWS = 100_000  # rows a linear model's feature importance is averaged over
 
 
 class TrainOptions(BaseModel):
@@ -172,9 +173,10 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         n_jobs=options.n_jobs,
     )
     # The logistic baseline (the longest, independent of the model) learns on a thread of its own: beside
-    # LightGBM when LightGBM trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has
-    # freed the cores, while the model predicts its holdout and the manual baselines learn.
-    concurrent = _threads(len(train), options.n_jobs) == 1 and cores() > 1
+    # model selection (whose LightGBM runs on one thread per fold), or beside LightGBM when LightGBM
+    # trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has freed the cores,
+    # while the model predicts its holdout and the manual baselines learn.
+    concurrent = cores() > 1 and (options.select or _threads(len(train), options.n_jobs) == 1)
     selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
@@ -207,13 +209,16 @@ def importance_shares(model: Any, tf: TrainingFrame) -> dict[str, float]:
 
     Trees (LightGBM, and a blend's trees): each feature's share of the total split gain. The spline
     logistic model: each feature's share of the mean absolute contribution of its terms to the margin,
-    over the training rows.
+    over the frame's rows (at most ``IMPORTANCE_ROWS`` of them, a seeded uniform sample).
     """
     names = [str(n) for n in model.encoder_.get_feature_names_out()]
     if hasattr(model, "booster_"):
         weight = np.asarray(model.booster_.feature_importance("gain"), dtype=float)
     else:
-        matrix = model.encoder_.transform(tf.frame[tf.feature_columns])
+        frame = tf.frame[tf.feature_columns]
+        if len(frame) > IMPORTANCE_ROWS:
+            frame = frame.iloc[np.sort(np.random.default_rng(0).choice(len(frame), IMPORTANCE_ROWS, replace=False))]
+        matrix = model.encoder_.transform(frame)
         weight = np.abs(model.terms_.contributions(matrix)).mean(axis=0)
     total = weight.sum()
     shares = {name: float(g / total) if total > 0 else 1 / len(names) for name, g in zip(names, weight, strict=True)}
