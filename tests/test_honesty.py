@@ -51,3 +51,19 @@ def test_time_like_columns_by_type_name_or_row_order() -> None:
         }
     )
     assert honesty.time_like_columns(frame, list(frame.columns)) == ["contact_date", "month", "emp_var_rate"]
+
+
+def test_the_drift_checks_read_a_seeded_proportional_sample_of_a_large_table() -> None:
+    from leadscore.training.honesty import _sample_rows
+
+    rng = np.random.default_rng(5)
+    train, holdout = np.sort(rng.choice(1_000_000, 700_000, replace=False)), np.arange(1_000_000, 1_300_000)
+    a_train, a_holdout = _sample_rows(train, holdout, 200_000)
+    b_train, b_holdout = _sample_rows(train, holdout, 200_000)
+    assert np.array_equal(a_train, b_train) and np.array_equal(a_holdout, b_holdout)  # seeded
+    assert len(a_train) + len(a_holdout) == 200_000
+    assert abs(len(a_holdout) / 200_000 - 0.3) < 1e-4  # training and holdout in their proportion
+    for sample, rows in ((a_train, train), (a_holdout, holdout)):
+        assert np.all(np.diff(sample) > 0) and np.isin(sample, rows).all()  # in row order, no row twice
+    small_train, small_holdout = _sample_rows(train[:10], holdout[:5], 200_000)
+    assert np.array_equal(small_train, train[:10]) and np.array_equal(small_holdout, holdout[:5])  # all rows

@@ -11,6 +11,10 @@ them in the model's metadata (``findings``) and the report shows them in its fir
 - random split: the holdout was drawn at random although a column looks like time (a datetime column, a
   name such as ``date`` / ``month`` / ``created`` / ``_at``, or a number that rises or falls with the row order), so
   the holdout's figures are optimistic about the future.
+
+The drift and time-like checks read at most ``SAMPLE_ROWS`` rows (a seeded sample, training and holdout in
+their proportion, in row order): an adversarial AUC from 200,000 rows is within about 0.003 of the whole
+table's, far inside the distance to ``DRIFT_AUC`` that matters.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+
+from leadscore.training.gates import auc_intervals, roc_auc
 
 DRIFT_AUC = 0.75
+SAMPLE_ROWS = 200_000  # rows the drift and time-like checks read at most (a seeded sample, in row order)
 ORDER_CORRELATION = 0.8
 _TIME_NAME = re.compile(
     r"(date|timestamp|month|year|week|quarter|created|_at$|^at_|(^|_)time$|(^|_)day$)", re.IGNORECASE
@@ -41,8 +47,22 @@ def adversarial_auc(values: np.ndarray, is_holdout: np.ndarray, categorical: boo
     else:
         missing = np.isnan(values)
         score = np.where(missing, np.nanmin(values) - 1 if (~missing).any() else 0.0, values)
-    auc = float(roc_auc_score(is_holdout, score))
+    auc = roc_auc(is_holdout, score)
     return max(auc, 1 - auc)
+
+
+def _sample_rows(train: np.ndarray, holdout: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``size`` rows in all, training and holdout in their proportion, each part in row order
+    (seeded: the same run gives the same sample)."""
+    total = len(train) + len(holdout)
+    if total <= size:
+        return train, holdout
+    rng = np.random.default_rng(0)
+    parts = []
+    for part in (train, holdout):
+        keep = max(1, round(len(part) * size / total)) if len(part) else 0
+        parts.append(np.sort(rng.choice(np.asarray(part), keep, replace=False)))
+    return parts[0], parts[1]
 
 
 def drift_risks(
@@ -116,23 +136,18 @@ def findings(
 
 def run_findings(result: Any) -> list[str]:
     """The findings of a :func:`training.train.fit` result."""
-    from leadscore.training.gates import auc_intervals
-
     y = result.holdout["label"].to_numpy()
     figures = auc_intervals(y, {"model": result.holdout_probability["model"]}, n_boot=500)["model"]
     encoder = result.artifact.model.encoder_
     columns = encoder.columns_
     frame = result.frame.frame
-    rows = np.concatenate([result.split.train, result.split.holdout])
+    train, holdout = _sample_rows(result.split.train, result.split.holdout, SAMPLE_ROWS)
+    rows = np.concatenate([train, holdout])
     matrix = columns.transform(frame.iloc[rows])
     drift = drift_risks(
-        matrix,
-        columns.names,
-        len(columns.categorical),
-        len(columns.numeric),
-        np.arange(len(result.split.train), len(rows)),
+        matrix, columns.names, len(columns.categorical), len(columns.numeric), np.arange(len(train), len(rows))
     )
-    time_like = time_like_columns(frame, list(result.frame.feature_columns))
+    time_like = time_like_columns(frame.iloc[np.sort(rows)], list(result.frame.feature_columns))
     return findings(
         result.metrics, (figures["auc"], figures["low"], figures["high"]), drift, result.split.method, time_like
     )
