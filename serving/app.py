@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,6 +37,7 @@ from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryL
 log = logging.getLogger("leadscore.serving")
 
 INITIAL_RETRY_SECONDS = 5.0
+BATCH_THREADS = 1  # batches scored at once, each in a worker thread (the rest wait their turn)
 # How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Batches
 # are scored in worker threads; at 1 ms the event loop, waiting, gets the GIL back within about that long.
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -151,6 +153,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
         )
         app.state.leadscore = state
+        app.state.batch_limiter = anyio.CapacityLimiter(BATCH_THREADS)
         if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
             poller = asyncio.create_task(_load_then_poll(state, settings, loader), name="leadscore-model-loader")
         else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens

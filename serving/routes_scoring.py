@@ -7,16 +7,19 @@ the field path, as FastAPI words it) by the handler of :class:`serving.scoring_r
 router's route class, and scored through the micro-batcher (:mod:`serving.batcher`); its answer is the
 dict :func:`serving.scoring.score_leads` builds, written by orjson (:class:`serving.asgi.ORJSONAnswer`). A
 batch body (:class:`serving.schemas.BatchRequest`, the same 422 errors) is parsed, validated, scored and
-its answer written in a worker thread (:mod:`serving.batch`), so the event loop only moves its bytes.
+its answer written in a worker thread (:mod:`serving.batch`), so the event loop only moves its bytes; one
+batch at a time (``app.state.batch_limiter``), so the event loop shares the interpreter lock with one busy
+thread at most and health probes and single leads are answered between a batch's switch intervals.
 ``response_model`` documents each answer's shape.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.asgi import ORJSONAnswer
@@ -129,15 +132,18 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     # worker thread (serving.batch), so the event loop only moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()
-    scored = await run_in_threadpool(
-        score_batch_body,
-        body,
-        state.settings.max_batch,
-        context.model,
-        context.request_id,
-        context.log_id,
-        explain,
-        state.hash_lead,
+    scored = await anyio.to_thread.run_sync(
+        partial(
+            score_batch_body,
+            body,
+            state.settings.max_batch,
+            context.model,
+            context.request_id,
+            context.log_id,
+            explain,
+            state.hash_lead,
+        ),
+        limiter=request.app.state.batch_limiter,
     )
     del body
     await _commit_frames(state, scored.frames, scored.rows)

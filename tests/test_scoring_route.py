@@ -96,3 +96,38 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
+
+
+def test_batches_are_scored_one_at_a_time(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from leadscore.serving import routes_scoring
+
+    running, most, lock = [0], [0], threading.Lock()
+    real = routes_scoring.score_batch_body
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(routes_scoring, "score_batch_body", counted)
+    statuses: list[int] = []
+
+    def send() -> None:
+        statuses.append(client.post("/v1/score/batch", json={"leads": [_lead(), MINIMAL_LEAD]}).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert statuses == [200] * 4
+    assert most[0] == 1  # the event loop shares the interpreter lock with one batch thread at most
