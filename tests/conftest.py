@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from leadscore.features.build import CrmTables
 from leadscore.models.scorer import Scorer
 from leadscore.models.settings import MlflowSettings, get_mlflow_settings
+from leadscore.serving.app import create_app
+from leadscore.serving.settings import ServingSettings
+from leadscore.serving.state import StaticLoader
 from leadscore.training.train import FitResult
-from tests.factories import fit_crm, make_crm, mlflow_server, write_crm_folder
+from tests.factories import fit_crm, make_crm, make_settings, mlflow_server, write_crm_folder
 from tests.postgres import PostgresServer, postgres_bin, postgres_server
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -96,3 +101,16 @@ def x_education() -> Path:
     if not X_EDUCATION.exists():
         pytest.skip(f"real dataset not present: {X_EDUCATION} (the shared/ folder beside the project is absent)")
     return X_EDUCATION
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ServingSettings:
+    """The serving settings of :func:`client`'s app (:func:`tests.factories.make_settings`)."""
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings: ServingSettings, scorer: Scorer) -> Iterator[TestClient]:
+    """The scoring API in process, serving the session's fitted model as lead-scoring version 7."""
+    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))) as c:
+        yield c

@@ -11,9 +11,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from leadscore.features.build import CrmTables, build_crm_frame
 from leadscore.features.mapping import default_crm_mapping
+from leadscore.serving.settings import ServingSettings
 from leadscore.training.synthetic import generate_crm, write_crm
 from leadscore.training.train import FitResult, TrainOptions, fit
 
@@ -98,3 +100,9 @@ def mlflow_server(root: Path, backend_store_uri: str | None = None) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
+    """Serving settings for an app in a test: a home under ``tmp_path``, no polling, a quick score-log flush."""
+    values: dict[str, Any] = {"home": tmp_path / "home", "poll_seconds": 0, "score_log_flush_seconds": 0.05, **kw}
+    return ServingSettings(**values)

@@ -27,25 +27,10 @@ from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.settings import ServingSettings
 from leadscore.serving.state import StaticLoader
+from tests.factories import make_settings
 from tests.postgres import PostgresServer
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
-    values: dict[str, Any] = {"home": tmp_path / "home", "poll_seconds": 0, "score_log_flush_seconds": 0.05, **kw}
-    return ServingSettings(**values)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> ServingSettings:
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-def client(settings: ServingSettings, scorer: Scorer) -> TestClient:
-    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))) as c:
-        yield c
 
 
 def event(**kw: Any) -> dict[str, Any]:

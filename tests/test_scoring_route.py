@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from leadscore.models.scorer import Scorer
 from leadscore.serving import deps
-from leadscore.serving.app import create_app
 from leadscore.serving.routes_scoring import router
 from leadscore.serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD
-from leadscore.serving.settings import ServingSettings
-from leadscore.serving.state import StaticLoader
 
 HEADERS = {"X-Request-Id": "route-test", "Content-Type": "application/json"}
 
@@ -60,13 +55,6 @@ def _answer(client: TestClient, path: str, query: str, body: Any) -> tuple[int, 
     for item in [answer, *(answer.get("results") or [])] if isinstance(answer, dict) else []:
         item.pop("scored_at", None)  # the moment of scoring, which differs between two calls
     return response.status_code, answer
-
-
-@pytest.fixture
-def client(tmp_path: Path, scorer: Scorer) -> TestClient:
-    settings = ServingSettings(home=tmp_path / "home", poll_seconds=0, score_log_flush_seconds=0.05)
-    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))) as c:
-        yield c
 
 
 def test_single_leads_take_the_lean_handler() -> None:

@@ -25,22 +25,7 @@ from leadscore.serving.schemas import EXAMPLE_LEAD, BatchResponse, ModelInfo, Sc
 from leadscore.serving.settings import ServingSettings
 from leadscore.serving.state import LoadedModel, StaticLoader
 from leadscore.training.train import FitResult
-
-
-def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
-    values: dict[str, Any] = {"home": tmp_path / "home", "poll_seconds": 0, "score_log_flush_seconds": 0.05, **kw}
-    return ServingSettings(**values)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> ServingSettings:
-    return make_settings(tmp_path)
-
-
-@pytest.fixture
-def client(settings: ServingSettings, scorer: Scorer) -> TestClient:
-    with TestClient(create_app(settings, StaticLoader(scorer, "lead-scoring", "7"))) as c:
-        yield c
+from tests.factories import make_settings
 
 
 def lead(**kw: Any) -> dict[str, Any]:
