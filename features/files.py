@@ -42,7 +42,7 @@ def write_atomic(path: Path | str, content: bytes | str | Writer) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 
@@ -55,7 +55,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
     """Flush a folder's entries (the rename) to disk where the platform allows it (POSIX; not Windows)."""
     if os.name != "posix":
         return

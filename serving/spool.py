@@ -51,6 +51,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from leadscore.features.files import fsync_folder
 from leadscore.serving.score_log import open_engine
 
 log = logging.getLogger("leadscore.serving.score_log")
@@ -130,14 +131,6 @@ def ready_segments(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"*{READY}"))
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def take_folder(root: Path) -> tuple[Path, int]:
     """The lowest-numbered spool folder under ``root`` no other API process holds; returns it and its lock."""
     root.mkdir(parents=True, exist_ok=True)
@@ -180,7 +173,7 @@ class Spool:
             left.rename(left.with_suffix(READY))
         seqs = [int(p.stem) for p in self.folder.glob("*.*") if p.stem.isdigit()]
         self._seq = max(seqs, default=0) + 1
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
 
     async def append(self, rows: list[dict[str, Any]]) -> None:
         """Return once ``rows`` are written (and fsynced, with ``fsync_each``); raises OSError when they
@@ -277,7 +270,7 @@ class Spool:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
 
 
 class SpooledScoreLog:

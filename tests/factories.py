@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,21 @@ def make_settings(tmp_path: Path, **kw: Any) -> ServingSettings:
     """Serving settings for an app in a test: a home under ``tmp_path``, no polling, a quick score-log flush."""
     values: dict[str, Any] = {"home": tmp_path / "home", "poll_seconds": 0, "score_log_flush_seconds": 0.05, **kw}
     return ServingSettings(**values)
+
+
+def score_rows(n: int, first: int = 0, prefix: str = "r") -> list[dict[str, Any]]:
+    """``n`` score-log rows (request ids ``prefix`` + ``first`` ..), all scored now."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "request_id": f"{prefix}{i}",
+            "lead_hash": f"{i:064x}",
+            "model_name": "m",
+            "model_version": "1",
+            "probability": 0.25,
+            "score": 40,
+            "tier": "B",
+            "scored_at": now,
+        }
+        for i in range(first, first + n)
+    ]

@@ -11,28 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from leadscore.serving.spool import SpooledScoreLog, read_segment, ready_segments
-
-
-def _rows(n: int, first: int = 0) -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    return [
-        {
-            "request_id": f"r{i}",
-            "lead_hash": f"{i:064x}",
-            "model_name": "m",
-            "model_version": "1",
-            "probability": 0.1,
-            "score": 10,
-            "tier": "C",
-            "scored_at": now,
-        }
-        for i in range(first, first + n)
-    ]
+from tests.factories import score_rows
 
 
 def _url(path: Path) -> str:
@@ -80,7 +63,7 @@ def test_rows_written_during_an_outage_arrive_in_order_once_it_ends(tmp_path: Pa
     log = _log(tmp_path, batch_rows=4)
     with _locked(tmp_path / "scores.db"):
         for first in range(0, 10, 2):
-            _commit(log, _rows(2, first=first))
+            _commit(log, score_rows(2, first=first))
         time.sleep(0.8)  # several failed attempts
         assert log.written == 0
     _until(lambda: log.written == 10)
@@ -89,10 +72,10 @@ def test_rows_written_during_an_outage_arrive_in_order_once_it_ends(tmp_path: Pa
     assert log.written == 10
 
 
-def test_a_stop_during_a_lasting_outage_ends_in_time_and_the_next_start_writes_the_rows(tmp_path: Path) -> None:
+def test_a_stop_during_a_lasting_outage_ends_in_time_and_the_next_start_writes_thescore_rows(tmp_path: Path) -> None:
     log = _log(tmp_path)
     with _locked(tmp_path / "scores.db"):
-        _commit(log, _rows(7))
+        _commit(log, score_rows(7))
         began = time.monotonic()
         log.close(timeout=1.0)
         assert time.monotonic() - began < 8
@@ -113,7 +96,7 @@ def test_a_segment_is_all_or_nothing(tmp_path: Path) -> None:
             f"CREATE TRIGGER refuse BEFORE INSERT ON score_log WHEN NEW.request_id = 'r{rows - 5}' "
             "BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
-    _commit(log, _rows(rows))
+    _commit(log, score_rows(rows))
     time.sleep(0.8)  # each attempt inserted 115 rows, then one was refused
     assert _stored(tmp_path / "scores.db") == [] and log.written == 0
     with sqlite3.connect(tmp_path / "scores.db") as conn:
@@ -125,15 +108,15 @@ def test_a_segment_is_all_or_nothing(tmp_path: Path) -> None:
 
 def test_a_writer_that_dies_is_replaced_and_no_row_is_lost(tmp_path: Path) -> None:
     log = _log(tmp_path)
-    _commit(log, _rows(5))
+    _commit(log, score_rows(5))
     _until(lambda: log.written == 5)
     with _locked(tmp_path / "scores.db"):
-        _commit(log, _rows(4, first=5))
+        _commit(log, score_rows(4, first=5))
         time.sleep(0.4)  # the writer holds them, failing to write
         assert log._writer is not None
         log._writer.kill()
         log._writer.wait()
-    _commit(log, _rows(3, first=9))
+    _commit(log, score_rows(3, first=9))
     _until(lambda: log.written == 12)
     log.close()
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(12)]
@@ -143,7 +126,7 @@ def test_the_writer_outlives_the_signals_a_terminal_or_service_manager_sends_its
     """Ctrl-C (SIGINT) and a service manager's SIGTERM reach every process of the group; the API stops the
     writer itself, after sealing its last segment, so the writer takes no notice of either."""
     log = _log(tmp_path)
-    _commit(log, _rows(1))
+    _commit(log, score_rows(1))
     _until(lambda: log.written == 1)  # the writer is at work, its handlers set
     writer = log._writer
     assert writer is not None
@@ -151,7 +134,7 @@ def test_the_writer_outlives_the_signals_a_terminal_or_service_manager_sends_its
     writer.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert writer.poll() is None  # alive: not a replacement writing the rows below
-    _commit(log, _rows(5, first=1))
+    _commit(log, score_rows(5, first=1))
     _until(lambda: log.written == 6)
     assert log._writer is writer
     log.close()
@@ -162,11 +145,11 @@ def test_a_stop_with_a_frozen_writer_ends_in_time_and_keeps_the_rows_spooled(tmp
     """A frozen writer (here SIGSTOP) writes nothing; close() still ends in bounded time (the writer is
     killed) and every row not written stays in the spool, for the next start."""
     log = _log(tmp_path)
-    _commit(log, _rows(1))
+    _commit(log, score_rows(1))
     _until(lambda: log.written == 1)
     assert log._writer is not None
     log._writer.send_signal(signal.SIGSTOP)
-    _commit(log, _rows(500, first=1))
+    _commit(log, score_rows(500, first=1))
     frozen = log._writer
     closing = threading.Thread(target=log.close, kwargs={"timeout": 1.0}, daemon=True)
     closing.start()

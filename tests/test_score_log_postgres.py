@@ -12,7 +12,6 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +20,10 @@ from sqlalchemy import create_engine, text
 
 from leadscore.serving.score_log import open_engine
 from leadscore.serving.spool import SpooledScoreLog
+from tests.factories import score_rows
 from tests.postgres import PostgresServer, postgres_bin, postgres_server
 
 pytestmark = pytest.mark.integration
-
-
-def _rows(n: int, first: int = 0, prefix: str = "r") -> list[dict[str, Any]]:
-    now = datetime.now(UTC)
-    return [
-        {
-            "request_id": f"{prefix}{i}",
-            "lead_hash": f"{i:064x}",
-            "model_name": "m",
-            "model_version": "1",
-            "probability": 0.25,
-            "score": 40,
-            "tier": "B",
-            "scored_at": now,
-        }
-        for i in range(first, first + n)
-    ]
 
 
 def _stored(url: str, column: str = "request_id") -> list[Any]:
@@ -72,7 +55,7 @@ def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
 def test_rows_arrive_in_order_with_their_values(postgres: PostgresServer) -> None:
     url = postgres.create_database("scores_order")
     log = _log(url, flush_seconds=0.05, batch_rows=7)
-    rows = _rows(50)
+    rows = score_rows(50)
     for first in range(0, 50, 5):
         _commit(log, rows[first : first + 5])
     log.close()
@@ -109,13 +92,14 @@ def test_replicas_starting_together_create_the_table_once_without_errors(postgre
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from tests.test_score_log_postgres import _commit, _log, _rows
+    from tests.factories import score_rows
+    from tests.test_score_log_postgres import _commit, _log
 
     url, name, n, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     time.sleep(max(start_at - time.time(), 0))  # all start at once: they race to create the table
     log = _log(url, flush_seconds=0.02, batch_rows=50)
     for first in range(0, n, 10):
-        _commit(log, _rows(10, first=first, prefix=name + "-"))
+        _commit(log, score_rows(10, first=first, prefix=name + "-"))
     log.close()
     print(log.written)
     """
@@ -154,10 +138,10 @@ def test_rows_appended_while_the_server_is_down_arrive_once_it_is_back() -> None
     with postgres_server() as server:
         url = server.url()
         log = _log(url, flush_seconds=0.05, batch_rows=20)
-        _commit(log, _rows(30))
+        _commit(log, score_rows(30))
         _until(lambda: log.written == 30)
         server.stop()
-        _commit(log, _rows(40, first=30))
+        _commit(log, score_rows(40, first=30))
         time.sleep(1.0)  # several failed attempts
         assert log.written == 30
         server.start()
