@@ -57,6 +57,21 @@ def test_the_fast_paired_auc_is_scikit_learns(case: dict[str, np.ndarray]) -> No
     assert out["a"]["low"] < out["a"]["auc"] < out["a"]["high"]
 
 
+def test_delongs_interval_is_the_bootstraps_on_a_holdout_of_thousands(case: dict[str, np.ndarray]) -> None:
+    """The training findings read DeLong's interval; promotion reads the bootstrap's: they must agree."""
+    y = case["y"]
+    for name in ("good", "weak"):
+        tied = np.round(case[name], 2)
+        auc, low, high = gates.delong_interval(y, tied)
+        boot = gates.auc_intervals(y, {"m": tied}, n_boot=2000)["m"]
+        assert auc == pytest.approx(roc_auc_score(y, tied), abs=1e-12)
+        assert low == pytest.approx(boot["low"], abs=0.003) and high == pytest.approx(boot["high"], abs=0.003)
+    chance = gates.delong_interval(y, np.random.default_rng(5).normal(size=len(y)))
+    assert chance[1] < 0.5 < chance[2]
+    assert np.isnan(gates.delong_interval(np.zeros(5), np.arange(5.0))[0])
+    assert np.isnan(gates.delong_interval(np.array([0, 0, 1]), np.arange(3.0))[1])
+
+
 def test_a_good_candidate_passes_every_gate(case: dict[str, np.ndarray]) -> None:
     result = gates.evaluate(
         case["y"], case["good"], {"logistic_regression": case["weak"]}, champion=case["good"], champion_version="1"

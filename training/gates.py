@@ -27,6 +27,7 @@ import numpy as np
 SERVABLE_ATOL = 1e-9
 N_BOOT = 1000
 LEVEL = 0.95
+Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,29 @@ def auc_intervals(
         low, high = _interval(samples)
         out[name] = {"auc": _auc(group, n_groups, y, ones), "low": low, "high": high, "samples": samples}
     return out
+
+
+def delong_interval(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
+    """ROC AUC of ``score`` for the 0/1 labels ``y`` with DeLong's 95% interval (the normal approximation
+    with DeLong's variance of the AUC, from each row's placement among the other class; ties count one
+    half), clipped to [0, 1]: O(n log n), the interval a training run's findings read. NaN without both
+    classes; the interval is NaN with fewer than two rows of a class."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    pos, neg = score[y], score[~y]
+    m, n = len(pos), len(neg)
+    if m == 0 or n == 0:
+        return float("nan"), float("nan"), float("nan")
+    ranks = rankdata(score)
+    below_pos = (ranks[y] - rankdata(pos)) / n  # each positive: share of negatives below it
+    above_neg = 1.0 - (ranks[~y] - rankdata(neg)) / m  # each negative: share of positives above it
+    auc = float(below_pos.mean())
+    if m < 2 or n < 2:
+        return auc, float("nan"), float("nan")
+    half = Z_95 * float(np.sqrt(below_pos.var(ddof=1) / m + above_neg.var(ddof=1) / n))
+    return auc, max(0.0, auc - half), min(1.0, auc + half)
 
 
 def ece_interval(y: np.ndarray, p: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
