@@ -4,23 +4,25 @@ Run: ``.venv/bin/python bench/bench_overload.py [--home DIR] [--seconds 10]`` (n
 on synthetic data into a temporary embedded store (or uses the champion in ``--home``), starts
 ``leadscore serve`` on 127.0.0.1 and drives it with:
 
-1. single leads at 8 connections (the peak: answers per second);
-2. single leads at 256 connections: ``wrk`` drives 248 of them and a sampler in this process the other 8,
-   timing each of its requests and noting its status. Goodput is the 200 answers per second of all 256;
-   the latency goal is the p99 of the sampler's admitted (200) requests (``wrk`` cannot tell a 200's
-   latency from a 503's; the 8 sampled connections behave as the 248 others: send, wait, send again);
-3. 1,000-lead batches at 64 connections while a probe times ``/healthz`` (a new connection each time, as a
-   liveness probe makes) every 10 ms;
+1. single leads at 8 connections, from ``wrk`` and from the load client (:mod:`load_client`): the peak is
+   the better of the two (200 answers per second);
+2. single leads at 256 connections from the load client, whose callers honour ``Retry-After`` as a
+   routing system is asked to: goodput is its 200 answers per second, the latency goal the p99 of those
+   200 answers (every request is timed); then the same from ``wrk``, which retries a 503 at once (a
+   retry storm), printed for information;
+3. 1,000-lead batches at 64 connections from the load client while a probe in this process times
+   ``/healthz`` (a new connection each time, as a liveness probe makes) every 10 ms; then the same from
+   ``wrk``, printed for information;
 
 and prints the resident memory of the serving process tree at start (after a warm-up), after the load
-and after a 10 s rest, then the goals (``GOALS``), each with its figure and whether it was met. Timings
-are only comparable on a quiet machine: ``wrk``, the sampler and the server share its cores.
+and after a 10 s rest, then the goals (``GOALS``), each with its figure and whether it was met. The load
+client runs in a process of its own. Timings are only comparable on a quiet machine: the clients, the
+probe and the server share its cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -36,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serving import BIN, ROOT, free_port, parse_wrk, rss_mib, start, stop, train_model, wait_ready
+from load_client import drive_in_process, request_bytes
 
 GOALS = {
     "min_goodput_share_at_256": 0.90,  # 200 answers/s at 256 connections, as a share of the 8-connection peak
@@ -74,44 +77,19 @@ def wrk(url: str, body: bytes, connections: int, seconds: float, workdir: Path) 
     return result
 
 
-SAMPLED = 8  # of the 256 connections, those whose requests are timed one by one
-
-
-async def _sample(port: int, request: bytes, until: float, out: list[tuple[int, float]]) -> None:
-    """One keep-alive connection sending ``request`` again and again until ``until``: (status, seconds) each."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < until:
-            began = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-            await reader.readexactly(length)
-            out.append((int(head[9:12]), time.perf_counter() - began))
-            if b"connection: close" in head.lower():
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    finally:
-        writer.close()
-
-
-def sample(port: int, body: bytes, connections: int, seconds: float, out: list[tuple[int, float]]) -> None:
-    """Time single-lead requests over ``connections`` connections for ``seconds`` (in this thread's own loop)."""
-    request = (
-        b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-
-    async def run() -> None:
-        until = time.perf_counter() + seconds
-        await asyncio.gather(*(_sample(port, request, until, out) for _ in range(connections)))
-
-    asyncio.run(run())
-
-
 def p99_ms(seconds: list[float]) -> float:
     return statistics.quantiles(seconds, n=100)[98] * 1000 if len(seconds) > 2 else float("nan")
+
+
+def summary(result: list[tuple[int, float]], seconds: float) -> dict[str, float]:
+    """Answers per second by kind, and the p99 of the 200 answers' latency."""
+    ok = [t for status, t in result if status == 200]
+    return {
+        "ok_per_s": len(ok) / seconds,
+        "shed": sum(1 for status, _ in result if status == 503),
+        "other": sum(1 for status, _ in result if status not in (200, 503)),
+        "p99": p99_ms(ok),
+    }
 
 
 def probe_health(base: str, stop_event: threading.Event, seconds: list[float]) -> None:
@@ -160,43 +138,57 @@ def main() -> None:
         wait_ready(base + "/readyz", process)
         wrk(base + "/v1/score", lead, 8, 2, workdir)  # warm-up
         rss_start = rss_mib(process.pid)
-        peak = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
-        print(f"c=8 single:     {peak['rps']:8.0f} req/s  p50 {peak['p50']:.2f} ms  p99 {peak['p99']:.2f} ms")
-        sampled: list[tuple[int, float]] = []
-        sampler = threading.Thread(target=sample, args=(port, lead, SAMPLED, args.seconds, sampled))
-        sampler.start()
-        over = wrk(base + "/v1/score", lead, 256 - SAMPLED, args.seconds, workdir)
-        sampler.join()
-        admitted = [t for code, t in sampled if code == 200]
-        goodput = over["goodput"] + len(admitted) / args.seconds
-        admitted_p99 = p99_ms(admitted)
+        single, batch_request = request_bytes("/v1/score", lead), request_bytes("/v1/score/batch", batch)
+        peak_wrk = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
+        peak_ours = summary(drive_in_process(port, single, 8, args.seconds), args.seconds)
+        peak = max(peak_wrk["goodput"], peak_ours["ok_per_s"])
         print(
-            f"c=256 single:   {goodput:8.0f} 200/s  503s {int(over['non2xx']) + len(sampled) - len(admitted)}  "
-            f"{over['socket_errors']}\n"
-            f"                admitted p99 {admitted_p99:.2f} ms ({len(admitted)} timed of {len(sampled)} sampled); "
-            f"all answers (wrk) p50 {over['p50']:.2f} ms p99 {over['p99']:.2f} ms"
+            f"c=8 single:     {peak_wrk['goodput']:8.0f} 200/s (wrk)  {peak_ours['ok_per_s']:8.0f} 200/s (client)  "
+            f"p99 {peak_wrk['p99']:.2f} / {peak_ours['p99']:.2f} ms"
+        )
+        over = summary(drive_in_process(port, single, 256, args.seconds), args.seconds)
+        print(
+            f"c=256 single:   {over['ok_per_s']:8.0f} 200/s  p99 of the 200s {over['p99']:.2f} ms  "
+            f"503s {over['shed']}  other {over['other']}  (callers honour Retry-After)"
+        )
+        storm = wrk(base + "/v1/score", lead, 256, args.seconds, workdir)
+        print(
+            f"c=256 single:   {storm['goodput']:8.0f} 200/s  503s {int(storm['non2xx'])}  "
+            "(wrk: retries at once, for information)"
         )
         health: list[float] = []
         stop_event = threading.Event()
         prober = threading.Thread(target=probe_health, args=(base, stop_event, health))
         prober.start()
-        batches = wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)
+        batches = summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
         stop_event.set()
         prober.join()
+        health_p99 = p99_ms(health)
+        print(
+            f"c=64 batches:   {batches['ok_per_s']:8.1f} 200/s ({batches['ok_per_s'] * 1000:.0f} leads/s)  "
+            f"p99 {batches['p99']:.0f} ms  503s {batches['shed']}  /healthz p99 {health_p99:.2f} ms "
+            f"({len(health)} probes; callers honour Retry-After)"
+        )
+        health_storm: list[float] = []
+        stop_event = threading.Event()
+        prober = threading.Thread(target=probe_health, args=(base, stop_event, health_storm))
+        prober.start()
+        storm_batches = wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)
+        stop_event.set()
+        prober.join()
+        print(
+            f"c=64 batches:   {storm_batches['goodput']:8.1f} 200/s  503s {int(storm_batches['non2xx'])}  "
+            f"/healthz p99 {p99_ms(health_storm):.2f} ms (wrk: retries at once, for information)"
+        )
         rss_after = rss_mib(process.pid)
         time.sleep(10)
         rss_rest = rss_mib(process.pid)
-        health_p99 = p99_ms(health)
-        print(
-            f"c=64 batches:   {batches['goodput']:8.1f} 200/s ({batches['goodput'] * 1000:.0f} leads/s)  "
-            f"p99 {batches['p99']:.0f} ms  503s {int(batches['non2xx'])}  /healthz p99 {health_p99:.2f} ms "
-            f"({len(health)} probes)"
-        )
         print(f"RSS: start {rss_start:.0f} MiB, after the load {rss_after:.0f} MiB, after 10 s {rss_rest:.0f} MiB")
     finally:
         stop(process)
 
-    share = goodput / peak["rps"]
+    share = over["ok_per_s"] / peak
+    admitted_p99 = over["p99"]
     growth = rss_rest / rss_start - 1
     print("\ngoals")
     for label, figure, goal, met in (

@@ -3,7 +3,7 @@
 :func:`score_batch_body` runs in a worker thread; the event loop only receives the body and sends the
 answer. It parses the JSON (one orjson call, the longest the thread holds the GIL at once), then validates the leads, scores them, renders the answer and pickles the
 score-log rows in chunks of ``CHUNK_LEADS`` leads, so no other call holds the GIL for long: with the
-switch interval :mod:`serving.app` sets, the event loop gets the GIL back within about a millisecond
+switch interval :mod:`serving.app` sets, the event loop gets the GIL back within a fraction of a millisecond
 and keeps answering health checks and small requests while a big batch is worked on.
 
 Validation answers what FastAPI would for a body declared as :class:`serving.schemas.BatchRequest`:

@@ -159,3 +159,20 @@ def test_a_stop_with_a_frozen_writer_ends_in_time_and_keeps_the_rows_spooled(tmp
     assert not closing.is_alive()
     assert len(_stored(tmp_path / "scores.db")) == log.written
     assert log.written + _spooled(tmp_path) == 501
+
+
+def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path) -> None:
+    """On a busy machine the API's event loop is scheduled before the writer (serving.spool_writer)."""
+    import os
+
+    from leadscore.serving.spool_writer import WRITER_NICE
+
+    log = _log(tmp_path)
+    try:
+        _commit(log, score_rows(1))
+        _until(lambda: log.written == 1)
+        assert log._writer is not None
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == min(ours + WRITER_NICE, 19)
+    finally:
+        log.close()
