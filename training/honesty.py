@@ -150,6 +150,4 @@ def run_findings(result: Any) -> list[str]:
         matrix, columns.names, len(columns.categorical), len(columns.numeric), np.arange(len(train), len(rows))
     )
     time_like = time_like_columns(frame.iloc[np.sort(rows)], list(result.frame.feature_columns))
-    return findings(
-        result.metrics, chance, drift, result.split.method, time_like
-    )
+    return findings(result.metrics, chance, drift, result.split.method, time_like)
