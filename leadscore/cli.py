@@ -267,7 +267,8 @@ def train(
     selection = result.fit.selection
     if selection is not None:
         cv = ", ".join(f"{name} {c['mean_auc']:.4f}" for name, c in selection.candidates.items())
-        typer.echo(f"chosen by time-ordered CV in the training period: {selection.winner} (mean fold ROC AUC: {cv})")
+        how = "time-ordered CV" if selection.timed else "CV on shuffled folds"
+        typer.echo(f"chosen by {how} in the training period: {selection.winner} (mean fold ROC AUC: {cv})")
     _print_metrics(result.metrics)
     for finding in result.fit.artifact.metadata.get("findings", []):
         typer.echo(finding)
@@ -577,7 +578,7 @@ def events_export(
     ] = None,
 ) -> None:
     """The logged model inputs with their outcomes as a flat training table (train with --config mapping.yaml)."""
-    from leadscore.models.store import LoopSettings
+    from leadscore.models.settings import LoopSettings
     from leadscore.training.events_io import export_events
 
     settings = LoopSettings(score_log_url=db) if db else LoopSettings()
@@ -623,7 +624,7 @@ def loop_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report's header and notes as JSON.")] = False,
 ) -> None:
     """What happened to the leads scored from --since to --until: acceptance, SLA, conversion, calibration, drift."""
-    from leadscore.models.store import LoopSettings
+    from leadscore.models.settings import LoopSettings
     from leadscore.training.loop_report import PAGE
     from leadscore.training.loop_report import loop_report as run_loop_report
 

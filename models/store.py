@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr
 from sqlalchemy import (
     Column,
     Date,
@@ -38,8 +37,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-
-from leadscore.models.settings import MlflowSettings
 
 log = logging.getLogger("leadscore.store")
 
@@ -163,28 +160,12 @@ def has_table(engine: Engine, name: str) -> bool:
     return inspect(engine).has_table(name)
 
 
-class LoopSettings(MlflowSettings):
-    """Where the score log and the events are (the same ``LEADSCORE_*`` variables the API reads)."""
-
-    score_log_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
-    )
-    lead_hash_key: SecretStr | None = Field(default=None, description="HMAC key the lead ids are hashed with.")
-
-    @property
-    def resolved_score_log_url(self) -> str:
-        return self.score_log_url or f"sqlite:///{(self.home / 'scores.db').resolve()}"
-
-    def hasher(self) -> Callable[[str], str]:
-        """The API's lead hash: HMAC-sha256 under the configured key, else under the home's key file."""
-        return lead_hasher(lead_hash_key(self.home, self.lead_hash_key))
-
-
 KEY_FILE = "lead-hash.key"
 
 
-def lead_hash_key(home: Path, configured: SecretStr | None) -> bytes:
-    """The configured key, else the one in ``<home>/lead-hash.key`` (created, once, when missing).
+def lead_hash_key(home: Path, configured: Any | None) -> bytes:
+    """The configured key (a pydantic ``SecretStr``), else the one in ``<home>/lead-hash.key`` (created, once,
+    when missing).
 
     The API and the commands that read or write its database (events import and export, the loop
     report) resolve the key the same way, so one lead gets one hash everywhere.

@@ -179,3 +179,14 @@ def test_a_wheel_installs_one_package_with_its_kernels(tmp_path: Path) -> None:
     )
     assert out.stdout.splitlines()[0].startswith(str(target))
     assert out.stdout.splitlines()[2].startswith(str(target))  # the template is found in the installed package
+
+
+def test_the_score_log_writer_imports_neither_pydantic_nor_numpy() -> None:
+    """The spool's writer process (serving.spool_writer) stays small: what it needs is SQLAlchemy; the
+    API's resident memory counts the writer's."""
+    code = (
+        "import sys, leadscore.serving.spool_writer\n"
+        "print(sorted(m for m in ('pydantic', 'pydantic_settings', 'numpy', 'pandas', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -67,3 +67,22 @@ def test_the_drift_checks_read_a_seeded_proportional_sample_of_a_large_table() -
         assert np.all(np.diff(sample) > 0) and np.isin(sample, rows).all()  # in row order, no row twice
     small_train, small_holdout = _sample_rows(train[:10], holdout[:5], 200_000)
     assert np.array_equal(small_train, train[:10]) and np.array_equal(small_holdout, holdout[:5])  # all rows
+
+
+def test_the_model_description_names_the_cross_validation_selection_used() -> None:
+    """A data set without timestamps is cross-validated on shuffled folds, and the description says so."""
+    from pathlib import Path
+
+    from leadscore.training.tracking import version_description
+
+    metrics = {"model": {"roc_auc": 0.8}, "logistic_regression": {"roc_auc": 0.79}}
+    base = {"metrics": metrics, "target": "converted", "horizon_days": 90, "model_kind": "lightgbm", "split": {}}
+    candidates = {"lightgbm": {"mean_auc": 0.81}}
+    timed = version_description(
+        Path("a.csv"), {**base, "selection": {"cv": "time-ordered expanding window", "candidates": candidates}}
+    )
+    shuffled = version_description(
+        Path("a.csv"), {**base, "selection": {"cv": "shuffled folds", "candidates": candidates}}
+    )
+    assert "chosen by time-ordered CV: lightgbm 0.8100" in timed
+    assert "chosen by CV on shuffled folds: lightgbm 0.8100" in shuffled

@@ -25,7 +25,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from leadscore.models.store import DEFAULT_REJECTION_REASONS, EVENT_KINDS, LoopSettings, open_database, store_events
+from leadscore.models.settings import LoopSettings
+from leadscore.models.store import DEFAULT_REJECTION_REASONS, EVENT_KINDS, open_database, store_events
 
 FIELDS = ("event_id", "lead_id", "kind", "occurred_at", "actor", "reason", "reengage_on", "amount")
 REQUIRED = ("lead_id", "kind", "occurred_at", "actor")

@@ -87,7 +87,7 @@ def version_description(data: Path, metadata: dict[str, Any]) -> str:
         f"Target: {metadata['target']} within {metadata['horizon_days']} days.",
         f"Model: {metadata.get('model_kind')}"
         + (
-            " (chosen by time-ordered CV: "
+            f" (chosen by {'time-ordered CV' if selection.get('cv', '').startswith('time') else 'CV on shuffled folds'}: "
             + ", ".join(f"{n} {c['mean_auc']:.4f}" for n, c in (selection.get("candidates") or {}).items())
             + ")"
             if selection

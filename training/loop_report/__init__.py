@@ -11,8 +11,7 @@ import pandas as pd
 from sqlalchemy import create_engine
 
 from leadscore.features.files import write_atomic
-from leadscore.models.settings import MlflowSettings
-from leadscore.models.store import LoopSettings
+from leadscore.models.settings import LoopSettings, MlflowSettings
 from leadscore.training.loop_report import data as loop_data
 from leadscore.training.loop_report.figures import LoopData, compute, version_labels
 from leadscore.training.loop_report.references import fetch_references
