@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
@@ -183,6 +184,25 @@ def test_scores_equal_the_local_engines_for_a_single_file_folder(
     load_leads(crm_folder, MAPPING, None).to_parquet(flat, index=False)
     score_distributed(flat, tmp_path / "flat", scorer, MAPPING, "m", "3", scheduler=cluster.scheduler_address)
     pd.testing.assert_frame_equal(by_id(pd.read_parquet(tmp_path / "flat")), by_id(expected))
+
+
+def test_an_infinite_number_in_a_later_part_names_the_part_and_its_row(
+    cluster: LocalCluster, crm_folder: Path, fitted: FitResult, tmp_path: Path
+) -> None:
+    """A flat Parquet folder is scored part by part: the error names the part and the row within it."""
+    leads = load_leads(crm_folder, MAPPING, None).head(200).reset_index(drop=True)
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    leads.iloc[:100].to_parquet(folder / "a.parquet", index=False)
+    second = leads.iloc[100:].reset_index(drop=True)
+    second.loc[2, "employees"] = np.inf
+    second.to_parquet(folder / "b.parquet", index=False)
+    flat = Mapping(form="flat", label={"column": "converted"}, numeric=["employees"])
+    with pytest.raises(DataError, match=r"part 2 of 2.*column 'employees' row 3: value 'inf'"):
+        score_distributed(
+            folder, tmp_path / "out", fitted.artifact.scorer(), flat, "m", "3", scheduler=cluster.scheduler_address
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def copy_parts(source: Path, target: Path) -> Path:

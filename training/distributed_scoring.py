@@ -56,10 +56,14 @@ def score_part(
     features: list[str],
     path: Path,
     source: str,
+    part: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Score one part with :func:`training.batch.score_leads` and write it to ``path``; its rows, tiers and
-    the model's features it lacks (:func:`features.coverage.coverage`)."""
-    refuse_non_finite(leads, mapping.numeric, source, mapping.missing_values)
+    the model's features it lacks (:func:`features.coverage.coverage`). ``part``: its index and how many
+    there are; with more than one, an error names the part, and its row numbers count from the part's start."""
+    index, of = part
+    where = source if of == 1 else f"{source} (part {index + 1} of {of}; rows counted from the part's first)"
+    refuse_non_finite(leads, mapping.numeric, where, mapping.missing_values)
     missing = coverage(leads, features, None, mapping.missing_values).missing
     scored = score_leads(leads, scorer, mapping, model_name, version)
     scored.to_parquet(path, index=False)
@@ -123,7 +127,17 @@ def score_distributed(
         score = dask.delayed(score_part, pure=True)
         done = dask.compute(
             *[
-                score(part, model, mapping, model_name, version, features, folder / f"part-{i:05d}.parquet", str(input))
+                score(
+                    part,
+                    model,
+                    mapping,
+                    model_name,
+                    version,
+                    features,
+                    folder / f"part-{i:05d}.parquet",
+                    str(input),
+                    (i, len(parts)),
+                )
                 for i, part in enumerate(parts)
             ]
         )
