@@ -108,10 +108,13 @@ def test_serve_follows_a_promotion_without_failing_a_request(server_settings: Ml
                         failures.append(repr(exc))
                     time.sleep(0.002)
 
+        second = train(options(crm_folder, seed=1), server_settings)
         loop = threading.Thread(target=load_loop)
         loop.start()
-        try:
-            second = train(options(crm_folder, seed=1), server_settings)
+        try:  # the load runs through the promotion and the switch (not through the training before them)
+            deadline = time.monotonic() + 10
+            while not seen and not failures and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert promote(server_settings, tolerance=0.05).promoted
             deadline = time.monotonic() + 15
             while (not seen or seen[-1] != second.version) and time.monotonic() < deadline and loop.is_alive():
