@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import anyio
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from leadscore.serving import routes_events, routes_health, routes_model, routes_scoring
 from leadscore.serving.admission import Admission
 from leadscore.serving.asgi import validation_errors
+from leadscore.serving.batch import batch_executor
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.memory import limit_arenas, trim
 from leadscore.serving.metrics import Metrics
@@ -37,7 +37,7 @@ from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryL
 log = logging.getLogger("leadscore.serving")
 
 INITIAL_RETRY_SECONDS = 5.0
-BATCH_THREADS = 1  # batches scored at once, each in a worker thread (the rest wait their turn)
+BATCH_THREADS = 1  # batches scored at once, each on a batch thread (serving.batch; the rest wait their turn)
 # How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Batches
 # are scored in worker threads; at 0.2 ms the event loop, waiting, gets the GIL back within about that long.
 SWITCH_INTERVAL_SECONDS = 0.0002
@@ -153,7 +153,6 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
         )
         app.state.leadscore = state
-        app.state.batch_limiter = anyio.CapacityLimiter(BATCH_THREADS)
         if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
             poller = asyncio.create_task(_load_then_poll(state, settings, loader), name="leadscore-model-loader")
         else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
@@ -177,6 +176,8 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would otherwise send the document to a validator
     )
     app.state.metrics = Metrics()
+    # the batch thread (serving.batch), made on the first batch; it lives as long as the app, lifespans included
+    app.state.batch_executor = batch_executor(BATCH_THREADS)
     app.state.batches_scored = 0  # batch requests answered (serving.routes_scoring); read by the memory trim
     app.state.draining = False  # set when a stop is requested (serving.server): /readyz answers 503
     app.include_router(routes_scoring.router)

@@ -7,9 +7,10 @@ the field path, as FastAPI words it) by the handler of :class:`serving.scoring_r
 router's route class, and scored through the micro-batcher (:mod:`serving.batcher`); its answer is the
 dict :func:`serving.scoring.score_leads` builds, written by orjson (:class:`serving.asgi.ORJSONAnswer`). A
 batch body (:class:`serving.schemas.BatchRequest`, the same 422 errors) is parsed, validated, scored and
-its answer written in a worker thread (:mod:`serving.batch`), so the event loop only moves its bytes; one
-batch at a time (``app.state.batch_limiter``), so the event loop shares the interpreter lock with one busy
-thread at most and health probes and single leads are answered between a batch's switch intervals.
+its answer written on the batch thread (:mod:`serving.batch`, ``app.state.batch_executor``), so the event loop
+only moves its bytes; one batch at a time, at the lowest CPU priority, so the event loop shares the
+interpreter lock with one busy thread at most and health probes and single leads are answered between a
+batch's switch intervals.
 ``response_model`` documents each answer's shape.
 """
 
@@ -18,12 +19,11 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.asgi import ORJSONAnswer
-from leadscore.serving.batch import score_batch_body
+from leadscore.serving.batch import in_batch_thread, score_batch_body
 from leadscore.serving.deps import Scoring
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
@@ -132,7 +132,8 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     # worker thread (serving.batch), so the event loop only moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()
-    scored = await anyio.to_thread.run_sync(
+    scored = await in_batch_thread(
+        request.app.state.batch_executor,
         partial(
             score_batch_body,
             body,
@@ -143,7 +144,6 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
             explain,
             state.hash_lead,
         ),
-        limiter=request.app.state.batch_limiter,
     )
     del body
     await _commit_frames(state, scored.frames, scored.rows)

@@ -35,7 +35,7 @@ log = logging.getLogger("leadscore.serving.score_log")
 RETRY_MIN_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
 ORPHAN_STOP_SECONDS = 30.0
-WRITER_NICE = 10  # the writer yields the CPU to the API's event loop: what it has not written waits in the spool
+WRITER_NICE = 19  # the writer yields the CPU to the API's event loop: what it has not written waits in the spool
 
 
 def _wait_for_stop(source: BinaryIO, stop: dict[str, float]) -> None:
