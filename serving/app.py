@@ -39,7 +39,7 @@ log = logging.getLogger("leadscore.serving")
 INITIAL_RETRY_SECONDS = 5.0
 BATCH_THREADS = 1  # batches scored at once, each on a batch thread (serving.batch; the rest wait their turn)
 # How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Batches
-# are scored in worker threads; at 0.2 ms the event loop, waiting, gets the GIL back within about that long.
+# are scored on a thread of their own; at 0.2 ms the event loop, waiting, gets the GIL back within about that long.
 SWITCH_INTERVAL_SECONDS = 0.0002
 TRIM_EVERY_SECONDS = 2.0
 

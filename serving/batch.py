@@ -170,6 +170,7 @@ def parse_batch(body: bytes, max_batch: int) -> list[LeadRecord]:
     return leads
 
 
+@collector_paused()
 def score_batch_body(
     body: bytes,
     max_batch: int,
@@ -183,19 +184,6 @@ def score_batch_body(
 
     Every lead is scored as of one moment (the batch's ``scored_at``) by the one ``model`` version; the cyclic
     collector is paused meanwhile (:func:`collector_paused`)."""
-    with collector_paused():
-        return _score_batch_body(body, max_batch, model, request_id, log_id, explain, hash_lead)
-
-
-def _score_batch_body(
-    body: bytes,
-    max_batch: int,
-    model: LoadedModel,
-    request_id: str,
-    log_id: str | None,
-    explain: bool,
-    hash_lead: Callable[[str], str],
-) -> ScoredBatch:
     leads = parse_batch(body, max_batch)
     now = datetime.now(UTC)
     parts: list[bytes] = []

@@ -44,15 +44,18 @@ def test_the_collector_is_paused_while_batches_are_in_flight_and_resumes_after_t
         gc.enable()
 
 
-def test_score_batch_body_scores_with_the_collector_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_batch_body_works_with_the_collector_paused_and_resumes_it_on_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     seen: list[bool] = []
 
-    def scoring(*args: object, **kwargs: object) -> batch.ScoredBatch:
+    def parse(body: bytes, max_batch: int) -> list:
         seen.append(gc.isenabled())
-        return batch.ScoredBatch(b"{}", b"", 0, [])
+        raise ValueError("refused")
 
-    monkeypatch.setattr(batch, "_score_batch_body", scoring)
-    batch.score_batch_body(b"{}", 10, None, "r", None, True, str)  # type: ignore[arg-type]
+    monkeypatch.setattr(batch, "parse_batch", parse)
+    with pytest.raises(ValueError, match="refused"):
+        batch.score_batch_body(b"{}", 10, None, "r", None, True, str)  # type: ignore[arg-type]
     assert seen == [False] and gc.isenabled()
 
 
