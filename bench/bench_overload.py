@@ -34,12 +34,16 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serving import BIN, ROOT, free_port, parse_wrk, rss_mib, start, stop, train_model, wait_ready
 from load_client import drive_in_process, request_bytes
+
+T = TypeVar("T")
 
 GOALS = {
     "min_goodput_share_at_256": 0.90,  # 200 answers/s at 256 connections, as a share of the 8-connection peak
@@ -106,6 +110,19 @@ def probe_health(base: str, stop_event: threading.Event, seconds: list[float]) -
         time.sleep(0.01)
 
 
+def while_probing(base: str, load: Callable[[], T]) -> tuple[T, list[float]]:
+    """``load()``'s result, and the seconds of each ``/healthz`` probe timed while it ran."""
+    health: list[float] = []
+    stop_event = threading.Event()
+    prober = threading.Thread(target=probe_health, args=(base, stop_event, health))
+    prober.start()
+    try:
+        return load(), health
+    finally:
+        stop_event.set()
+        prober.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=None, help="Embedded store with a champion.")
@@ -163,13 +180,9 @@ def main() -> None:
                 f"c=256 single:   {storm['goodput']:8.0f} 200/s  503s {int(storm['non2xx'])}  "
                 "(wrk: retries at once, for information)"
             )
-        health: list[float] = []
-        stop_event = threading.Event()
-        prober = threading.Thread(target=probe_health, args=(base, stop_event, health))
-        prober.start()
-        batches = summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
-        stop_event.set()
-        prober.join()
+        batches, health = while_probing(
+            base, lambda: summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
+        )
         health_p99 = p99_ms(health)
         if args.batches_only:
             cuts = statistics.quantiles(health, n=100)
@@ -184,13 +197,9 @@ def main() -> None:
             f"p99 {batches['p99']:.0f} ms  503s {batches['shed']}  /healthz p99 {health_p99:.2f} ms "
             f"({len(health)} probes; callers honour Retry-After)"
         )
-        health_storm: list[float] = []
-        stop_event = threading.Event()
-        prober = threading.Thread(target=probe_health, args=(base, stop_event, health_storm))
-        prober.start()
-        storm_batches = wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)
-        stop_event.set()
-        prober.join()
+        storm_batches, health_storm = while_probing(
+            base, lambda: wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)
+        )
         print(
             f"c=64 batches:   {storm_batches['goodput']:8.1f} 200/s  503s {int(storm_batches['non2xx'])}  "
             f"/healthz p99 {p99_ms(health_storm):.2f} ms (wrk: retries at once, for information)"

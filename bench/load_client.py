@@ -3,8 +3,8 @@
 
 Each connection sends one request, reads the whole answer, notes ``(status, seconds)`` and sends again.
 On a 503 with ``Retry-After: N`` it waits N seconds before its next request (reconnecting if the server
-closed the connection), as a routing system is asked to do; with ``honour_retry_after=False`` it retries
-at once, as ``wrk`` does. :func:`drive` runs in a process of its own (:func:`drive_in_process`), so that
+closed the connection), as a routing system is asked to do (``wrk``, by contrast, retries at once).
+:func:`drive` runs in a process of its own (:func:`drive_in_process`), so that
 the client's interpreter lock never delays a probe timed in the calling process.
 """
 
@@ -33,7 +33,7 @@ def _header(head: bytes, name: bytes) -> bytes | None:
     return None
 
 
-async def _connection(port: int, request: bytes, until: float, honour: bool, out: Result) -> None:
+async def _connection(port: int, request: bytes, until: float, out: Result) -> None:
     reader = writer = None
     try:
         while time.perf_counter() < until:
@@ -48,7 +48,7 @@ async def _connection(port: int, request: bytes, until: float, honour: bool, out
             if _header(head, b"connection") == b"close":
                 writer.close()
                 reader = writer = None
-            wait = _header(head, b"retry-after") if status == 503 and honour else None
+            wait = _header(head, b"retry-after") if status == 503 else None
             if wait is not None:
                 await asyncio.sleep(min(float(wait), max(0.0, until - time.perf_counter())))
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -58,7 +58,7 @@ async def _connection(port: int, request: bytes, until: float, honour: bool, out
             writer.close()
 
 
-def drive(port: int, request: bytes, connections: int, seconds: float, honour_retry_after: bool = True) -> Result:
+def drive(port: int, request: bytes, connections: int, seconds: float) -> Result:
     """``connections`` connections sending ``request`` to 127.0.0.1:``port`` for ``seconds``."""
     try:
         import uvloop
@@ -70,15 +70,13 @@ def drive(port: int, request: bytes, connections: int, seconds: float, honour_re
 
     async def main() -> None:
         until = time.perf_counter() + seconds
-        await asyncio.gather(*(_connection(port, request, until, honour_retry_after, out) for _ in range(connections)))
+        await asyncio.gather(*(_connection(port, request, until, out) for _ in range(connections)))
 
     run(main())
     return out
 
 
-def drive_in_process(
-    port: int, request: bytes, connections: int, seconds: float, honour_retry_after: bool = True
-) -> Result:
+def drive_in_process(port: int, request: bytes, connections: int, seconds: float) -> Result:
     """:func:`drive` in a fresh process (spawned): its CPU and interpreter lock are its own."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(drive, port, request, connections, seconds, honour_retry_after).result()
+        return pool.submit(drive, port, request, connections, seconds).result()
