@@ -34,6 +34,7 @@ from leadscore.models.lead_model import LeadScoringModel
 from leadscore.models.threads import lightgbm_threads
 from leadscore.training.split import split_frame
 from leadscore.training.synthetic import generate_crm, write_crm
+from leadscore.training.resources import training_resources
 from leadscore.training.train import TrainOptions, fit, make_encoder
 
 
@@ -68,8 +69,9 @@ def bench(n: int, root: Path, repeats: int) -> dict[str, float]:
     mapping = default_crm_mapping()
     options = TrainOptions(data=data)
 
-    def whole_job():
-        return fit(load_training_frame(data, mapping), options)
+    def whole_job():  # as `leadscore train` runs it
+        with training_resources():
+            return fit(load_training_frame(data, mapping), options)
 
     result, ours = median_time(repeats, whole_job)
     tf = result.frame

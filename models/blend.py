@@ -64,12 +64,12 @@ class BlendModel(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"the {part} part needs both converted and not converted leads")
         self.encoder_ = clone(self.encoder).fit(X.iloc[:cut])
         matrix = self.encoder_.transform(X)
-        self.trees_ = clone(self.trees)
-        self.trees_.encoder_ = self.encoder_
-        self.booster_ = self.trees_._train(matrix[:cut], y[:cut])
         self.linear_ = clone(self.linear)
         self.linear_.encoder_ = self.encoder_
         self.linear_.fit_matrix(matrix[:cut], y[:cut])
+        self.trees_ = clone(self.trees)
+        self.trees_.encoder_ = self.encoder_
+        self.booster_ = self.trees_._train(matrix[:cut], y[:cut])
         parts = np.column_stack(
             [self.booster_.predict(matrix[cut:], raw_score=True), self.linear_.terms_.margin(matrix[cut:])]
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from leadscore.training.gates import delong_interval, roc_auc
 
@@ -136,18 +137,30 @@ def findings(
     return out
 
 
-def run_findings(result: Any) -> list[str]:
-    """The findings of a :func:`training.train.fit` result."""
-    y = result.holdout["label"].to_numpy()
-    chance = delong_interval(y, result.holdout_probability["model"])
-    encoder = result.artifact.model.encoder_
-    columns = encoder.columns_
-    frame = result.frame.frame
-    train, holdout = _sample_rows(result.split.train, result.split.holdout, SAMPLE_ROWS)
+def frame_findings(tf: Any, split: Any, encoder: Any) -> tuple[list[tuple[str, float]], list[str]]:
+    """The findings that read the data alone, not the model: drift risks and time-like columns.
+
+    ``tf`` is the :class:`features.build.TrainingFrame`, ``split`` its training/holdout split and ``encoder``
+    an unfitted :class:`features.encoder.FeatureEncoder` of its columns, fitted here on every training row.
+    """
+    frame = tf.frame
+    columns = clone(encoder).fit(frame.iloc[split.train]).columns_
+    train, holdout = _sample_rows(split.train, split.holdout, SAMPLE_ROWS)
     rows = np.concatenate([train, holdout])
     matrix = columns.transform(frame.iloc[rows])
     drift = drift_risks(
         matrix, columns.names, len(columns.categorical), len(columns.numeric), np.arange(len(train), len(rows))
     )
-    time_like = time_like_columns(frame.iloc[np.sort(rows)], list(result.frame.feature_columns))
+    time_like = time_like_columns(frame.iloc[np.sort(rows)], list(tf.feature_columns))
+    return drift, time_like
+
+
+def run_findings(result: Any, found: tuple[list[tuple[str, float]], list[str]] | None = None) -> list[str]:
+    """The findings of a :func:`training.train.fit` result; ``found``, when given, is what
+    :func:`frame_findings` returned for its frame and split (else it is computed here, with the model's encoder)."""
+    y = result.holdout["label"].to_numpy()
+    chance = delong_interval(y, result.holdout_probability["model"])
+    if found is None:
+        found = frame_findings(result.frame, result.split, result.artifact.model.encoder)
+    drift, time_like = found
     return findings(result.metrics, chance, drift, result.split.method, time_like)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -28,15 +28,15 @@ from leadscore.models.artifact import ScoringArtifact
 from leadscore.models.baselines import ManualProcessClassifier, logistic_baseline
 from leadscore.models.contract import contract_of, fingerprint
 from leadscore.models.drift import reference_of
-from leadscore.models.lead_model import LeadScoringModel, _threads
+from leadscore.models.lead_model import LeadScoringModel
 from leadscore.models.routing import fit_routing, load_routing
 from leadscore.models.selection import Selection, select_model
 from leadscore.models.settings import MlflowSettings
-from leadscore.models.threads import cores
 from leadscore.training import tracking
-from leadscore.training.honesty import run_findings
+from leadscore.training.honesty import frame_findings, run_findings
 from leadscore.training.metrics import binary_metrics
 from leadscore.training.progress import Stages
+from leadscore.training.resources import training_resources
 from leadscore.training.split import Split, split_frame
 
 HOLDOUT_FILE = "holdout.parquet"
@@ -78,6 +78,8 @@ class FitResult:
     holdout_probability: dict[str, np.ndarray]
     manual: dict[str, ManualProcessClassifier]
     selection: Selection | None = None
+    # drift risks and time-like columns (:func:`training.honesty.frame_findings`); None: found from the model's encoder
+    frame_findings: tuple[list[tuple[str, float]], list[str]] | None = None
 
     @property
     def holdout(self) -> pd.DataFrame:
@@ -154,6 +156,21 @@ def fit_baselines(
     return {"logistic_regression": fit_logistic(encoder, train, y_train, holdout), **probability}, manual
 
 
+def measure_baselines(
+    tf: TrainingFrame,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    holdout: pd.DataFrame,
+    y_holdout: np.ndarray,
+    logistic: Future[np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]], dict[str, ManualProcessClassifier]]:
+    """The holdout probabilities and metrics of the logistic baseline (``logistic``'s result) and of each
+    manual process (fitted here on ``train``), and the fitted manual processes."""
+    probability, manual = fit_manual(tf, train, y_train, holdout)
+    probability = {"logistic_regression": logistic.result(), **probability}
+    return probability, {name: binary_metrics(y_holdout, p) for name, p in probability.items()}, manual
+
+
 def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
     """Fit model and baselines on the training period; measure all on the holdout."""
     split = split_frame(tf, options.holdout_fraction, options.seed)
@@ -172,27 +189,27 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    # The logistic baseline (the longest, independent of the model) learns on a thread of its own: beside
-    # model selection (whose LightGBM runs on one thread per fold), or beside LightGBM when LightGBM
-    # trains on one thread (below PARALLEL_ROWS), else once LightGBM's training has freed the cores,
-    # while the model predicts its holdout and the manual baselines learn.
-    concurrent = cores() > 1 and (options.select or _threads(len(train), options.n_jobs) == 1)
+    # The work that does not need the model runs in order on a thread of its own, beside the steps of the
+    # model's that leave a core idle, and never beside the final fit's LightGBM, which takes every core:
+    # the logistic baseline (the longest) beside model selection, whose folds leave part of the cores
+    # idle; the findings read from the data alone beside the final fit's encoding and linear fit; the
+    # manual baselines and the baselines' holdout metrics beside the model's holdout predictions.
     selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout) if concurrent else None
+        logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout)
         try:
             if options.select:
                 model, selection = select_model(train, y_train, encoder, model, timed=tf.timed, seed=options.seed)
+            found = pool.submit(frame_findings, tf, split, encoder)
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
-        if logistic is None:
-            logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout)
+        baselines = pool.submit(measure_baselines, tf, train, y_train, holdout, y_holdout, logistic)
         probability = {"model": model.predict_proba(holdout)[:, 1]}
-        baselines, manual = fit_manual(tf, train, y_train, holdout)
-        probability["logistic_regression"] = logistic.result()
-    probability.update(baselines)
-    metrics = {name: binary_metrics(y_holdout, p) for name, p in probability.items()}
+        metrics = {"model": binary_metrics(y_holdout, probability["model"])}
+        baseline_probability, baseline_metrics, manual = baselines.result()
+    probability.update(baseline_probability)
+    metrics.update(baseline_metrics)
 
     rate = leads_per_week(tf, split)
     artifact = ScoringArtifact(
@@ -201,7 +218,7 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         score_reference=np.quantile(probability["model"], np.linspace(0, 1, 101)),
         metadata={**_metadata(tf, split, options, metrics), "feature_importance": importance_shares(model, tf)},
     )
-    return describe_fit(FitResult(artifact, metrics, tf, split, probability, manual, selection))
+    return describe_fit(FitResult(artifact, metrics, tf, split, probability, manual, selection, found.result()))
 
 
 def importance_shares(model: Any, tf: TrainingFrame) -> dict[str, float]:
@@ -234,7 +251,7 @@ def describe_fit(result: FitResult) -> FitResult:
     metadata["contract_fingerprint"] = fingerprint(metadata["contract"])
     metadata["model_kind"] = selection.winner if selection is not None else "lightgbm"
     metadata["selection"] = selection.summary() if selection is not None else None
-    metadata["findings"] = run_findings(result)
+    metadata["findings"] = run_findings(result, result.frame_findings)
     tf = result.frame
     metadata["drift_reference"] = reference_of(
         result.holdout, result.holdout_probability["model"], tf.numeric, tf.categorical, tf.boolean
@@ -341,7 +358,7 @@ def train(
     ``stages`` times (and may show) each step; its timings end in the result's summary.
     """
     stages = stages or Stages()
-    with stages.stage("reading the data and building the frame"):
+    with training_resources(), stages.stage("reading the data and building the frame"):
         mapping = load_mapping(options.config)
         tf = load_training_frame(
             options.data,
@@ -351,7 +368,7 @@ def train(
             observation_days=options.observation_days,
             as_of=options.as_of,
         )
-    with stages.stage("fitting the model and its baselines"):
+    with training_resources(), stages.stage("fitting the model and its baselines"):
         result = fit(tf, options)
     with stages.stage("logging the run and registering the model"):
         return register_fit(result, options, settings, extra_artifacts, stages=stages)
