@@ -11,6 +11,7 @@ when the conversions have times), rows time-ordered when the mapping names a tim
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,23 +114,33 @@ def read_crm_tables(folder: Path, mapping: Mapping) -> CrmTables:
     if not folder.is_dir():
         raise DataError(f"{folder}: a CRM-form data path must be a folder with leads, activities and outcomes files")
     paths = {name: table_path(folder, getattr(mapping.tables, name)) for name in ("leads", "activities", "outcomes")}
-    leads = read_any_table(paths["leads"])
-    require_columns(
-        leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], paths["leads"]
-    )
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the event tables are read while the leads are checked
+        events = pool.submit(_read_crm_events, paths, mapping)
+        leads = _read_crm_leads(paths["leads"], mapping)
+        activities, outcomes = events.result()
+    return CrmTables(leads=leads, activities=activities, outcomes=outcomes)
+
+
+def _read_crm_leads(path: Path, mapping: Mapping) -> pd.DataFrame:
+    leads = read_any_table(path)
+    require_columns(leads, [mapping.id, mapping.created_at, *mapping.feature_columns, *mapping.manual_columns], path)
     leads[mapping.created_at] = parse_datetimes(
-        leads, mapping.created_at, paths["leads"], required=True, format=mapping.date_formats.get(mapping.created_at)
+        leads, mapping.created_at, path, required=True, format=mapping.date_formats.get(mapping.created_at)
     )
-    refuse_future(leads[mapping.created_at], mapping.created_at, paths["leads"])
-    refuse_non_finite(leads, mapping.numeric, paths["leads"], mapping.missing_values)
+    refuse_future(leads[mapping.created_at], mapping.created_at, path)
+    refuse_non_finite(leads, mapping.numeric, path, mapping.missing_values)
     if leads[mapping.id].duplicated().any():
         dup = leads.loc[leads[mapping.id].duplicated(), mapping.id].iloc[0]
-        raise DataError(f"{paths['leads']}: column {mapping.id!r} has duplicate id {dup!r}")
+        raise DataError(f"{path}: column {mapping.id!r} has duplicate id {dup!r}")
+    return leads
+
+
+def _read_crm_events(paths: dict[str, Path], mapping: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
     activities = _read_events(paths["activities"], mapping, {"occurred_at": True}, ["type"])
     outcomes = _read_events(
         paths["outcomes"], mapping, {"opportunity_created_at": False, "closed_at": False}, ["stage"]
     )
-    return CrmTables(leads=leads, activities=activities, outcomes=outcomes)
+    return activities, outcomes
 
 
 def _read_events(path: Path, mapping: Mapping, dates: dict[str, bool], others: list[str]) -> pd.DataFrame:
@@ -159,6 +170,27 @@ def check_crm_options(target: str, horizon_days: int, observation_days: int) -> 
         raise DataError(f"observation_days ({observation_days}) must be >= 0 and below horizon_days ({horizon_days})")
 
 
+def creation_order(leads: pd.DataFrame, created_at: str, id_column: str) -> np.ndarray:
+    """Row positions of ``leads`` in the order of ``sort_values([created_at, id_column], kind="stable")``.
+
+    The rows are ordered by creation time alone, then each run of equal creation times by id: only the
+    tied rows' ids are compared (by the same pandas sort), which gives the same order.
+    """
+    created = leads[created_at].to_numpy("datetime64[ns]")
+    if np.isnat(created).any():
+        return np.asarray(leads.reset_index(drop=True).sort_values([created_at, id_column], kind="stable").index)
+    order = np.argsort(created, kind="stable")
+    moments = created[order]
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] = moments[1:] == moments[:-1]
+    tied[:-1] |= tied[1:]
+    if tied.any():
+        rows = order[tied]
+        runs = pd.DataFrame({"created": moments[tied], "id": leads[id_column].iloc[rows].to_numpy()})
+        order[tied] = rows[np.asarray(runs.sort_values(["created", "id"], kind="stable").index)]
+    return order
+
+
 def point_in_time_rows(
     tables: CrmTables,
     mapping: Mapping,
@@ -175,7 +207,7 @@ def point_in_time_rows(
     leads with all of their activities and outcomes gives those leads' rows exactly (what the Dask engine
     relies on to build each partition of leads alone).
     """
-    leads = tables.leads.sort_values([mapping.created_at, mapping.id], kind="stable").reset_index(drop=True)
+    leads = tables.leads.take(creation_order(tables.leads, mapping.created_at, mapping.id)).reset_index(drop=True)
     created = leads[mapping.created_at].to_numpy("datetime64[ns]")
     scoring_at = created + np.timedelta64(observation_days, "D")
     horizon_end = created + np.timedelta64(horizon_days, "D")
@@ -257,12 +289,13 @@ def scoring_frame(tables: CrmTables, mapping: Mapping, as_of: pd.Timestamp | str
 
 
 def _engagement(tables: CrmTables, mapping: Mapping, ids: pd.Series, scoring_at: np.ndarray) -> dict[str, np.ndarray]:
-    return aggregate_engagement(
-        positions(tables.activities[mapping.id], ids),
-        type_codes(tables.activities["type"]),
-        tables.activities["occurred_at"].to_numpy("datetime64[ns]"),
-        scoring_at,
-    )
+    activities = tables.activities
+    with ThreadPoolExecutor(max_workers=1) as pool:  # two hash lookups over every activity, side by side
+        types = pool.submit(type_codes, activities["type"])
+        leads = positions(activities[mapping.id], ids)
+        return aggregate_engagement(
+            leads, types.result(), activities["occurred_at"].to_numpy("datetime64[ns]"), scoring_at
+        )
 
 
 def _latest_timestamp(tables: CrmTables, mapping: Mapping) -> pd.Timestamp:
@@ -315,7 +348,9 @@ def load_training_frame(
     """Read data by its mapping and build the training frame (CRM: point in time; flat: as is)."""
     if mapping.form == "flat":
         frame = build_flat_frame(data, mapping, horizon_days=horizon_days, as_of=as_of)
-    else:
+        return replace(frame, digest=frame.digest or data_digest(data))  # a flat frame digests its related files too
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the files are digested while the frame is built
+        digest = pool.submit(data_digest, data)
         frame = build_crm_frame(
             read_crm_tables(data, mapping),
             mapping,
@@ -325,4 +360,4 @@ def load_training_frame(
             as_of=as_of,
             source=str(data),
         )
-    return replace(frame, digest=frame.digest or data_digest(data))  # a flat frame digests its related files too
+        return replace(frame, digest=digest.result())

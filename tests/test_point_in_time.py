@@ -345,3 +345,25 @@ def test_days_since_the_last_activity_divide_the_float64_age(engagement_matrix) 
     when = np.array([0, age], dtype=np.int64).view("datetime64[ns]")
     row = engagement_matrix(np.array([0]), np.array([0]), when[:1], when[1:])[0]
     assert row[-1] == float(age) / float(day)
+
+
+@pytest.mark.parametrize("kind", ["text", "arrow text", "number"])
+def test_creation_order_is_the_stable_sort_by_creation_time_then_id(kind: str) -> None:
+    from leadscore.features.build import creation_order
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    hours = rng.integers(0, 300, n)  # many leads share a creation time
+    ids = rng.permutation(n)
+    column = {
+        "text": pd.Series(ids.astype(str), dtype=object),
+        "arrow text": pd.Series(ids.astype(str), dtype="string[pyarrow]"),
+        "number": pd.Series(ids),
+    }[kind]
+    leads = pd.DataFrame({"created": pd.Timestamp("2025-01-01") + pd.to_timedelta(hours, unit="h"), "id": column})
+    leads.index = rng.permutation(n) + 10_000  # positions, not labels
+    expected = leads.reset_index(drop=True).sort_values(["created", "id"], kind="stable").index.to_numpy()
+    np.testing.assert_array_equal(creation_order(leads, "created", "id"), expected)
+    leads.iloc[::7, 0] = pd.NaT  # missing creation times sort last, as pandas places them
+    expected = leads.reset_index(drop=True).sort_values(["created", "id"], kind="stable").index.to_numpy()
+    np.testing.assert_array_equal(creation_order(leads, "created", "id"), expected)
