@@ -7,6 +7,7 @@ scrape counts every worker's requests whichever worker answers it.
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,12 +129,18 @@ class Metrics:
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()
 
+    def count_tier(self, tier: str, count: int = 1) -> None:
+        """Count ``count`` scores in ``tier``."""
+        counter = self._tiers.get(tier)
+        if counter is None:
+            counter = self._tiers[tier] = self.scores.labels(tier)
+        counter.inc(count)
+
     def count_tiers(self, tiers: list[str]) -> None:
-        for tier in tiers:
-            counter = self._tiers.get(tier)
-            if counter is None:
-                counter = self._tiers[tier] = self.scores.labels(tier)
-            counter.inc()
+        """Count scores by tier: one increment per tier present, however many leads (a batch's thousand
+        included)."""
+        for tier, count in collections.Counter(tiers).items():
+            self.count_tier(tier, count)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time one request (the labelled series are looked up once, then kept)."""

@@ -97,7 +97,7 @@ async def score(
     if context.log_id is not None:
         row["request_id"] = context.log_id
     await _commit(state, [row])
-    state.metrics.count_tiers([answer["tier"]])
+    state.metrics.count_tier(answer["tier"])
     return ORJSONAnswer(answer)
 
 

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,16 @@ def test_metrics_count_requests_tiers_and_model(client: TestClient) -> None:
     assert 'leadscore_http_request_duration_seconds_count{route="/v1/score",status="200"} 1.0' in text
     assert f'leadscore_scores_total{{tier="{tier}"}} 1.0' in text
     assert 'leadscore_model_info{name="lead-scoring",source="static",version="7"} 1.0' in text
+
+
+def test_metrics_count_a_batchs_scores_by_tier(client: TestClient) -> None:
+    leads = [{"lead_id": f"L-{i}"} for i in range(10)] + [lead(lead_id=f"M-{i}") for i in range(20)]
+    answers = client.post("/v1/score/batch", json={"leads": leads}).json()["results"]
+    expected = Counter(answer["tier"] for answer in answers)
+    assert len(expected) > 1, "the batch spans several tiers"
+    text = client.get("/metrics").text
+    for tier, count in expected.items():
+        assert f'leadscore_scores_total{{tier="{tier}"}} {float(count)}' in text
 
 
 def test_score_log_holds_hashed_ids_only(settings: ServingSettings, client: TestClient) -> None:
