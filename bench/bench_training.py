@@ -32,9 +32,9 @@ from leadscore.features.mapping import default_crm_mapping
 from leadscore.models.compiled_trees import CompiledTrees
 from leadscore.models.lead_model import LeadScoringModel
 from leadscore.models.threads import lightgbm_threads
+from leadscore.training.resources import training_resources
 from leadscore.training.split import split_frame
 from leadscore.training.synthetic import generate_crm, write_crm
-from leadscore.training.resources import training_resources
 from leadscore.training.train import TrainOptions, fit, make_encoder
 
 

@@ -34,7 +34,7 @@ def test_work_beside_the_model_gives_what_it_gives_in_order(monkeypatch: pytest.
     them in order."""
     monkeypatch.setattr(honesty, "DRIFT_AUC", 0.0)
     result = fit_crm(make_crm(3000, seed=3), select=False)
-    drift, time_like = result.frame_findings
+    drift, _ = result.frame_findings
     assert len(drift) == len(result.artifact.model.encoder_.columns_.names)
     assert result.frame_findings == honesty.frame_findings(result.frame, result.split, result.artifact.model.encoder)
     assert result.artifact.metadata["findings"] == honesty.run_findings(result)
