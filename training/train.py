@@ -189,11 +189,12 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    # The work that does not need the model runs in order on a thread of its own, beside the steps of the
-    # model's that leave a core idle, and never beside the final fit's LightGBM, which takes every core:
-    # the logistic baseline (the longest) beside model selection, whose folds leave part of the cores
-    # idle; the findings read from the data alone beside the final fit's encoding and linear fit; the
-    # manual baselines and the baselines' holdout metrics beside the model's holdout predictions.
+    # The work that does not need the model runs in order on a thread of its own. With model selection (the
+    # default) it runs beside the model's steps that leave a core idle, not beside the final fit's
+    # LightGBM, which takes every core: the logistic baseline (the longest) beside selection, whose folds
+    # leave part of the cores idle; the findings read from the data alone beside the final fit's encoding
+    # and linear fit; the manual baselines and the baselines' holdout metrics beside the model's holdout
+    # predictions. Without selection the baseline and the findings run beside the final fit.
     selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout)
