@@ -53,8 +53,10 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < n; i++) last[i] = UINT64_MAX;
     int bad = 0;
+    /* the loops read and write only the buffers held above and the two arrays allocated here */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) last[i] = UINT64_MAX;
     for (Py_ssize_t a = 0; a < N; a++) {
         int64_t l = lead[a], t = type[a];
         if (l < 0 || t < 0) continue; /* no lead, or an unknown type */
@@ -85,6 +87,7 @@ static PyObject *aggregate(PyObject *self, PyObject *args) {
             o[2 * k + 3] = last[i] == UINT64_MAX ? NAN : (double)last[i] / (double)day_ns;
         }
     }
+    Py_END_ALLOW_THREADS
     PyMem_Free(counts);
     PyMem_Free(last);
     if (bad) {

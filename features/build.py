@@ -212,8 +212,30 @@ def point_in_time_rows(
     scoring_at = created + np.timedelta64(observation_days, "D")
     horizon_end = created + np.timedelta64(horizon_days, "D")
 
-    outcomes = tables.outcomes.drop_duplicates(mapping.id, keep="first").set_index(mapping.id)
     ids = leads[mapping.id]
+    with ThreadPoolExecutor(max_workers=1) as pool:  # engagement is aggregated while the outcomes are matched
+        engagement = pool.submit(_engagement, tables, mapping, ids, scoring_at)
+        event_at, opportunity_at = _event_times(tables.outcomes, mapping, ids, target, as_of)
+        frame = leads.assign(**engagement.result())
+
+    as_of_ns = np.datetime64(as_of, "ns")
+    created_late = created > as_of_ns
+    censored = ~created_late & (horizon_end > as_of_ns)
+    converted_early = ~created_late & ~censored & (opportunity_at <= scoring_at)
+
+    frame[SCORING_AT] = scoring_at
+    frame[LABEL] = (event_at <= horizon_end).astype(np.int8)
+    if "employees" in frame.columns:
+        frame[SIZE_BAND] = size_band(frame["employees"])
+    frame[EXCLUDED] = np.select([created_late, censored, converted_early], [1, 2, 3], 0).astype(np.int8)
+    return frame
+
+
+def _event_times(
+    outcomes: pd.DataFrame, mapping: Mapping, ids: pd.Series, target: str, as_of: pd.Timestamp
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each lead's target event time (NaT: none, or not yet visible at ``as_of``) and opportunity time."""
+    outcomes = outcomes.drop_duplicates(mapping.id, keep="first").set_index(mapping.id)
     opportunity_at = outcomes["opportunity_created_at"].reindex(ids).to_numpy("datetime64[ns]")
     if target == "opportunity":
         event_at = opportunity_at
@@ -221,19 +243,7 @@ def point_in_time_rows(
         won = outcomes["stage"].reindex(ids).eq("closed_won").to_numpy()
         event_at = np.where(won, outcomes["closed_at"].reindex(ids).to_numpy("datetime64[ns]"), np.datetime64("NaT"))
     as_of_ns = np.datetime64(as_of, "ns")
-    event_at = np.where(event_at <= as_of_ns, event_at, np.datetime64("NaT"))  # not yet visible at as_of
-
-    created_late = created > as_of_ns
-    censored = ~created_late & (horizon_end > as_of_ns)
-    converted_early = ~created_late & ~censored & (opportunity_at <= scoring_at)
-
-    frame = leads.assign(**_engagement(tables, mapping, ids, scoring_at))
-    frame[SCORING_AT] = scoring_at
-    frame[LABEL] = (event_at <= horizon_end).astype(np.int8)
-    if "employees" in frame.columns:
-        frame[SIZE_BAND] = size_band(frame["employees"])
-    frame[EXCLUDED] = np.select([created_late, censored, converted_early], [1, 2, 3], 0).astype(np.int8)
-    return frame
+    return np.where(event_at <= as_of_ns, event_at, np.datetime64("NaT")), opportunity_at  # not yet visible at as_of
 
 
 def build_crm_frame(
