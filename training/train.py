@@ -189,12 +189,13 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         random_state=options.seed,
         n_jobs=options.n_jobs,
     )
-    # The work that does not need the model runs in order on a thread of its own. With model selection (the
-    # default) it runs beside the model's steps that leave a core idle, not beside the final fit's
-    # LightGBM, which takes every core: the logistic baseline (the longest) beside selection, whose folds
-    # leave part of the cores idle; the findings read from the data alone beside the final fit's encoding
-    # and linear fit; the manual baselines and the baselines' holdout metrics beside the model's holdout
-    # predictions. Without selection the baseline and the findings run beside the final fit.
+    # The work that does not need the model runs in order on a thread of its own, each piece asked for when
+    # the model's steps leave a core idle, so that it keeps clear of the final fit's LightGBM (which takes
+    # every core): the logistic baseline (the longest) beside model selection, whose folds leave part of
+    # the cores idle; the findings read from the data alone once selection is over (beside the final fit's
+    # encoding and linear fit); the manual baselines and the baselines' holdout metrics once the model is
+    # fitted (beside its holdout predictions). Without selection the baseline and the findings run beside
+    # the final fit.
     selection = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         logistic = pool.submit(fit_logistic, encoder, train, y_train, holdout)
