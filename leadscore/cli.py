@@ -267,8 +267,11 @@ def train(
     selection = result.fit.selection
     if selection is not None:
         cv = ", ".join(f"{name} {c['mean_auc']:.4f}" for name, c in selection.candidates.items())
-        how = "time-ordered CV" if selection.timed else "CV on shuffled folds"
-        typer.echo(f"chosen by {how} in the training period: {selection.winner} (mean fold ROC AUC: {cv})")
+        from leadscore.models.selection import cv_words
+
+        typer.echo(
+            f"chosen by {cv_words(selection.timed)} in the training period: {selection.winner} (mean fold ROC AUC: {cv})"
+        )
     _print_metrics(result.metrics)
     for finding in result.fit.artifact.metadata.get("findings", []):
         typer.echo(finding)

@@ -77,6 +77,11 @@ class Selection:
         }
 
 
+def cv_words(timed: bool) -> str:
+    """How the candidates were cross-validated, in the words ``train`` and the model description use."""
+    return "time-ordered CV" if timed else "CV on shuffled folds"
+
+
 def selection_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray:
     """The training rows selection learns on, in their (time) order: all ``n`` up to ``max_rows``, else a
     seeded uniform sample of ``max_rows``."""

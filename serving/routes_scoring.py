@@ -128,8 +128,8 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     whole batch), and logged as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is
     made and logged as is.
     """
-    # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored in a
-    # worker thread (serving.batch), so the event loop only moves bytes however big the batch.
+    # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored on the
+    # batch thread (serving.batch), so the event loop only moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()
     scored = await in_batch_thread(

@@ -137,14 +137,17 @@ def findings(
     return out
 
 
-def frame_findings(tf: Any, split: Any, encoder: Any) -> tuple[list[tuple[str, float]], list[str]]:
+def frame_findings(
+    tf: Any, split: Any, encoder: Any, train: pd.DataFrame | None = None
+) -> tuple[list[tuple[str, float]], list[str]]:
     """The findings that read the data alone, not the model: drift risks and time-like columns.
 
     ``tf`` is the :class:`features.build.TrainingFrame`, ``split`` its training/holdout split and ``encoder``
-    an unfitted :class:`features.encoder.FeatureEncoder` of its columns, fitted here on every training row.
+    an unfitted :class:`features.encoder.FeatureEncoder` of its columns, fitted here on every training row
+    (``train``: those rows, when the caller has them already).
     """
     frame = tf.frame
-    columns = clone(encoder).fit(frame.iloc[split.train]).columns_
+    columns = clone(encoder).fit(frame.iloc[split.train] if train is None else train).columns_
     train, holdout = _sample_rows(split.train, split.holdout, SAMPLE_ROWS)
     rows = np.concatenate([train, holdout])
     matrix = columns.transform(frame.iloc[rows])

@@ -7,8 +7,8 @@ LightGBM's OpenMP threads. Inside :func:`training_resources`:
   Newton steps of the linear fits), and BLAS's worker threads would spin beside the job's own threads
   for cores that are already busy.
 - numpy does not ask the kernel for transparent huge pages (numpy's ``NUMPY_MADVISE_HUGEPAGE``
-  setting, off). The job allocates and frees many large, short-lived arrays, and the kernel's work to
-  find, compact and zero huge pages for each of them costs more than they gain from them.
+  setting, off). The job allocates and frees many large, short-lived arrays; the kernel zeroes fresh
+  huge pages for each of them at first touch, which costs more than the arrays gain from them.
 
 Both settings are the process's; the previous ones come back when the block ends.
 """

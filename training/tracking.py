@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from leadscore.models.selection import cv_words
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 CUSTOM_MODEL_DEVELOPMENT = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
@@ -87,7 +89,7 @@ def version_description(data: Path, metadata: dict[str, Any]) -> str:
         f"Target: {metadata['target']} within {metadata['horizon_days']} days.",
         f"Model: {metadata.get('model_kind')}"
         + (
-            f" (chosen by {'time-ordered CV' if selection.get('cv', '').startswith('time') else 'CV on shuffled folds'}: "
+            f" (chosen by {cv_words(selection.get('cv', '').startswith('time'))}: "
             + ", ".join(f"{n} {c['mean_auc']:.4f}" for n, c in (selection.get("candidates") or {}).items())
             + ")"
             if selection

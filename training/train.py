@@ -202,7 +202,7 @@ def fit(tf: TrainingFrame, options: TrainOptions) -> FitResult:
         try:
             if options.select:
                 model, selection = select_model(train, y_train, encoder, model, timed=tf.timed, seed=options.seed)
-            found = pool.submit(frame_findings, tf, split, encoder)
+            found = pool.submit(frame_findings, tf, split, encoder, train)
             model.fit(train, y_train)
         except ValueError as exc:
             raise DataError(f"{tf.source or 'the data'}: {exc}") from None
