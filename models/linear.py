@@ -3,7 +3,8 @@
 Categories are one-hot (plus missing), yes/no flags take a value for yes, no and missing, and numbers
 are piecewise linear in ``sign(x) * log1p(|x|)`` between quantile knots (constant beyond the outer
 knots, so a value the training period never saw scores as the nearest one it did) plus a missing
-value. scikit-learn's L2 ``LogisticRegression`` (Newton-Cholesky solver) fits the coefficients on a sparse design; they are
+value. An L2 logistic regression (:mod:`models.newton`: scikit-learn's ``LogisticRegression`` objective, Newton
+steps with a Cholesky solve) fits the coefficients on a sparse design; they are
 then read off as :class:`models.linear_terms.LinearTerms`, which computes every prediction, so the
 estimator and its serving form give the same floats.
 """
@@ -16,10 +17,10 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from leadscore.features.encoder import FeatureEncoder
+from leadscore.models import newton
 from leadscore.models.calibration import MarginCalibrator
 from leadscore.models.curve import CalibrationCurve
 from leadscore.models.linear_terms import LinearTerms, signed_log1p
@@ -144,20 +145,15 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
         """Fit the coefficients on a design from :meth:`prepare` (Newton steps with a Cholesky solve: a few
         passes over the rows, as the design has few columns). ``start``, a model fitted on the same design
         (e.g. with another ``C``), is where the steps begin; the optimum does not depend on it."""
-        classifier = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=100, warm_start=True)
-        if start is not None:
-            classifier.coef_ = start.classifier_.coef_.copy()
-            classifier.intercept_ = start.classifier_.intercept_.copy()
-        elif design.shape[0] > 2 * START_ROWS:
+        coef, intercept = (start.coef_, start.intercept_) if start is not None else (None, 0.0)
+        if start is None and design.shape[0] > 2 * START_ROWS:
             # each Newton step costs rows x (non-zeros per row)^2: take the first steps on a sample, with
             # the penalty scaled to the same strength per row, and finish on every row
             rows = np.sort(np.random.default_rng(self.random_state).choice(design.shape[0], START_ROWS, replace=False))
             if len(np.unique(y[rows])) == 2:
                 scale = design.shape[0] / START_ROWS
-                first = LogisticRegression(C=self.C * scale, solver="newton-cholesky", max_iter=100)
-                first.fit(design[rows], y[rows])
-                classifier.coef_, classifier.intercept_ = first.coef_, first.intercept_
-        self.classifier_ = classifier.fit(design, y)
+                coef, intercept, _ = newton.fit_logistic(design[rows], y[rows], self.C * scale)
+        self.coef_, self.intercept_, self.n_iter_ = newton.fit_logistic(design, y, self.C, coef, intercept)
         self.terms_ = self._terms(design)
         self.calibrator_ = fixed_calibrator(1.0, 0.0)
         self.classes_ = np.array([0, 1])
@@ -166,9 +162,9 @@ class SplineLogisticModel(ClassifierMixin, BaseEstimator):
 
     def _terms(self, design: sparse.csr_matrix) -> LinearTerms:
         """The fitted coefficients as centred terms (each term's training mean moved into the intercept)."""
-        coef = self.classifier_.coef_.ravel()
+        coef = self.coef_
         means = np.asarray(design.mean(axis=0)).ravel()
-        intercept = float(self.classifier_.intercept_[0])
+        intercept = float(self.intercept_)
         at = 0
         category_offsets, category_values = [0], []
         for size in self.category_sizes_:

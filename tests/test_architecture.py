@@ -156,7 +156,8 @@ def test_a_wheel_installs_one_package_with_its_kernels(tmp_path: Path) -> None:
     assert tops == {"leadscore", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     for module in ("features", "models", "training", "serving"):
         assert f"leadscore/{module}/__init__.py" in names
-    assert any(n.startswith("leadscore/models/_trees") and n.endswith(".so") for n in names)
+    for kernel in ("models/_trees", "models/_sandwich", "features/_engagement"):
+        assert any(n.startswith(f"leadscore/{kernel}") and n.endswith(".so") for n in names), kernel
     for template in ("report.html.j2", "report.css"):  # the report's page is rendered from package data
         assert f"leadscore/training/report/templates/{template}" in names
 

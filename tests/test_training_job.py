@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -17,15 +18,19 @@ def _blas_threads() -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def test_training_resources_run_blas_on_one_thread_without_huge_pages_then_restore_both() -> None:
+def test_training_resources_run_blas_on_one_thread_without_huge_pages_then_restore_all() -> None:
     blas_before, huge_before = _blas_threads(), _set_huge_pages(True)
     _set_huge_pages(huge_before)
+    pool_before = pa.default_memory_pool().backend_name
     assert blas_before, "numpy's BLAS is loaded"
     with training_resources():
         assert set(_blas_threads()) == {1}
         assert _set_huge_pages(False) is False  # numpy asks for no huge pages inside the block
+        assert pa.default_memory_pool().backend_name == "system"
+        assert pa.table({"x": [1, 2]}).column("x").to_pylist() == [1, 2]
     assert _blas_threads() == blas_before
     assert _set_huge_pages(huge_before) is huge_before
+    assert pa.default_memory_pool().backend_name == pool_before
 
 
 def test_work_beside_the_model_gives_what_it_gives_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

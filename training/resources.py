@@ -9,8 +9,11 @@ LightGBM's OpenMP threads. Inside :func:`training_resources`:
 - numpy does not ask the kernel for transparent huge pages (numpy's ``NUMPY_MADVISE_HUGEPAGE``
   setting, off). The job allocates and frees many large, short-lived arrays; the kernel zeroes fresh
   huge pages for each of them at first touch, which costs more than the arrays gain from them.
+- pyarrow allocates from the system allocator (``pyarrow.system_memory_pool``), as numpy does. Its default
+  pool (mimalloc) reserves its arenas with transparent huge pages, the same zeroing cost at first touch
+  while the data is read and converted.
 
-Both settings are the process's; the previous ones come back when the block ends.
+The settings are the process's; the previous ones come back when the block ends.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 
@@ -31,11 +35,15 @@ def _set_huge_pages(enabled: bool) -> bool | None:
 
 @contextmanager
 def training_resources() -> Iterator[None]:
-    """BLAS on one thread and numpy without transparent huge pages for the duration of the block."""
+    """BLAS on one thread, numpy without transparent huge pages and pyarrow on the system allocator for the
+    duration of the block."""
     huge_pages = _set_huge_pages(False)
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             yield
     finally:
+        pa.set_memory_pool(pool)
         if huge_pages is not None:
             _set_huge_pages(huge_pages)
