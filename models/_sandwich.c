@@ -67,7 +67,8 @@ static PyObject *sandwich(PyObject *self, PyObject *args) {
                 const int32_t jb = indices[b];
                 if (jb < 0 || jb >= p) { bad = 1; break; }
                 const Py_ssize_t lo = ja < jb ? ja : jb, hi = ja < jb ? jb : ja;
-                out[lo * side + hi] += va * data[b];
+                /* a column repeated in a row (a CSR without summed duplicates): the pair counts both ways */
+                out[lo * side + hi] += (b != a && ja == jb) ? 2.0 * va * data[b] : va * data[b];
             }
         }
     }

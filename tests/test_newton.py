@@ -46,6 +46,19 @@ def test_the_c_sandwich_product_equals_scipys() -> None:
     np.testing.assert_allclose(reference, dense.T @ (w[:, None] * dense), rtol=1e-12, atol=1e-12)
     assert np.array_equal(newton.sandwich(design, w), newton.sandwich(design, w).T)
 
+    # a column repeated within a row (duplicates not summed) counts as the sum of its entries
+    repeated = sparse.csr_matrix(
+        (np.array([1.0, 2.0, 0.5, 3.0]), np.array([1, 1, 0, 1], dtype=np.int32), np.array([0, 3, 4], dtype=np.int32)),
+        shape=(2, 3),
+    )
+    assert not repeated.has_canonical_format
+    summed = repeated.copy()
+    summed.sum_duplicates()
+    weights = np.array([0.2, 0.1])
+    np.testing.assert_allclose(
+        newton.sandwich(repeated, weights), newton.sandwich_reference(summed, weights), atol=1e-15
+    )
+
 
 def test_the_sandwich_falls_back_to_scipy_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     design = _design(300, 12, seed=3)
