@@ -1,9 +1,12 @@
 """The blend: gradient-boosted trees and the spline logistic model, their margins combined by fitted weights.
 
-``fit`` expects rows in time order, oldest first (as :class:`models.lead_model.LeadScoringModel` with
-``calibration_folds=0``): both parts learn on the first ``1 - blend_fraction`` of the rows, and the
-weights ``a, b`` and intercept ``c`` of ``p = sigmoid(a * trees + b * linear + c)`` are fitted by a
-logistic regression on the margins of the newest rest, which neither part saw. The blend is thereby
+With ``timed`` (the default), ``fit`` expects rows in time order, oldest first (as
+:class:`models.lead_model.LeadScoringModel` with ``calibration_folds=0``): both parts learn on the first
+``1 - blend_fraction`` of the rows, and the weights ``a, b`` and intercept ``c`` of
+``p = sigmoid(a * trees + b * linear + c)`` are fitted by a logistic regression on the margins of the
+newest rest, which neither part saw. Without time order (data split at random), the rows the weights are
+fitted on are a seeded random ``blend_fraction`` of them instead, so that they stand for the rows the model
+will score as the holdout does, whatever order the file lists its leads in. The blend is thereby
 calibrated; a lead's reasons are ``a`` times its TreeSHAP values plus ``b`` times its linear terms.
 """
 
@@ -35,7 +38,11 @@ class BlendModel(ClassifierMixin, BaseEstimator):
     linear : SplineLogisticModel
         Unfitted.
     blend_fraction : float in (0, 0.5]
-        The newest share of rows the weights are fitted on.
+        The share of rows the weights are fitted on: the newest ones, or a random share without ``timed``.
+    timed : bool
+        Whether the rows are in time order (see the module's note).
+    random_state : int
+        Seed of the random share (without ``timed``).
     """
 
     def __init__(
@@ -44,11 +51,15 @@ class BlendModel(ClassifierMixin, BaseEstimator):
         trees: LeadScoringModel | None = None,
         linear: SplineLogisticModel | None = None,
         blend_fraction: float = 0.2,
+        timed: bool = True,
+        random_state: int = 0,
     ):
         self.encoder = encoder
         self.trees = trees
         self.linear = linear
         self.blend_fraction = blend_fraction
+        self.timed = timed
+        self.random_state = random_state
 
     def fit(self, X: pd.DataFrame, y: Any) -> BlendModel:
         if self.encoder is None or self.trees is None or self.linear is None:
@@ -59,21 +70,27 @@ class BlendModel(ClassifierMixin, BaseEstimator):
         if len(y) != len(X):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         cut = round(len(y) * (1 - self.blend_fraction))
-        for part, labels in (("training", y[:cut]), ("blending", y[cut:])):
+        if self.timed:
+            learn, blend = np.arange(cut), np.arange(cut, len(y))
+        else:
+            chosen = np.zeros(len(y), dtype=bool)
+            chosen[np.random.default_rng(self.random_state).choice(len(y), len(y) - cut, replace=False)] = True
+            learn, blend = np.flatnonzero(~chosen), np.flatnonzero(chosen)
+        for part, labels in (("training", y[learn]), ("blending", y[blend])):
             if len(np.unique(labels)) < 2:
                 raise ValueError(f"the {part} part needs both converted and not converted leads")
-        self.encoder_ = clone(self.encoder).fit(X.iloc[:cut])
+        self.encoder_ = clone(self.encoder).fit(X.iloc[learn])
         matrix = self.encoder_.transform(X)
         self.linear_ = clone(self.linear)
         self.linear_.encoder_ = self.encoder_
-        self.linear_.fit_matrix(matrix[:cut], y[:cut])
+        self.linear_.fit_matrix(matrix[learn], y[learn])
         self.trees_ = clone(self.trees)
         self.trees_.encoder_ = self.encoder_
-        self.booster_ = self.trees_._train(matrix[:cut], y[:cut])
+        self.booster_ = self.trees_._train(matrix[learn], y[learn])
         parts = np.column_stack(
-            [self.booster_.predict(matrix[cut:], raw_score=True), self.linear_.terms_.margin(matrix[cut:])]
+            [self.booster_.predict(matrix[blend], raw_score=True), self.linear_.terms_.margin(matrix[blend])]
         )
-        stack = LogisticRegression(C=1e6).fit(parts, y[cut:])
+        stack = LogisticRegression(C=1e6).fit(parts, y[blend])
         self.weights_ = (float(stack.coef_[0, 0]), float(stack.coef_[0, 1]))
         self.calibrator_ = fixed_calibrator(1.0, float(stack.intercept_[0]))
         self.classes_ = np.array([0, 1])

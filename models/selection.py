@@ -298,5 +298,5 @@ def select_model(
     if winner == "spline_logistic":
         return linear, selection
     if winner == "blend":
-        return BlendModel(encoder, trees=trees, linear=linear), selection
+        return BlendModel(encoder, trees=trees, linear=linear, timed=timed, random_state=seed), selection
     return trees, selection

@@ -179,3 +179,22 @@ def test_selection_scores_every_candidate_only_on_leads_newer_than_it_learned_fr
         assert fit_rows.max() < score_rows.min()
     rows = selection_rows(len(y), 4500, seed=0)
     assert len(rows) == 4500 and (np.diff(rows) > 0).all() and rows[0] < 150 and rows[-1] >= len(y) - 150
+
+
+def test_a_blend_without_time_order_fits_its_weights_on_a_random_share_of_the_rows() -> None:
+    """A file not in time order (an export sorted by status, its converters mostly last): without ``timed``, the
+    blend's weights come from a random share of the rows and its mean probability on a random holdout is the
+    holdout's conversion rate; taken as time order, the file's tail would set them and overstate it."""
+    X, y, encoder = frame("both")
+    order = np.argsort(y + np.random.default_rng(1).uniform(0.0, 2.0, N), kind="stable")
+    X, y = X.iloc[order].reset_index(drop=True), y[order]
+    holdout = np.random.default_rng(2).random(N) < 0.25
+    train, test = np.flatnonzero(~holdout), np.flatnonzero(holdout)
+
+    def bias(timed: bool) -> float:
+        model = BlendModel(encoder, LeadScoringModel(encoder), SplineLogisticModel(encoder), timed=timed)
+        p = model.fit(X.iloc[train], y[train]).predict_proba(X.iloc[test])[:, 1]
+        return float(p.mean() - y[test].mean())
+
+    assert abs(bias(timed=False)) < 0.02
+    assert bias(timed=True) > 0.05
