@@ -22,7 +22,7 @@ static int check(Py_buffer *view, const char *want, Py_ssize_t size, int index) 
 }
 
 /* sandwich(indptr, indices, data, w, out): indptr and indices int32 (CSR, n rows, p columns), data and w
- * float64, out (p + 1, p + 1) float64, C order, overwritten. */
+ * float64, out a square (p + 1, p + 1) float64 array, C order, overwritten. */
 static PyObject *sandwich(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *objects[5];
@@ -44,7 +44,7 @@ static PyObject *sandwich(PyObject *self, PyObject *args) {
     const double *data = view[2].buf, *w = view[3].buf;
     double *out = view[4].buf;
     if (n < 0 || view[2].len / 8 != nnz || view[3].len / 8 != n || side < 1 || side * side * 8 != view[4].len ||
-        indptr[0] != 0 || indptr[n] != nnz) {
+        view[4].ndim != 2 || view[4].shape[0] != side || view[4].shape[1] != side || indptr[0] != 0 || indptr[n] != nnz) {
         PyErr_SetString(PyExc_ValueError, "the design, the weights and the output do not agree in shape");
         goto fail;
     }

@@ -45,6 +45,10 @@ class BlendModel(ClassifierMixin, BaseEstimator):
         Seed of the random share (without ``timed``).
     """
 
+    # read by a blend pickled without these parameters (its rows were taken as in time order)
+    timed = True
+    random_state = 0
+
     def __init__(
         self,
         encoder: FeatureEncoder | None = None,

@@ -11,7 +11,9 @@ it (each pair of a row's non-zeros visited once, without the interpreter lock, s
 meanwhile), else scipy's sparse product. A step that cut the largest gradient at least tenfold keeps its
 Hessian's factorisation for the next step (near the optimum the Hessian barely moves). A step is halved
 until the objective decreases enough (Armijo's rule), so the fit always descends; as the stopping rule
-reads the exact gradient, neither shortcut moves the optimum.
+reads the exact gradient, neither shortcut moves the optimum. A kept Hessian that gives no descending step is
+computed anew. The fit returns short of ``tol`` only when a fresh Hessian's step cannot decrease the
+objective (float precision) or after ``max_iter`` steps, and says so in the log.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def fit_logistic(
         norm = float(np.max(np.abs(gradient)))
         if norm <= tol:
             return coef, intercept, step
-        if factor is None or norm > REUSE_BELOW * last_norm:
+        fresh = factor is None or norm > REUSE_BELOW * last_norm
+        if fresh:
             hessian = sandwich(X, prob * (1.0 - prob) / n)
             hessian[np.arange(p), np.arange(p)] += l2
             try:
@@ -124,16 +127,28 @@ def fit_logistic(
         if factor is not None:
             direction = -linalg.cho_solve(factor, gradient, check_finite=False)
         decrease = float(gradient @ direction)
-        move = X @ direction[:p] + direction[p]
-        t = 1.0
-        for _ in range(MAX_HALVINGS):
-            new_coef, new_intercept = coef + t * direction[:p], intercept + t * direction[p]
-            new_margin = margin + t * move
-            new_value = _objective(new_margin, y, new_coef, l2)
-            if new_value <= value + ARMIJO * t * decrease:
-                break
-            t *= 0.5
+        step_taken = False
+        if decrease < 0:
+            move = X @ direction[:p] + direction[p]
+            t = 1.0
+            for _ in range(MAX_HALVINGS):
+                new_coef, new_intercept = coef + t * direction[:p], intercept + t * direction[p]
+                new_margin = margin + t * move
+                new_value = _objective(new_margin, y, new_coef, l2)
+                if new_value <= value + ARMIJO * t * decrease:
+                    step_taken = True
+                    break
+                t *= 0.5
+        if step_taken:
+            coef, intercept, margin, value = new_coef, new_intercept, new_margin, new_value
+        elif not fresh:
+            factor = None  # a kept Hessian that no longer leads downhill: compute it anew
         else:
-            return coef, intercept, step  # no step decreases the objective: at the optimum within float precision
-        coef, intercept, margin, value = new_coef, new_intercept, new_margin, new_value
+            log.warning(
+                "logistic fit stopped at a largest gradient of %.2g (tolerance %.2g): no step decreases the objective",
+                norm,
+                tol,
+            )
+            return coef, intercept, step
+    log.warning("logistic fit stopped after %d Newton steps short of its tolerance %.2g", max_iter, tol)
     return coef, intercept, max_iter

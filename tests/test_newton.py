@@ -4,6 +4,7 @@ to scipy's."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
@@ -41,9 +42,7 @@ def test_the_c_sandwich_product_equals_scipys() -> None:
     design = _design(2_000, 40, seed=1)
     w = np.random.default_rng(2).uniform(0.0, 0.25, design.shape[0])
     reference = newton.sandwich_reference(design, w)
-    dense = np.column_stack([design.toarray(), np.ones(design.shape[0])])
     np.testing.assert_allclose(newton.sandwich(design, w), reference, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(reference, dense.T @ (w[:, None] * dense), rtol=1e-12, atol=1e-12)
     assert np.array_equal(newton.sandwich(design, w), newton.sandwich(design, w).T)
 
     # a column repeated within a row (duplicates not summed) counts as the sum of its entries
@@ -60,11 +59,14 @@ def test_the_c_sandwich_product_equals_scipys() -> None:
     )
 
 
-def test_the_sandwich_falls_back_to_scipy_without_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_kernel_the_sandwich_is_scipys_product_of_the_dense_design(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     design = _design(300, 12, seed=3)
     w = np.linspace(0.0, 0.25, design.shape[0])
+    dense = np.column_stack([design.toarray(), np.ones(design.shape[0])])
     monkeypatch.setattr(newton, "_kernel", lambda: None)
-    np.testing.assert_array_equal(newton.sandwich(design, w), newton.sandwich_reference(design, w))
+    np.testing.assert_allclose(newton.sandwich(design, w), dense.T @ (w[:, None] * dense), rtol=1e-12, atol=1e-12)
 
 
 @KERNEL
@@ -79,6 +81,8 @@ def test_the_kernel_refuses_indices_outside_the_design() -> None:
         kernel(indptr.astype(np.int64), np.array([0], dtype=np.int32), data, w, out)
     with pytest.raises(ValueError, match="agree in shape"):
         kernel(indptr, np.array([0], dtype=np.int32), data, np.ones(2), out)
+    with pytest.raises(ValueError, match="agree in shape"):  # nine floats, but not a square
+        kernel(indptr, np.array([0], dtype=np.int32), data, w, np.empty(9))
 
 
 @pytest.mark.parametrize("C", [0.05, 1.0, 50.0])
@@ -106,3 +110,34 @@ def test_newton_refuses_what_it_cannot_fit() -> None:
         newton.fit_logistic(design, np.zeros(9), 1.0)
     with pytest.raises(ValueError, match="C must be"):
         newton.fit_logistic(design, np.zeros(10), 0.0)
+
+
+def test_newton_converges_on_separable_rows_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Perfectly separable rows and a weak penalty: the margins grow large, the steps stay finite and the fit still
+    ends on its tolerance."""
+    design = sparse.csr_matrix(np.repeat(np.eye(4), 50, axis=0))
+    y = np.repeat([0, 1, 0, 1], 50)
+    with caplog.at_level("WARNING", logger="leadscore.models"):
+        coef, intercept, steps = newton.fit_logistic(design, y, 1e6)
+    assert steps < 100 and not caplog.records
+    margin = design @ coef + intercept
+    assert np.all(np.isfinite(margin)) and np.all((margin > 5) == (y == 1))
+
+
+def test_a_large_fit_starts_on_a_sample_and_ends_at_the_full_optimum() -> None:
+    """Above twice ``START_ROWS`` rows the spline model takes its first steps on a sample; its coefficients are
+    still those of a fit on every row from zero."""
+    from leadscore.features.encoder import FeatureEncoder
+    from leadscore.models.linear import START_ROWS, SplineLogisticModel
+
+    rng = np.random.default_rng(8)
+    n = 2 * START_ROWS + 5_000
+    data = pd.DataFrame({"x": rng.normal(size=n), "z": rng.exponential(size=n), "source": rng.choice(list("abc"), n)})
+    logit = -1.0 + np.sin(data["x"]) + 0.3 * data["z"] + (data["source"] == "b")
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    model = SplineLogisticModel(FeatureEncoder(categorical=["source"], numeric=["x", "z"]), C=0.5, max_rows=None)
+    model.fit(data, y)
+    design, labels = model.prepare(model.encoder_.transform(data), y)
+    coef, intercept, _ = newton.fit_logistic(design, labels, 0.5, tol=1e-10)
+    np.testing.assert_allclose(model.coef_, coef, atol=1e-4)
+    assert model.intercept_ == pytest.approx(intercept, abs=1e-4)
