@@ -14,6 +14,10 @@ on synthetic data into a temporary embedded store (or uses the champion in ``--h
    ``/healthz`` (a new connection each time, as a liveness probe makes) every 10 ms; then the same from
    ``wrk``, printed for information (``--batches-only`` runs this phase alone, from the load client, and
    prints the probe's p50, p90, p99 and maximum);
+4. the load of phase 3 (the same load client, 64 connections, and the same probe) against
+   :mod:`reference_server`, a server that does no work: it answers ``/healthz`` and returns the real batch
+   answer's bytes at the rate the real server answered batches in phase 3. Its ``/healthz`` percentiles are
+   the floor of this machine under this load, measured in the same run;
 
 and prints the resident memory of the serving process tree at start (after a warm-up), after the load
 and after a 10 s rest, then the goals (``GOALS``), each with its figure and whether it was met. The load
@@ -110,6 +114,38 @@ def probe_health(base: str, stop_event: threading.Event, seconds: list[float]) -
         time.sleep(0.01)
 
 
+def percentiles(seconds: list[float]) -> str:
+    cuts = statistics.quantiles(seconds, n=100)
+    return f"p50 {cuts[49] * 1000:.2f} p90 {cuts[89] * 1000:.2f} p99 {p99_ms(seconds):.2f} max {max(seconds) * 1000:.2f} ms"
+
+
+def reference_floor(
+    batch_request: bytes, answer: Path, batches_per_second: float, seconds: float, env: dict[str, str], workdir: Path
+) -> None:
+    """Phase 4: the batch phase again against :mod:`reference_server` (no work; the real answer's bytes, at the
+    real server's batch rate), with the same client and probe; prints the probe's percentiles there."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    per_batch = 1 / batches_per_second if batches_per_second > 0 else 0.1
+    reference = start(
+        [sys.executable, str(Path(__file__).with_name("reference_server.py")), str(port), str(answer), str(per_batch)],
+        env,
+        workdir,
+        workdir / "reference.log",
+    )
+    try:
+        wait_ready(base + "/healthz", reference)
+        batches, health = while_probing(
+            base, lambda: summary(drive_in_process(port, batch_request, 64, seconds), seconds)
+        )
+    finally:
+        stop(reference)
+    print(
+        f"reference:      {batches['ok_per_s']:8.1f} 200/s (paced at {1 / per_batch:.1f}/s)  /healthz {percentiles(health)} ({len(health)} probes; "
+        "the same load against a server that does no work: this machine's floor)"
+    )
+
+
 def while_probing(base: str, load: Callable[[], T]) -> tuple[T, list[float]]:
     """``load()``'s result, and the seconds of each ``/healthz`` probe timed while it ran."""
     health: list[float] = []
@@ -161,6 +197,11 @@ def main() -> None:
         wait_ready(base + "/readyz", process)
         wrk(base + "/v1/score", lead, 8, 2, workdir)  # warm-up
         rss_start = rss_mib(process.pid)
+        answer = workdir / "batch-answer.json"  # the real answer, for the reference server (phase 4)
+        with urllib.request.urlopen(
+            urllib.request.Request(base + "/v1/score/batch", batch, {"Content-Type": "application/json"}), timeout=60
+        ) as response:
+            answer.write_bytes(response.read())
         single, batch_request = request_bytes("/v1/score", lead), request_bytes("/v1/score/batch", batch)
         if not args.batches_only:  # phases 1 and 2
             peak_wrk = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
@@ -185,12 +226,12 @@ def main() -> None:
         )
         health_p99 = p99_ms(health)
         if args.batches_only:
-            cuts = statistics.quantiles(health, n=100)
             print(
-                f"c=64 batches:   {batches['ok_per_s']:8.1f} 200/s  503s {batches['shed']}  /healthz p50 "
-                f"{cuts[49] * 1000:.2f} p90 {cuts[89] * 1000:.2f} p99 {health_p99:.2f} max {max(health) * 1000:.2f} ms "
-                f"({len(health)} probes; goal p99 < {GOALS['max_healthz_p99_ms_under_batches']} ms)"
+                f"c=64 batches:   {batches['ok_per_s']:8.1f} 200/s  503s {batches['shed']}  /healthz "
+                f"{percentiles(health)} ({len(health)} probes; goal p99 < {GOALS['max_healthz_p99_ms_under_batches']} ms)"
             )
+            stop(process)
+            reference_floor(batch_request, answer, batches["ok_per_s"], args.seconds, env, workdir)
             return
         print(
             f"c=64 batches:   {batches['ok_per_s']:8.1f} 200/s ({batches['ok_per_s'] * 1000:.0f} leads/s)  "
@@ -208,6 +249,8 @@ def main() -> None:
         time.sleep(10)
         rss_rest = rss_mib(process.pid)
         print(f"RSS: start {rss_start:.0f} MiB, after the load {rss_after:.0f} MiB, after 10 s {rss_rest:.0f} MiB")
+        stop(process)
+        reference_floor(batch_request, answer, batches["ok_per_s"], args.seconds, env, workdir)
     finally:
         stop(process)
         if args.batches_only and args.home is None:
