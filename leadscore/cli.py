@@ -61,10 +61,35 @@ def _fails_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
                         typer.echo(f"{'pass' if gate.passed else 'FAIL'} {gate.name}: {gate.detail}")
             elif not isinstance(exc, (DataError, LookupError, ValueError, FileNotFoundError)) and not _not_found(exc):
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _one_line(exc: Exception) -> str:
+    """The error as one line; a setting read from the environment is named by its variable."""
+    from pydantic import ValidationError
+
+    from leadscore.models.settings import MlflowSettings
+
+    settings = {MlflowSettings.__name__}
+    todo = [MlflowSettings]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            settings.add(sub.__name__)
+            todo.append(sub)
+    if not (isinstance(exc, ValidationError) and exc.title in settings):
+        return str(exc)
+    prefix = MlflowSettings.model_config.get("env_prefix", "")
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            parts.append(f"{prefix}{str(error['loc'][0]).upper()}={error['input']!r}: {message}")
+        else:
+            parts.append(message)
+    return "; ".join(parts)
 
 
 def _not_found(exc: Exception) -> bool:

@@ -2,17 +2,19 @@
 
 A scoring request is weighed before its body is read: a single lead weighs 1, a batch weighs its declared
 body size in units of ``BATCH_BYTES_PER_LEAD`` bytes (at least 1, at most ``max_batch``), so a batch of a
-thousand ordinary leads weighs a thousand. It is refused (503 with ``Retry-After``, its body not read) when
+thousand ordinary leads weighs a thousand. Of ``capacity`` leads in flight, ``single_capacity`` are kept
+for single leads. A request is refused (503 with ``Retry-After``, its body not read) when
 
-- the leads in flight plus its weight would pass ``capacity`` (unless nothing is in flight: a lone batch
-  bigger than the bound is still served), or
-- it is a single lead and ``single_capacity`` single leads are in flight already.
+- it is a single lead and ``single_capacity`` single leads are in flight already;
+- it is a batch and the leads of the batches in flight plus its weight would pass ``capacity -
+  single_capacity`` (unless no batch is in flight: a lone batch bigger than that is still served).
 
-Single leads are scored on the event loop (micro-batched), batches in worker threads; the second bound
-keeps the queue of single leads short, so an admitted single lead is answered within a few scoring turns
-however many callers wait, and batches in flight do not crowd single leads out (nor the reverse).
-Otherwise a request's weight is held until its answer is sent (or it fails). Health, readiness, metrics
-and model metadata are never weighed, so they are answered whatever the scoring load.
+So the work in flight stays within ``capacity`` (a lone oversized batch aside), and neither kind crowds the
+other out: however many batches are in flight, single leads have their share, and the reverse. Single
+leads are scored on the event loop (micro-batched), batches on the batch thread; their bound also keeps
+the queue of single leads short, so an admitted single lead is answered within a few scoring turns however
+many callers wait. A request's weight is held until its answer is sent (or it fails). Health, readiness,
+metrics and model metadata are never weighed, so they are answered whatever the scoring load.
 
 A refused batch is answered ``Connection: close`` (its body, possibly megabytes, is not read). Refusing
 is cheap on purpose: clients that retry at once must not take the server's time from the admitted work.
@@ -53,7 +55,9 @@ SHED_CLOSE = _shed_response(close=True)
 
 
 class Admission:
-    """ASGI middleware counting the leads in flight (``inflight``; ``singles`` of them single leads)."""
+    """ASGI middleware counting the leads in flight (``inflight``; ``singles`` of them single leads).
+
+    ``single_capacity`` defaults to 1 lead of ``capacity``; it must leave batches at least one."""
 
     serving: ClassVar[Admission | None] = None  # the admission of the app this process serves (the last made)
 
@@ -66,7 +70,13 @@ class Admission:
         on_shed: Callable[[str], None] = lambda route: None,
     ) -> None:
         self.app, self.capacity, self.max_batch, self.on_shed = app, capacity, max_batch, on_shed
-        self.single_capacity = capacity if single_capacity is None else single_capacity
+        self.single_capacity = 1 if single_capacity is None else single_capacity
+        if not 0 < self.single_capacity < capacity:
+            raise ValueError(
+                f"the single leads' share ({self.single_capacity}) must be at least 1 and less than the capacity "
+                f"({capacity}): batches take the rest"
+            )
+        self.batch_capacity = capacity - self.single_capacity
         self.inflight = 0
         self.singles = 0
         Admission.serving = self
@@ -87,10 +97,12 @@ class Admission:
         return min(self.max_batch, max(1, declared // BATCH_BYTES_PER_LEAD))
 
     def refuses(self, weight: int, single: bool) -> bool:
-        """Whether a request of ``weight`` leads is refused now."""
-        if single and self.singles >= self.single_capacity:
-            return True
-        return bool(self.inflight) and self.inflight + weight > self.capacity
+        """Whether a request of ``weight`` leads is refused now (a single lead against the single leads in
+        flight, a batch against the batches')."""
+        if single:
+            return self.singles >= self.single_capacity
+        batches = self.inflight - self.singles
+        return bool(batches) and batches + weight > self.batch_capacity
 
     def shed(self, path: str) -> None:
         self.on_shed(path)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from leadscore.models.settings import MlflowSettings
@@ -70,15 +70,17 @@ class ServingSettings(MlflowSettings):
     )
     keep_alive_seconds: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
     max_inflight_leads: int = Field(
-        default=2000,
-        ge=1,
-        description="Scoring work admitted at once, in leads; past it, scoring requests get 503 with Retry-After.",
+        default=2048,
+        ge=2,
+        description="Scoring work admitted at once, in leads (a batch weighs its leads), single leads' share "
+        "included; past it, scoring requests get 503 with Retry-After.",
     )
     max_inflight_single_leads: int = Field(
         default=32,
         ge=1,
-        description="Single-lead requests admitted at once (they are scored on the event loop); past it, "
-        "single-lead requests get 503 with Retry-After, so an admitted one waits for a few scoring turns at most.",
+        description="Single-lead requests admitted at once (they are scored on the event loop): this share of "
+        "LEADSCORE_MAX_INFLIGHT_LEADS is kept for them, batches never take it; past it, single-lead requests get "
+        "503 with Retry-After, so an admitted one waits for a few scoring turns at most.",
     )
     drain_seconds: float = Field(
         default=3.0,
@@ -95,6 +97,15 @@ class ServingSettings(MlflowSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=False, description="uvicorn's per-request access log (off: no per-request I/O).")
+
+    @model_validator(mode="after")
+    def _single_share_leaves_room_for_batches(self) -> ServingSettings:
+        if self.max_inflight_single_leads >= self.max_inflight_leads:
+            raise ValueError(
+                f"LEADSCORE_MAX_INFLIGHT_SINGLE_LEADS ({self.max_inflight_single_leads}) must be less than "
+                f"LEADSCORE_MAX_INFLIGHT_LEADS ({self.max_inflight_leads}): it is the single leads' share of it"
+            )
+        return self
 
     @field_validator("rejection_reasons", mode="before")
     @classmethod

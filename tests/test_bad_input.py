@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from leadscore.cli import app
@@ -141,3 +142,25 @@ def test_bad_routing_file_names_the_file_and_field(home: Path, tmp_path: Path) -
         "routing.yaml",
         "last tier",
     )
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadscore.serving.settings import get_serving_settings
+
+    cases = [
+        ({"LEADSCORE_MAX_INFLIGHT_LEADS": "lots"}, ["LEADSCORE_MAX_INFLIGHT_LEADS='lots'", "integer"]),
+        (  # the single leads' share must leave batches room
+            {"LEADSCORE_MAX_INFLIGHT_LEADS": "32", "LEADSCORE_MAX_INFLIGHT_SINGLE_LEADS": "32"},
+            ["LEADSCORE_MAX_INFLIGHT_SINGLE_LEADS (32) must be less than LEADSCORE_MAX_INFLIGHT_LEADS (32)"],
+        ),
+    ]
+    for variables, needles in cases:
+        with monkeypatch.context() as env:
+            for name, value in variables.items():
+                env.setenv(name, value)
+            get_serving_settings.cache_clear()
+            result = CliRunner().invoke(app, ["serve", "--port", "1"])
+            get_serving_settings.cache_clear()
+        assert_refused(home, result.exit_code, result.stderr, *needles)

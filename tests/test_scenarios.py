@@ -243,6 +243,41 @@ def test_single_leads_past_their_bound_are_refused_at_once_on_a_kept_connection(
         assert metric(server.base, 'leadscore_shed_requests_total{route="/v1/score"}') == 3
 
 
+def test_batches_in_flight_never_take_the_single_leads_share(scorer_file: Path, tmp_path: Path) -> None:
+    """Of 300 leads in flight, 4 are kept for single leads: with a 150-lead batch in flight (its body still
+    coming), another 150-lead batch would take their share and is refused at once; single leads are answered."""
+    body = orjson.dumps(EXAMPLE_LEAD)
+
+    def batch_head(weight: int) -> bytes:  # a batch weighs its declared size in units of 200 bytes
+        return (
+            b"POST /v1/score/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {weight * 200}\r\n\r\n".encode()
+            + b'{"leads": ['
+        )
+
+    with (
+        scenario_server(
+            tmp_path / "home",
+            app_command(scorer_file),
+            LEADSCORE_MAX_INFLIGHT_LEADS="300",
+            LEADSCORE_MAX_INFLIGHT_SINGLE_LEADS="4",
+        ) as server,
+        raw_connection(server.port) as first,
+        raw_connection(server.port) as second,
+        httpx.Client(base_url=server.base, timeout=5) as http,
+    ):
+        first.sendall(batch_head(150))  # admitted: in flight until answered
+        time.sleep(0.3)
+        second.sendall(batch_head(150))
+        second.settimeout(5)
+        assert second.recv(65536).startswith(b"HTTP/1.1 503")
+        for _ in range(3):
+            answer = http.post("/v1/score", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 200
+        assert metric(server.base, 'leadscore_shed_requests_total{route="/v1/score/batch"}') == 1
+        assert metric(server.base, 'leadscore_shed_requests_total{route="/v1/score"}') == 0
+
+
 def test_sigterm_to_the_parent_of_two_workers_drains_both_then_exits_0(scorer_file: Path, tmp_path: Path) -> None:
     """``--workers 2``: SIGTERM to the parent reaches both workers; each answers /readyz 503 while it drains,
     answers what it has in flight (and spools it: every answered score reaches the log), then all exit 0."""
