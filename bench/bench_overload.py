@@ -14,12 +14,16 @@ on synthetic data into a temporary embedded store (or uses the champion in ``--h
    ``/healthz`` (a new connection each time, as a liveness probe makes) every 10 ms; then the same from
    ``wrk``, printed for information (``--batches-only`` runs this phase alone, from the load client, and
    prints the probe's p50, p90, p99 and maximum);
+   then (3b) the same batches and, at once, single leads at 8 connections from a second load client (a bulk
+   import while a routing system sends its leads): single leads answered per second, their p99 and refusals,
+   and ``/healthz``'s p99, for information;
 4. the load of phase 3 (the same load client, 64 connections, and the same probe) against
    :mod:`reference_server`, a server that does no work: it answers ``/healthz`` and returns the real batch
    answer's bytes at the rate the real server answered batches in phase 3. Its ``/healthz`` percentiles are
    the floor of this machine under this load, measured in the same run;
 
-and prints the resident memory of the serving process tree at start (after a warm-up), after the load
+and prints the resident memory of the serving process tree (the API, its score-log writer and its batch
+worker) at start (after a warm-up of single leads and one batch, which starts the batch worker), after the load
 and after a 10 s rest, then the goals (``GOALS``), each with its figure and whether it was met. The load
 client runs in a process of its own. Timings are only comparable on a quiet machine: the clients, the
 probe and the server share its cores.
@@ -119,6 +123,21 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {cuts[49] * 1000:.2f} p90 {cuts[89] * 1000:.2f} p99 {p99_ms(seconds):.2f} max {max(seconds) * 1000:.2f} ms"
 
 
+def mixed_load(port: int, batch_request: bytes, single_request: bytes, seconds: float) -> dict[str, dict[str, float]]:
+    """Phase 3b: 1,000-lead batches at 64 connections and single leads at 8, at once (a bulk import while the
+    routing system sends its leads), each from a load client of its own."""
+    results: dict[str, list[tuple[int, float]]] = {}
+
+    def singles() -> None:
+        results["singles"] = drive_in_process(port, single_request, 8, seconds)
+
+    thread = threading.Thread(target=singles)
+    thread.start()
+    results["batches"] = drive_in_process(port, batch_request, 64, seconds)
+    thread.join()
+    return {kind: summary(result, seconds) for kind, result in results.items()}
+
+
 def reference_floor(
     batch_request: bytes, answer: Path, batches_per_second: float, seconds: float, env: dict[str, str], workdir: Path
 ) -> None:
@@ -196,12 +215,12 @@ def main() -> None:
     try:
         wait_ready(base + "/readyz", process)
         wrk(base + "/v1/score", lead, 8, 2, workdir)  # warm-up
-        rss_start = rss_mib(process.pid)
-        answer = workdir / "batch-answer.json"  # the real answer, for the reference server (phase 4)
+        answer = workdir / "batch-answer.json"  # warm-up too (it starts the batch worker); the reference's answer
         with urllib.request.urlopen(
             urllib.request.Request(base + "/v1/score/batch", batch, {"Content-Type": "application/json"}), timeout=60
         ) as response:
             answer.write_bytes(response.read())
+        rss_start = rss_mib(process.pid)
         single, batch_request = request_bytes("/v1/score", lead), request_bytes("/v1/score/batch", batch)
         if not args.batches_only:  # phases 1 and 2
             peak_wrk = wrk(base + "/v1/score", lead, 8, args.seconds, workdir)
@@ -237,6 +256,13 @@ def main() -> None:
             f"c=64 batches:   {batches['ok_per_s']:8.1f} 200/s ({batches['ok_per_s'] * 1000:.0f} leads/s)  "
             f"p99 {batches['p99']:.0f} ms  503s {batches['shed']}  /healthz p99 {health_p99:.2f} ms "
             f"({len(health)} probes; callers honour Retry-After)"
+        )
+        mixed, mixed_health = while_probing(base, lambda: mixed_load(port, batch_request, single, args.seconds))
+        print(
+            f"mixed:          {mixed['batches']['ok_per_s']:8.1f} batches/s  "
+            f"{mixed['singles']['ok_per_s']:8.0f} single leads/s (p99 {mixed['singles']['p99']:.2f} ms, "
+            f"503s {mixed['singles']['shed']})  /healthz p99 {p99_ms(mixed_health):.2f} ms "
+            "(64 connections of batches and 8 of single leads at once)"
         )
         storm_batches, health_storm = while_probing(
             base, lambda: wrk(base + "/v1/score/batch", batch, 64, args.seconds, workdir)

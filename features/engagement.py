@@ -14,14 +14,15 @@ import math
 from array import array
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from leadscore.features.schema import ACTIVITY_TYPES
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 WINDOW_DAYS = 7
 # High-intent activities: one more of these never lowers a lead's score (a monotone constraint in the model).
@@ -98,6 +99,10 @@ def _key_index(keys: tuple[object, ...]) -> dict[str, int] | None:
 
 
 def _arrow_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> np.ndarray:
+    import pandas as pd  # imported here: scoring one lead (the API, its batch worker) never needs it
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     def text(items: object) -> pa.Array:
         array = pa.array(items, from_pandas=True)
         return (

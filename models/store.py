@@ -13,12 +13,10 @@ The outcome events' invariants:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -37,6 +35,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
+
+from leadscore.models.lead_hash import lead_hasher as lead_hasher
 
 log = logging.getLogger("leadscore.store")
 
@@ -97,13 +97,6 @@ outcome_events = Table(
     Column("amount", Float, nullable=True),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
-
-
-def lead_hasher(key: bytes | None) -> Callable[[str], str]:
-    """sha256 of the lead id (HMAC-sha256 when a key is configured)."""
-    if key:
-        return lambda lead_id: hmac.new(key, lead_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return lambda lead_id: hashlib.sha256(lead_id.encode("utf-8")).hexdigest()
 
 
 def create_events_table(engine: Engine) -> None:

@@ -22,7 +22,7 @@ from fastapi_offline import FastAPIOffline
 from leadscore.serving import routes_events, routes_health, routes_model, routes_scoring
 from leadscore.serving.admission import Admission
 from leadscore.serving.asgi import validation_errors
-from leadscore.serving.batch import batch_executor
+from leadscore.serving.batch import BatchWorker, batch_executor
 from leadscore.serving.batcher import MicroBatcher
 from leadscore.serving.memory import limit_arenas, trim
 from leadscore.serving.metrics import Metrics
@@ -37,9 +37,10 @@ from leadscore.serving.state import NOT_LOADED, AppState, ModelLoader, RegistryL
 log = logging.getLogger("leadscore.serving")
 
 INITIAL_RETRY_SECONDS = 5.0
-BATCH_THREADS = 1  # batches scored at once, each on a batch thread (serving.batch; the rest wait their turn)
-# How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Batches
-# are scored on a thread of their own; at 0.2 ms the event loop, waiting, gets the GIL back within about that long.
+BATCH_THREADS = 1  # batches scored at once, by the batch worker process (serving.batch; the rest wait their turn)
+# How long a thread running Python keeps the GIL while another waits for it (Python's default: 5 ms). Threads
+# beside the event loop (the batch thread copying a batch to and from the worker, the score log's watcher) run
+# Python briefly; at 0.2 ms the event loop, waiting, gets the GIL back within about that long.
 SWITCH_INTERVAL_SECONDS = 0.0002
 TRIM_EVERY_SECONDS = 2.0
 
@@ -143,7 +144,8 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             fsync_each=settings.score_log_fsync,
         )
         await asyncio.to_thread(score_log.start)
-        hash_lead = lead_hasher(await asyncio.to_thread(lead_hash_key, settings))
+        key = await asyncio.to_thread(lead_hash_key, settings)
+        hash_lead = lead_hasher(key)
         state = AppState(
             settings=settings,
             loader=loader if loader is not None else NOT_LOADED,
@@ -151,6 +153,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             metrics=metrics,
             hash_lead=hash_lead,
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
+            batch_worker=BatchWorker(key),
         )
         app.state.leadscore = state
         if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
@@ -166,6 +169,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            await asyncio.to_thread(state.batch_worker.close)
             await asyncio.to_thread(score_log.close)
 
     app = FastAPIOffline(
@@ -177,6 +181,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     )
     app.state.metrics = Metrics()
     # the batch thread (serving.batch), made on the first batch; it lives as long as the app, lifespans included
+    # (the batch worker process it hands batches to lives as long as a lifespan: AppState.batch_worker)
     app.state.batch_executor = batch_executor(BATCH_THREADS)
     app.state.batches_scored = 0  # batch requests answered (serving.routes_scoring); read by the memory trim
     app.state.draining = False  # set when a stop is requested (serving.server): /readyz answers 503

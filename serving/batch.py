@@ -1,68 +1,53 @@
-"""A batch request scored off the event loop: body bytes in, answer bytes and spool frames out.
+"""A batch request scored in the batch worker process: the API's side.
 
-:func:`score_batch_body` runs on the batch thread (:func:`batch_executor`: used for batches only, at the
-lowest CPU priority); the event loop only receives the body and sends the answer. It parses the JSON (one
-orjson call, the longest the thread holds the GIL at once), then validates the leads, scores them, renders
-the answer and encodes the score-log rows in chunks of ``CHUNK_LEADS`` leads, so no other call holds the GIL
-for long, and the cyclic collector is paused meanwhile (:func:`collector_paused`): with the switch interval
-:mod:`serving.app` sets, the event loop gets the GIL back within a fraction of a millisecond and keeps
-answering health checks and small requests while a big batch is worked on.
+The event loop receives the body and sends the answer; in between, the batch thread (:func:`batch_executor`,
+one thread) hands the body to the worker process (:mod:`serving.batch_worker`) and waits for its answer
+bytes and score-log frames, holding the interpreter lock only to copy them. So the event loop never shares
+the lock with a batch being parsed and scored, and a batch uses a core the event loop does not.
 
-Validation answers what FastAPI would for a body declared as :class:`serving.schemas.BatchRequest`:
-the same 422 errors with the same field paths (``["body", "leads", i, ...]``), and a JSON decode
-error as FastAPI reports it. A batch over ``max_batch`` leads is refused (413) before its leads are
-validated.
+:class:`BatchWorker` starts the worker with the first batch (a server that is sent no batch never pays for
+it), sends it each model version the first time a batch is scored with it, and scores one batch at a time
+(the others wait their turn, within admission control's bound). The worker's answers become what FastAPI
+would answer for a body declared as :class:`serving.schemas.BatchRequest`: ``RequestValidationError`` (422,
+the same errors and field paths), 413 past ``max_batch`` leads. A worker that dies (killed, out of memory)
+fails the batch it was scoring with 503 and ``Retry-After``, is logged, and is started again with the next
+batch. Each batch is scored by the version its request was admitted with.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import json
-import os
+import logging
+import pickle
+import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from contextlib import suppress
+from typing import TYPE_CHECKING
 
-import orjson
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
 
-from leadscore.features.schema import LeadRecord
-from leadscore.serving.schemas import BatchRequest
-from leadscore.serving.scoring import score_leads
-from leadscore.serving.spool import frame
-from leadscore.serving.state import LoadedModel
+from leadscore.serving.batch_work import ScoredBatch
+from leadscore.serving.batch_worker import receive, send
 
-CHUNK_LEADS = 25
-BATCH_NICE = 19  # the batch thread's nice value (Linux): the lowest CPU priority
-_LEADS = TypeAdapter(list[LeadRecord])
-_paused = 0  # batches in flight with the cyclic collector paused
-_was_enabled = True
-_pause_lock = threading.Lock()
+if TYPE_CHECKING:
+    from leadscore.serving.state import LoadedModel
+
+log = logging.getLogger("leadscore.serving.batch")
+WORKER_MODULE = "leadscore.serving.batch_worker"
+WORKER_FAILED = "the batch could not be scored; retry later"
 
 
-def lower_thread_priority() -> None:
-    """Give the calling thread the lowest CPU priority (Linux, where a thread's nice value is its own; elsewhere
-    nothing): the initializer of the batch thread, so that on a busy machine the event loop, answering health
-    checks and single leads, is scheduled before a batch."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BATCH_NICE)
-        except OSError:  # pragma: no cover - lowering one's own priority is always allowed
-            pass
+class BatchFailed(RuntimeError):
+    """The worker could not score a batch for a reason that is not the batch's (the API answers 500)."""
 
 
 def batch_executor(threads: int) -> ThreadPoolExecutor:
-    """The threads batches are scored on, at :data:`BATCH_NICE` (:func:`lower_thread_priority`), used for
-    nothing else."""
-    return ThreadPoolExecutor(threads, thread_name_prefix="leadscore-batch", initializer=lower_thread_priority)
+    """The threads that hand batches to the worker and wait for it (they hold no lock meanwhile)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="leadscore-batch")
 
 
 async def in_batch_thread(executor: ThreadPoolExecutor, job: Callable[[], ScoredBatch]) -> ScoredBatch:
@@ -76,137 +61,92 @@ async def in_batch_thread(executor: ThreadPoolExecutor, job: Callable[[], Scored
         raise
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused while a batch is worked on; reference counting still frees the
-    batch's objects. With a batch's tens of thousands of young objects alive, a collection of the young
-    generations holds the interpreter lock for milliseconds while the event loop waits. The collector resumes
-    (if it was on) when the last batch in flight ends."""
-    global _paused, _was_enabled
-    with _pause_lock:
-        if _paused == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _paused += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _paused -= 1
-            if _paused == 0 and _was_enabled:
-                gc.enable()
+class BatchWorker:
+    """The batch worker process of one API process; :meth:`score` is called on the batch thread."""
 
+    def __init__(self, lead_hash_key: bytes | None, log_level: int | None = None) -> None:
+        self.lead_hash_key = lead_hash_key
+        self.log_level = logging.getLogger("leadscore").getEffectiveLevel() if log_level is None else log_level
+        self.command = [sys.executable, "-m", WORKER_MODULE]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0  # worker processes started so far
+        self._model: LoadedModel | None = None  # the version the worker holds
+        self._lock = threading.Lock()
 
-@dataclass(frozen=True)
-class ScoredBatch:
-    """What the event loop still does with a scored batch: spool ``frames`` (``rows`` rows), send ``answer``."""
+    def score(
+        self,
+        body: bytes,
+        max_batch: int,
+        model: LoadedModel,
+        request_id: str,
+        log_id: str | None,
+        explain: bool,
+    ) -> ScoredBatch:
+        """The batch scored by ``model``: its answer bytes and score-log frames (raises the 422, 413 or 503 FastAPI
+        answers, or :class:`BatchFailed`)."""
+        with self._lock:
+            try:
+                process = self._running()
+                assert process.stdin is not None and process.stdout is not None
+                if self._model is not model:
+                    send(process.stdin, ("model", model.scorer, model.name, model.version))
+                    self._model = model
+                send(process.stdin, ("batch", body, max_batch, request_id, log_id, explain))
+                reply = receive(process.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self._discard(type(exc).__name__)
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, detail=WORKER_FAILED, headers={"Retry-After": "1"}
+                ) from None
+        kind, detail = reply
+        if kind == "ok":
+            return detail  # type: ignore[no-any-return]
+        if kind == "invalid":
+            raise RequestValidationError(detail)
+        if kind == "too_big":
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=detail)
+        raise BatchFailed(f"the batch worker failed: {detail}")
 
-    answer: bytes
-    frames: bytes
-    rows: int
-    tiers: list[str]
-
-
-def _body_errors(errors: list[Any], prefix: tuple[str, ...] = ("body",), offset: int = 0) -> list[dict[str, Any]]:
-    """pydantic's errors with their field paths under ``prefix``, as FastAPI reports a body's; ``offset`` is
-    added to a leading list index (the index of a chunk's first lead in the batch)."""
-    out = []
-    for err in errors:
-        loc = tuple(err["loc"])
-        if loc and isinstance(loc[0], int):
-            loc = (loc[0] + offset, *loc[1:])
-        out.append({**err, "loc": (*prefix, *loc)})
-    return out
-
-
-def _loads(body: bytes) -> Any:
-    """The JSON body as Python values, as FastAPI reads it (``json.loads``: NaN and Infinity are read, and
-    refused later by the field); orjson first, as it is faster and agrees on every document it accepts."""
-    if not body:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        pos, msg = (exc.pos, exc.msg) if isinstance(exc, json.JSONDecodeError) else (exc.start, exc.reason)
-        raise RequestValidationError(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": msg},
-                }
-            ]
-        ) from None
-
-
-def parse_batch(body: bytes, max_batch: int) -> list[LeadRecord]:
-    """The leads of a batch body (RequestValidationError: 422; HTTPException 413: more than ``max_batch``)."""
-    data = _loads(body)
-    raw = data.get("leads") if isinstance(data, dict) else None
-    if not (isinstance(raw, list) and raw and len(data) == 1):
-        try:  # not ``{"leads": [...]}`` with at least one lead: the model names what is wrong
-            return BatchRequest.model_validate(data).leads
-        except ValidationError as exc:
-            raise RequestValidationError(_body_errors(exc.errors())) from None
-    if len(raw) > max_batch:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE, detail=f"batch of {len(raw)} leads exceeds the limit of {max_batch}"
-        )
-    leads: list[LeadRecord] = []
-    errors: list[dict[str, Any]] = []
-    for at in range(0, len(raw), CHUNK_LEADS):
+    def close(self, timeout: float = 10.0) -> None:
+        """End the worker (through its input) once its batch in hand is answered; kill it past ``timeout``. A batch
+        sent later starts a new one."""
+        with self._lock:
+            process, self.process, self._model = self.process, None, None
+        if process is None:
+            return
+        with suppress(OSError):
+            assert process.stdin is not None
+            process.stdin.close()
         try:
-            leads.extend(_LEADS.validate_python(raw[at : at + CHUNK_LEADS]))
-        except ValidationError as exc:
-            errors.extend(_body_errors(exc.errors(), ("body", "leads"), at))
-    if errors:
-        raise RequestValidationError(errors)
-    return leads
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self.process is not None and self.process.poll() is None:
+            return self.process
+        if self.process is not None:
+            self._discard(f"exit status {self.process.returncode}")
+        process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert process.stdin is not None
+        send(process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level})
+        self.process, self._model = process, None
+        self.started += 1
+        return process
 
-@collector_paused()
-def score_batch_body(
-    body: bytes,
-    max_batch: int,
-    model: LoadedModel,
-    request_id: str,
-    log_id: str | None,
-    explain: bool,
-    hash_lead: Callable[[str], str],
-) -> ScoredBatch:
-    """Parse, validate and score a batch body; the answer as JSON bytes and the score-log rows as spool frames.
-
-    Every lead is scored as of one moment (the batch's ``scored_at``) by the one ``model`` version; the cyclic
-    collector is paused meanwhile (:func:`collector_paused`)."""
-    leads = parse_batch(body, max_batch)
-    now = datetime.now(UTC)
-    parts: list[bytes] = []
-    frames: list[bytes] = []
-    tiers: list[str] = []
-    for at in range(0, len(leads), CHUNK_LEADS):
-        chunk = leads[at : at + CHUNK_LEADS]
-        answers, rows = score_leads(model, chunk, [request_id] * len(chunk), explain, hash_lead, now=now)
-        if log_id is not None:
-            for row in rows:
-                row["request_id"] = log_id
-        parts.append(orjson.dumps(answers, option=orjson.OPT_UTC_Z)[1:-1])
-        frames.append(frame(rows))
-        tiers.extend(a["tier"] for a in answers)
-    answer = b"".join(
-        (
-            b'{"results":[',
-            b",".join(parts),
-            b'],"model":',
-            orjson.dumps({"name": model.name, "version": model.version}),
-            b',"request_id":',
-            orjson.dumps(request_id),
-            b"}",
-        )
-    )
-    return ScoredBatch(answer, b"".join(frames), len(leads), tiers)
+    def _discard(self, why: str) -> None:
+        """Forget a worker that failed (killed if still running); the next batch starts a new one."""
+        process, self.process, self._model = self.process, None, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with suppress(OSError):
+                    pipe.close()
+        log.error("batch worker failed (%s); a new one starts with the next batch", why)

@@ -7,10 +7,9 @@ the field path, as FastAPI words it) by the handler of :class:`serving.scoring_r
 router's route class, and scored through the micro-batcher (:mod:`serving.batcher`); its answer is the
 dict :func:`serving.scoring.score_leads` builds, written by orjson (:class:`serving.asgi.ORJSONAnswer`). A
 batch body (:class:`serving.schemas.BatchRequest`, the same 422 errors) is parsed, validated, scored and
-its answer written on the batch thread (:mod:`serving.batch`, ``app.state.batch_executor``), so the event loop
-only moves its bytes; one batch at a time, at the lowest CPU priority, so the event loop shares the
-interpreter lock with one busy thread at most and health probes and single leads are answered between a
-batch's switch intervals.
+its answer written by the batch worker process (:mod:`serving.batch`), one batch at a time at the lowest CPU
+priority, so the event loop only moves its bytes and never shares the interpreter lock with a batch's work:
+health probes and single leads are answered while big batches run.
 ``response_model`` documents each answer's shape.
 """
 
@@ -23,7 +22,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.asgi import ORJSONAnswer
-from leadscore.serving.batch import in_batch_thread, score_batch_body
+from leadscore.serving.batch import in_batch_thread
 from leadscore.serving.deps import Scoring
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
@@ -128,21 +127,20 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     whole batch), and logged as its HMAC-sha256 (hex) under the lead-hash key; without one, a new UUIDv7 is
     made and logged as is.
     """
-    # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored on the
-    # batch thread (serving.batch), so the event loop only moves bytes however big the batch.
+    # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored by the
+    # batch worker process (serving.batch), so the event loop only moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()
     scored = await in_batch_thread(
         request.app.state.batch_executor,
         partial(
-            score_batch_body,
+            state.batch_worker.score,
             body,
             state.settings.max_batch,
             context.model,
             context.request_id,
             context.log_id,
             explain,
-            state.hash_lead,
         ),
     )
     del body

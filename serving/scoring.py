@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from leadscore.features.online import lead_feature_record
 from leadscore.features.schema import LeadRecord
-from leadscore.serving.state import LoadedModel
+
+if TYPE_CHECKING:
+    from leadscore.models.scorer import Scorer
 
 _INPUT_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+
+class ServedModel(Protocol):
+    """What scoring needs of a model version (:class:`serving.state.LoadedModel`, or the batch worker's copy)."""
+
+    @property
+    def scorer(self) -> Scorer: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
 
 
 def _without_id(record: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +37,7 @@ def _without_id(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_leads(
-    model: LoadedModel,
+    model: ServedModel,
     leads: Sequence[LeadRecord],
     request_ids: Sequence[str],
     explain: bool,

@@ -12,7 +12,7 @@ every answer waits for an fsync instead.
 the lowest free ``n`` first, so a restarted process takes over the folder of the one before):
 segments ``<seq>.open`` (being appended) and ``<seq>.ready`` (complete, to be written). A segment is a
 series of frames, each a 4-byte big-endian length and a list of rows (the row dicts as given: a new field
-flows through unchanged), encoded by :func:`encode_rows`: ``marshal`` (which builds plain values and
+flows through unchanged), encoded by :func:`serving.frames.encode_rows`: ``marshal`` (which builds plain values and
 can never run code) with each timezone-aware ``datetime`` carried as its UTC microseconds, or a pickle
 when a row holds a value marshal cannot write. A torn last frame (a crash during a write) is ignored: its rows
 were never fsynced, so never answered.
@@ -35,16 +35,13 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
-import marshal
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
 import time
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,54 +49,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from leadscore.features.files import fsync_folder
+from leadscore.serving.frames import _LENGTH, decode_rows, frame
 from leadscore.serving.score_log import open_engine
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.spool_writer"
 OPEN, READY = ".open", ".ready"
-_LENGTH = struct.Struct(">I")
-
-
-_MARSHAL = b"M"  # a frame's first byte: marshal; a pickle's first byte is 0x80
-_DATETIME = "\x00datetime-utc-us"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PLAIN = frozenset({str, int, float, bool, type(None)})
-
-
-def encode_rows(rows: list[dict[str, Any]]) -> bytes:
-    """A frame's payload: the rows as marshal data when every value is a ``str``, ``int``, ``float``,
-    ``bool``, ``None`` or timezone-aware ``datetime`` (carried as UTC microseconds), else as a pickle (so
-    every other type, a numpy scalar among them, comes back as it went in)."""
-    plain = []
-    for row in rows:
-        converted = None
-        for key, value in row.items():
-            kind = value.__class__
-            if kind in _PLAIN:
-                continue
-            if kind is datetime and value.tzinfo is not None:
-                if converted is None:
-                    converted = dict(row)
-                converted[key] = (_DATETIME, (value - _EPOCH) // _MICROSECOND)
-                continue
-            return pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-        plain.append(row if converted is None else converted)
-    return _MARSHAL + marshal.dumps(plain)
-
-
-def decode_rows(payload: bytes) -> list[dict[str, Any]]:
-    """The rows of a frame's payload (:func:`encode_rows`'s inverse)."""
-    if payload[:1] != _MARSHAL:
-        return pickle.loads(payload)
-    rows = marshal.loads(payload[1:])
-    for row in rows:
-        for key, value in row.items():
-            if value.__class__ is tuple and len(value) == 2 and value[0] == _DATETIME:
-                row[key] = _EPOCH + timedelta(microseconds=value[1])
-    return rows
-
-
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
@@ -118,12 +73,6 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
             break
         at = end
     return rows
-
-
-def frame(rows: list[dict[str, Any]]) -> bytes:
-    """One spool frame holding ``rows``: a 4-byte big-endian length, then :func:`encode_rows`' payload."""
-    payload = encode_rows(rows)
-    return _LENGTH.pack(len(payload)) + payload
 
 
 def ready_segments(folder: Path) -> list[Path]:

@@ -21,6 +21,7 @@ from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
+    from leadscore.serving.batch import BatchWorker
     from leadscore.serving.batcher import MicroBatcher
     from leadscore.serving.metrics import Metrics
     from leadscore.serving.spool import SpooledScoreLog
@@ -172,6 +173,7 @@ class AppState:
     metrics: Metrics
     hash_lead: Callable[[str], str]
     batcher: MicroBatcher
+    batch_worker: BatchWorker
     model: LoadedModel | None = None
     last_checked_at: datetime | None = None
     last_reload_at: datetime | None = None

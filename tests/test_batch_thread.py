@@ -1,30 +1,121 @@
-"""Batches are scored on a thread of their own at the lowest CPU priority, with the cyclic collector paused,
-and a caller that goes away still waits for its batch (serving.batch)."""
+"""Batches are scored in the batch worker process at the lowest CPU priority, with the cyclic collector paused;
+a worker that dies fails its batch with 503 and is started again; a caller that goes away still waits for its
+batch (serving.batch, serving.batch_work, serving.batch_worker)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
+import signal
 import sys
-import threading
 import time
 
+import orjson
 import pytest
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 
-from leadscore.serving import batch
-from leadscore.serving.batch import BATCH_NICE, batch_executor, collector_paused, in_batch_thread
+from leadscore.models.lead_hash import lead_hasher
+from leadscore.models.scorer import Scorer
+from leadscore.serving import batch_work
+from leadscore.serving.batch import BatchFailed, BatchWorker, batch_executor, in_batch_thread
+from leadscore.serving.batch_work import collector_paused, score_batch_body
+from leadscore.serving.batch_worker import WORKER_NICE
+from leadscore.serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD
+from leadscore.serving.state import LoadedModel
+
+KEY = b"k" * 32
+BODY = orjson.dumps({"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]})
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
-def test_the_batch_thread_runs_at_the_lowest_cpu_priority_and_the_caller_does_not() -> None:
-    executor = batch_executor(1)
-    try:
-        theirs = executor.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
-    finally:
-        executor.shutdown()
-    assert theirs == BATCH_NICE == 19
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BATCH_NICE
+@pytest.fixture
+def worker() -> BatchWorker:
+    worker = BatchWorker(KEY)
+    yield worker
+    worker.close()
+
+
+def test_a_batch_is_scored_in_the_worker_as_it_would_be_in_process(worker: BatchWorker, scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "lead-scoring", "3", "static")
+    scored = worker.score(BODY, 10, model, "req-1", None, True)
+    assert worker.process is not None and worker.process.pid != os.getpid()
+    here = score_batch_body(BODY, 10, model, "req-1", None, True, lead_hasher(KEY))
+    answer, local = orjson.loads(scored.answer), orjson.loads(here.answer)
+    for result in (*answer["results"], *local["results"]):  # scored a moment apart: times aside, the same
+        result.pop("scored_at")
+        for reason in (*result["reasons"]["positive"], *result["reasons"]["negative"]):
+            if reason["feature"].startswith("days_since"):
+                reason.pop("value")
+    assert answer == local and answer["model"] == {"name": "lead-scoring", "version": "3"}
+    assert (scored.rows, scored.tiers) == (here.rows, here.tiers)
+    assert len(scored.frames) == len(here.frames)  # the same rows (scored_at aside) in the same frames
+
+
+def test_the_worker_runs_at_the_lowest_cpu_priority_and_the_api_does_not(worker: BatchWorker, scorer: Scorer) -> None:
+    worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, False)
+    assert worker.process is not None
+    assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == WORKER_NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) < WORKER_NICE
+
+
+def test_invalid_and_oversized_batches_are_answered_as_fastapi_would(worker: BatchWorker, scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    with pytest.raises(RequestValidationError) as invalid:
+        worker.score(orjson.dumps({"leads": [{"lead_id": "a"}, {"lead_id": 7}]}), 10, model, "r", None, True)
+    assert [error["loc"] for error in invalid.value.errors()] == [("body", "leads", 1, "lead_id")]
+    with pytest.raises(HTTPException) as too_big:
+        worker.score(BODY, 1, model, "r", None, True)
+    assert too_big.value.status_code == 413 and "2 leads" in too_big.value.detail
+    assert worker.score(BODY, 10, model, "r", None, True).rows == 2  # the same worker goes on
+    assert worker.started == 1
+
+
+def test_each_batch_is_scored_by_its_own_version(worker: BatchWorker, scorer: Scorer) -> None:
+    versions = [LoadedModel(scorer, "lead-scoring", v, "static") for v in ("1", "2", "1")]
+    seen = [orjson.loads(worker.score(BODY, 10, m, "r", None, False).answer)["model"]["version"] for m in versions]
+    assert seen == ["1", "2", "1"]
+
+
+def test_a_failure_inside_the_worker_is_a_batch_failure_and_the_worker_goes_on(
+    worker: BatchWorker, scorer: Scorer
+) -> None:
+    broken = LoadedModel(None, "lead-scoring", "9", "static")  # type: ignore[arg-type]
+    with pytest.raises(BatchFailed, match="AttributeError"):
+        worker.score(BODY, 10, broken, "r", None, True)
+    assert worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, True).rows == 2
+    assert worker.started == 1
+
+
+def test_a_worker_that_dies_fails_its_batch_with_503_and_the_next_batch_starts_a_new_one(
+    worker: BatchWorker, scorer: Scorer, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    worker.command = [sys.executable, "-c", "import sys; sys.stdin.buffer.read(8); sys.exit(3)"]  # dies at once
+    with caplog.at_level(logging.ERROR, logger="leadscore.serving.batch"), pytest.raises(HTTPException) as failed:
+        worker.score(BODY, 10, model, "r", None, True)
+    assert failed.value.status_code == 503 and failed.value.headers == {"Retry-After": "1"}
+    assert "batch worker failed" in caplog.text
+    worker.command = BatchWorker(KEY).command
+    assert worker.score(BODY, 10, model, "r", None, True).rows == 2
+    assert worker.process is not None
+    os.kill(worker.process.pid, signal.SIGKILL)  # killed between batches: the next batch starts a new one
+    worker.process.wait()
+    assert worker.score(BODY, 10, model, "r", None, True).rows == 2
+    assert worker.started == 3
+
+
+def test_the_worker_ends_with_its_input(scorer: Scorer) -> None:
+    worker = BatchWorker(KEY)
+    worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, True)
+    process = worker.process
+    assert process is not None
+    process.send_signal(signal.SIGTERM)  # a signal to the process group does not end it: it finishes its work
+    time.sleep(0.2)
+    assert process.poll() is None
+    worker.close(timeout=10)
+    assert process.returncode == 0
 
 
 def test_the_collector_is_paused_while_batches_are_in_flight_and_resumes_after_the_last() -> None:
@@ -53,9 +144,9 @@ def test_score_batch_body_works_with_the_collector_paused_and_resumes_it_on_an_e
         seen.append(gc.isenabled())
         raise ValueError("refused")
 
-    monkeypatch.setattr(batch, "parse_batch", parse)
+    monkeypatch.setattr(batch_work, "parse_batch", parse)
     with pytest.raises(ValueError, match="refused"):
-        batch.score_batch_body(b"{}", 10, None, "r", None, True, str)  # type: ignore[arg-type]
+        batch_work.score_batch_body(b"{}", 10, None, "r", None, True, str)  # type: ignore[arg-type]
     assert seen == [False] and gc.isenabled()
 
 
@@ -63,10 +154,10 @@ def test_a_cancelled_caller_waits_for_its_batch_to_end() -> None:
     executor = batch_executor(1)
     ended: list[float] = []
 
-    def job() -> batch.ScoredBatch:
+    def job() -> batch_work.ScoredBatch:
         time.sleep(0.3)
         ended.append(time.monotonic())
-        return batch.ScoredBatch(b"{}", b"", 0, [])
+        return batch_work.ScoredBatch(b"{}", b"", 0, [])
 
     async def main() -> float:
         task = asyncio.create_task(in_batch_thread(executor, job))

@@ -463,6 +463,33 @@ def test_sigkill_of_the_api_under_load_loses_no_answered_score(scorer_file: Path
     assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
 
 
+def test_batches_are_scored_in_a_worker_process_that_ends_with_the_api(scorer_file: Path, tmp_path: Path) -> None:
+    """The first batch starts the batch worker (a child of the API at nice 19); killing the API (SIGKILL) does
+    not leave it behind: it ends with its input."""
+    batch = orjson.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(50)]})
+    with scenario_server(tmp_path / "home", app_command(scorer_file)) as server:
+        before = children(server.process.pid)  # the score-log writer
+        answer = httpx.post(
+            server.base + "/v1/score/batch", content=batch, headers={"content-type": "application/json"}, timeout=30
+        )
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 50
+        workers = [
+            pid
+            for pid in children(server.process.pid)
+            if pid not in before and b"leadscore.serving.batch_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 1 and os.getpriority(os.PRIO_PROCESS, workers[0]) == 19
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+            if "zombie" in Path(f"/proc/{workers[0]}/status").read_text():
+                break  # ended, its parent gone before reaping it
+            time.sleep(0.05)
+        gone = not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
+        assert gone, "the batch worker outlived the API"
+
+
 def test_sigkill_of_the_writer_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     with scenario_server(home, app_command(scorer_file)) as server:

@@ -90,23 +90,23 @@ def test_batches_are_scored_one_at_a_time(client: TestClient, monkeypatch: pytes
     import threading
     import time
 
-    from leadscore.serving import routes_scoring
+    from leadscore.serving.batch import BatchWorker
 
     running, most, lock = [0], [0], threading.Lock()
-    real = routes_scoring.score_batch_body
+    real = BatchWorker.score
 
-    def counted(*args: Any) -> Any:
+    def counted(self: BatchWorker, *args: Any) -> Any:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
         try:
             time.sleep(0.05)
-            return real(*args)
+            return real(self, *args)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(routes_scoring, "score_batch_body", counted)
+    monkeypatch.setattr(BatchWorker, "score", counted)
     statuses: list[int] = []
 
     def send() -> None:
@@ -118,4 +118,4 @@ def test_batches_are_scored_one_at_a_time(client: TestClient, monkeypatch: pytes
     for thread in threads:
         thread.join(30)
     assert statuses == [200] * 4
-    assert most[0] == 1  # the event loop shares the interpreter lock with one batch thread at most
+    assert most[0] == 1  # one batch at a time in the worker; the others wait their turn

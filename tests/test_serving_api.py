@@ -385,14 +385,17 @@ def test_no_lead_data_in_server_logs(client: TestClient, caplog: pytest.LogCaptu
 def test_a_server_fault_is_a_stable_500_without_the_leads_data(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import leadscore.serving.batch as batch
     import leadscore.serving.batcher as batcher
+    from leadscore.serving.batch import BatchWorker
 
     def broken(model: Any, leads: list[LeadRecord], *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"boom with {leads[0].lead_id}")  # the message quotes caller data
 
+    def broken_batch(self: BatchWorker, body: bytes, *args: Any) -> Any:
+        raise RuntimeError(f"boom with {body.decode()}")
+
     monkeypatch.setattr(batcher, "score_leads", broken)
-    monkeypatch.setattr(batch, "score_leads", broken)
+    monkeypatch.setattr(BatchWorker, "score", broken_batch)
     for path, payload in (
         ("/v1/score", {"lead_id": "secret-lead-id"}),
         ("/v1/score/batch", {"leads": [{"lead_id": "secret-lead-id"}]}),

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leadscore.serving.spool import _LENGTH, decode_rows, encode_rows, read_segment
+from leadscore.serving.frames import _LENGTH, decode_rows, encode_rows
+from leadscore.serving.spool import read_segment
 
 ROW = {
     "request_id": "0190c2a4e1f27a3b8c9d0e1f2a3b4c5d",

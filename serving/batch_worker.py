@@ -1,0 +1,116 @@
+"""The batch worker process (``python -m leadscore.serving.batch_worker``, started by :class:`serving.batch.BatchWorker`).
+
+Batch requests are parsed, validated, scored and rendered here, in a process of their own, so the API's
+event loop never shares its interpreter lock with a batch: health checks and single leads are answered while
+big batches run, and the batch uses a core of its own.
+
+Protocol, on stdin and stdout: messages, each a 4-byte big-endian length and a pickle (both ends are
+leadscore's own processes, connected by pipes only they hold).
+
+- first in: ``{"lead_hash_key": bytes | None, "log_level": int}``;
+- in ``("model", scorer, name, version)``: the version the next batches are scored with (sent once per
+  version; it replaces the one before);
+- in ``("batch", body, max_batch, request_id, log_id, explain)``; out, one of
+  ``("ok", ScoredBatch)``, ``("invalid", errors)`` (422), ``("too_big", detail)`` (413) or
+  ``("failed", exception type name)`` (anything else: the API answers 500 and logs it).
+
+The end of the input (the API closed it, or is gone) ends the worker. It ignores SIGINT and SIGTERM, as a
+signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
+are answered. It runs at the lowest CPU priority (``WORKER_NICE``), so on a busy machine the API's event loop
+is scheduled first. Log lines never hold a lead's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from leadscore.models.lead_hash import lead_hasher
+from leadscore.models.scorer import Scorer
+from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
+
+log = logging.getLogger("leadscore.serving.batch")
+WORKER_NICE = 19
+LENGTH = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """The model version batches are scored with, as the worker holds it."""
+
+    scorer: Scorer
+    name: str
+    version: str
+
+
+def send(out: BinaryIO, message: Any) -> None:
+    """Write one message (length, then pickle) and flush it."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(LENGTH.pack(len(data)))
+    out.write(data)
+    out.flush()
+
+
+def receive(source: BinaryIO) -> Any:
+    """Read one message; EOFError at the end of the input (or a message cut short)."""
+    head = source.read(LENGTH.size)
+    if len(head) < LENGTH.size:
+        raise EOFError
+    (length,) = LENGTH.unpack(head)
+    data = source.read(length)
+    if len(data) < length:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def answer(message: tuple[Any, ...], model: WorkerModel | None, hash_lead: Any) -> tuple[Any, ...]:
+    """The reply to one ``("batch", ...)`` message."""
+    _, body, max_batch, request_id, log_id, explain = message
+    if model is None:
+        return ("failed", "NoModel")
+    try:
+        return ("ok", score_batch_body(body, max_batch, model, request_id, log_id, explain, hash_lead))
+    except InvalidBatch as exc:
+        return ("invalid", exc.errors)
+    except BatchTooBig as exc:
+        return ("too_big", exc.detail)
+    except Exception as exc:  # noqa: BLE001 - answered as a failure; the worker keeps serving
+        log.error("batch failed: %s", type(exc).__name__)
+        return ("failed", type(exc).__name__)
+
+
+def run(source: BinaryIO, out: BinaryIO) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICE)
+    try:
+        config = receive(source)
+    except EOFError:
+        return
+    logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hash_lead = lead_hasher(config["lead_hash_key"])
+    model: WorkerModel | None = None
+    while True:
+        try:
+            message = receive(source)
+        except EOFError:
+            return
+        if message[0] == "model":
+            model = WorkerModel(*message[1:])
+            continue
+        reply = answer(message, model, hash_lead)
+        try:
+            send(out, reply)
+        except pickle.PicklingError:
+            send(out, ("failed", "PicklingError"))
+
+
+if __name__ == "__main__":
+    run(sys.stdin.buffer, sys.stdout.buffer)
