@@ -11,7 +11,7 @@ for single leads. A request is refused (503 with ``Retry-After``, its body not r
 
 So the work in flight stays within ``capacity`` (a lone oversized batch aside), and neither kind crowds the
 other out: however many batches are in flight, single leads have their share, and the reverse. Single
-leads are scored on the event loop (micro-batched), batches on the batch thread; their bound also keeps
+leads are scored on the event loop (micro-batched), batches by the batch worker process; their bound also keeps
 the queue of single leads short, so an admitted single lead is answered within a few scoring turns however
 many callers wait. A request's weight is held until its answer is sent (or it fails). Health, readiness,
 metrics and model metadata are never weighed, so they are answered whatever the scoring load.
