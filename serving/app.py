@@ -156,6 +156,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             batch_worker=BatchWorker(key),
         )
         app.state.leadscore = state
+        app.state.running_states.append(state)
         if loader is None and not settings.load_before_listening:  # listen at once; the model comes when it comes
             poller = asyncio.create_task(_load_then_poll(state, settings, loader), name="leadscore-model-loader")
         else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
@@ -171,6 +172,9 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
                     await task
             await asyncio.to_thread(state.batch_worker.close)
             await asyncio.to_thread(score_log.close)
+            app.state.running_states.remove(state)
+            if app.state.running_states:  # a lifespan ended inside another (test clients): the outer one serves on
+                app.state.leadscore = app.state.running_states[-1]
 
     app = FastAPIOffline(
         title="leadscore",
@@ -183,6 +187,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
     # the batch thread (serving.batch), made on the first batch; it lives as long as the app, lifespans included
     # (the batch worker process it hands batches to lives as long as a lifespan: AppState.batch_worker)
     app.state.batch_executor = batch_executor(BATCH_THREADS)
+    app.state.running_states = []  # the AppState of each lifespan running, the innermost last
     app.state.batches_scored = 0  # batch requests answered (serving.routes_scoring); read by the memory trim
     app.state.draining = False  # set when a stop is requested (serving.server): /readyz answers 503
     app.include_router(routes_scoring.router)

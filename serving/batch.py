@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("leadscore.serving.batch")
 WORKER_MODULE = "leadscore.serving.batch_worker"
 WORKER_FAILED = "the batch could not be scored; retry later"
+REPLY_SECONDS = 120.0  # longest a batch may take in the worker before the worker is taken for hung
 
 
 class BatchFailed(RuntimeError):
@@ -62,16 +62,25 @@ async def in_batch_thread(executor: ThreadPoolExecutor, job: Callable[[], Scored
 
 
 class BatchWorker:
-    """The batch worker process of one API process; :meth:`score` is called on the batch thread."""
+    """The batch worker process of one API process; :meth:`score` is called on the batch thread.
 
-    def __init__(self, lead_hash_key: bytes | None, log_level: int | None = None) -> None:
+    A batch not answered within ``reply_seconds`` (sending it included) is taken for a hung worker: a watchdog
+    kills the worker and the batch gets 503. After :meth:`close` (the API stops), batches get 503 and no worker is started again.
+    """
+
+    def __init__(
+        self, lead_hash_key: bytes | None, log_level: int | None = None, reply_seconds: float = REPLY_SECONDS
+    ) -> None:
         self.lead_hash_key = lead_hash_key
         self.log_level = logging.getLogger("leadscore").getEffectiveLevel() if log_level is None else log_level
-        self.command = [sys.executable, "-m", WORKER_MODULE]
+        self.reply_seconds = reply_seconds
+        # -P: the worker's imports come from the installation, never from the working directory
+        self.command = [sys.executable, "-P", "-m", WORKER_MODULE]
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0  # worker processes started so far
         self._model: LoadedModel | None = None  # the version the worker holds
         self._lock = threading.Lock()
+        self._closed = False
 
     def score(
         self,
@@ -85,19 +94,27 @@ class BatchWorker:
         """The batch scored by ``model``: its answer bytes and score-log frames (raises the 422, 413 or 503 FastAPI
         answers, or :class:`BatchFailed`)."""
         with self._lock:
+            if self._closed:
+                raise _unavailable()
+            hung = threading.Event()
+            watchdog: threading.Timer | None = None
             try:
                 process = self._running()
                 assert process.stdin is not None and process.stdout is not None
+                watchdog = threading.Timer(self.reply_seconds, _kill_hung, (process, hung))
+                watchdog.daemon = True
+                watchdog.start()
                 if self._model is not model:
                     send(process.stdin, ("model", model.scorer, model.name, model.version))
                     self._model = model
                 send(process.stdin, ("batch", body, max_batch, request_id, log_id, explain))
                 reply = receive(process.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                self._discard(type(exc).__name__)
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE, detail=WORKER_FAILED, headers={"Retry-After": "1"}
-                ) from None
+            except Exception as exc:  # noqa: BLE001 - any failure of the exchange: this worker is done
+                self._discard(f"no answer within {self.reply_seconds:g} s" if hung.is_set() else type(exc).__name__)
+                raise _unavailable() from None
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
         kind, detail = reply
         if kind == "ok":
             return detail  # type: ignore[no-any-return]
@@ -108,12 +125,19 @@ class BatchWorker:
         raise BatchFailed(f"the batch worker failed: {detail}")
 
     def close(self, timeout: float = 10.0) -> None:
-        """End the worker (through its input) once its batch in hand is answered; kill it past ``timeout``. A batch
-        sent later starts a new one."""
-        with self._lock:
+        """End the worker (through its input) once its batch in hand is answered, waiting ``timeout`` at most for
+        each; then kill it. No worker is started after this."""
+        got = self._lock.acquire(timeout=timeout)
+        try:
+            self._closed = True
             process, self.process, self._model = self.process, None, None
+        finally:
+            if got:
+                self._lock.release()
         if process is None:
             return
+        if not got:  # a batch still in hand: it gets 503
+            process.kill()
         with suppress(OSError):
             assert process.stdin is not None
             process.stdin.close()
@@ -122,19 +146,19 @@ class BatchWorker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout is not None:
+        if got and process.stdout is not None:
             process.stdout.close()
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self.process is not None and self.process.poll() is None:
             return self.process
         if self.process is not None:
-            self._discard(f"exit status {self.process.returncode}")
-        process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert process.stdin is not None
-        send(process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level})
+            self._discard("it exited")
+        process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.process, self._model = process, None
         self.started += 1
+        assert process.stdin is not None
+        send(process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level})
         return process
 
     def _discard(self, why: str) -> None:
@@ -149,4 +173,17 @@ class BatchWorker:
             if pipe is not None:
                 with suppress(OSError):
                     pipe.close()
-        log.error("batch worker failed (%s); a new one starts with the next batch", why)
+        log.error(
+            "batch worker failed (%s; exit status %s); a new one starts with the next batch", why, process.returncode
+        )
+
+
+def _kill_hung(process: subprocess.Popen[bytes], hung: threading.Event) -> None:
+    """The watchdog of a batch past its time: the worker is killed, so its pipes end and the batch thread goes on."""
+    hung.set()
+    with suppress(OSError):
+        process.kill()
+
+
+def _unavailable() -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=WORKER_FAILED, headers={"Retry-After": "1"})

@@ -11,7 +11,7 @@ reports it; they are raised as :class:`InvalidBatch`, which the API's side (:mod
 FastAPI's ``RequestValidationError``. A batch over ``max_batch`` leads is refused (:class:`BatchTooBig`,
 413) before its leads are validated.
 
-Light on purpose: no FastAPI, no database driver, no pandas, so the worker process stays small.
+Light on purpose: no FastAPI, no database driver, no registry client, so the worker process stays small.
 """
 
 from __future__ import annotations

@@ -25,15 +25,18 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from leadscore.models.lead_hash import lead_hasher
 from leadscore.models.scorer import Scorer
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
+from leadscore.serving.memory import limit_arenas, trim
 
 log = logging.getLogger("leadscore.serving.batch")
 WORKER_NICE = 19
@@ -50,23 +53,36 @@ class WorkerModel:
 
 
 def send(out: BinaryIO, message: Any) -> None:
-    """Write one message (length, then pickle) and flush it."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(LENGTH.pack(len(data)))
-    out.write(data)
+    """Write one message (length, then pickle), all of it (``out`` may be unbuffered: short writes go on)."""
+    data = memoryview(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    for part in (memoryview(LENGTH.pack(len(data))), data):
+        while part:
+            written = out.write(part)
+            part = part[written if written is not None else len(part) :]
     out.flush()
 
 
+def _read_exactly(source: BinaryIO, size: int) -> bytes:
+    parts: list[bytes] = []
+    while size:
+        chunk = source.read(size)
+        if not chunk:
+            raise EOFError
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
 def receive(source: BinaryIO) -> Any:
-    """Read one message; EOFError at the end of the input (or a message cut short)."""
-    head = source.read(LENGTH.size)
-    if len(head) < LENGTH.size:
-        raise EOFError
-    (length,) = LENGTH.unpack(head)
-    data = source.read(length)
-    if len(data) < length:
-        raise EOFError
-    return pickle.loads(data)
+    """Read one message, nothing beyond it (``source`` may be unbuffered: short reads go on); EOFError at the end of
+    the input, or of a message cut short."""
+    (length,) = LENGTH.unpack(_read_exactly(source, LENGTH.size))
+    return pickle.loads(_read_exactly(source, length))
+
+
+def waiting(source: BinaryIO, seconds: float) -> bool:
+    """Whether a message (or the end of the input) can be read from the unbuffered ``source`` within ``seconds``."""
+    return bool(select.select([source], [], [], seconds)[0])
 
 
 def answer(message: tuple[Any, ...], model: WorkerModel | None, hash_lead: Any) -> tuple[Any, ...]:
@@ -81,15 +97,19 @@ def answer(message: tuple[Any, ...], model: WorkerModel | None, hash_lead: Any) 
     except BatchTooBig as exc:
         return ("too_big", exc.detail)
     except Exception as exc:  # noqa: BLE001 - answered as a failure; the worker keeps serving
-        log.error("batch failed: %s", type(exc).__name__)
+        stack = "".join(traceback.format_tb(exc.__traceback__))  # not the message: it may quote the leads
+        log.error("batch failed: %s\n%s", type(exc).__name__, stack)
         return ("failed", type(exc).__name__)
 
 
 def run(source: BinaryIO, out: BinaryIO) -> None:
+    """Serve messages from ``source`` (unbuffered) until its end; replies to ``out``. Free heap is given back
+    to the system whenever no message is waiting after a batch."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     if hasattr(os, "nice"):
         os.nice(WORKER_NICE)
+    limit_arenas()
     try:
         config = receive(source)
     except EOFError:
@@ -108,9 +128,20 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
         reply = answer(message, model, hash_lead)
         try:
             send(out, reply)
-        except pickle.PicklingError:
-            send(out, ("failed", "PicklingError"))
+        except Exception as exc:  # noqa: BLE001 - a reply that cannot be pickled is a failure of its batch
+            send(out, ("failed", type(exc).__name__))
+        if not waiting(source, 0.0):
+            trim()
+
+
+def main() -> None:
+    """The protocol keeps the process's stdout to itself: anything else written to file descriptor 1 (a
+    library's print) goes to stderr instead of into the replies."""
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    run(os.fdopen(os.dup(0), "rb", buffering=0), out)
 
 
 if __name__ == "__main__":
-    run(sys.stdin.buffer, sys.stdout.buffer)
+    main()

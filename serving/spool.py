@@ -279,7 +279,9 @@ class SpooledScoreLog:
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None
-        writer = subprocess.Popen([sys.executable, "-m", WRITER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        writer = subprocess.Popen(
+            [sys.executable, "-P", "-m", WRITER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         assert writer.stdin is not None and writer.stdout is not None
         config = {
             "url": self.url,

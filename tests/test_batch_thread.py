@@ -172,3 +172,39 @@ def test_a_cancelled_caller_waits_for_its_batch_to_end() -> None:
     finally:
         executor.shutdown()
     assert ended and ended[0] <= cancelled_at  # the job had ended when the cancellation reached the caller
+
+
+def test_a_worker_that_does_not_answer_is_killed_and_its_batch_gets_503(scorer: Scorer) -> None:
+    silent = "import sys, time; sys.stdin.buffer.read(1); time.sleep(60)"  # reads, never answers
+    worker = BatchWorker(KEY, reply_seconds=0.5)
+    worker.command = [sys.executable, "-c", silent]
+    try:
+        began = time.monotonic()
+        with pytest.raises(HTTPException) as failed:
+            worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, True)
+        assert failed.value.status_code == 503 and time.monotonic() - began < 5
+        assert worker.process is None  # killed and forgotten: the next batch starts a new one
+    finally:
+        worker.close()
+
+
+def test_after_close_batches_get_503_and_no_worker_starts(worker: BatchWorker, scorer: Scorer) -> None:
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    worker.score(BODY, 10, model, "r", None, True)
+    worker.close()
+    with pytest.raises(HTTPException) as refused:
+        worker.score(BODY, 10, model, "r", None, True)
+    assert refused.value.status_code == 503
+    assert worker.process is None and worker.started == 1
+
+
+def test_what_the_worker_prints_does_not_reach_its_answers(worker: BatchWorker, scorer: Scorer) -> None:
+    noisy = (  # the real worker, printing on stdout before each answer (as a chatty library would)
+        "from leadscore.serving import batch_worker as w; real = w.answer; "
+        "w.answer = lambda *a: (print('noise', flush=True), real(*a))[1]; w.main()"
+    )
+    worker.command = [sys.executable, "-P", "-c", noisy]
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    for _ in range(2):
+        assert worker.score(BODY, 10, model, "r", None, True).rows == 2
+    assert worker.started == 1
