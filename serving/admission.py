@@ -2,7 +2,7 @@
 
 A scoring request is weighed before its body is read: a single lead weighs 1, a batch weighs its declared
 body size in units of ``BATCH_BYTES_PER_LEAD`` bytes (at least 1, at most ``max_batch``), so a batch of a
-thousand ordinary leads weighs a thousand. Of ``capacity`` leads in flight, ``single_capacity`` are kept
+thousand ordinary leads weighs a thousand; a batch streamed without ``Content-Length`` weighs ``max_batch``. Of ``capacity`` leads in flight, ``single_capacity`` are kept
 for single leads. A request is refused (503 with ``Retry-After``, its body not read) when
 
 - it is a single lead and ``single_capacity`` single leads are in flight already;
@@ -89,11 +89,13 @@ class Admission:
             return 1
         if path not in (BATCH_PATH, b"/v1/score/batch"):
             return 0
-        declared = 0
+        declared = None
         for name, value in headers:
             if name == b"content-length":
                 declared = int(value) if value.isdigit() else 0
                 break
+        if declared is None:  # a streamed (chunked) body: its size is unknown until read, so the most a batch weighs
+            return self.max_batch
         return min(self.max_batch, max(1, declared // BATCH_BYTES_PER_LEAD))
 
     def refuses(self, weight: int, single: bool) -> bool:

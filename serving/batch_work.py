@@ -123,6 +123,18 @@ def _loads(body: bytes) -> Any:
                 }
             ]
         ) from None
+    except RecursionError:  # nested deeper than the interpreter goes: the caller's doing, never a failure
+        raise InvalidBatch(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body",),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": "nested too deeply"},
+                }
+            ]
+        ) from None
 
 
 def parse_batch(body: bytes, max_batch: int) -> list[LeadRecord]:

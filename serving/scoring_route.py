@@ -34,6 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+NESTED_TOO_DEEP = {
+    "type": "json_invalid",
+    "loc": ("body",),
+    "msg": "JSON decode error",
+    "input": {},
+    "ctx": {"error": "nested too deeply"},
+}
 
 
 class ScoringRoute(APIRoute):
@@ -143,6 +150,8 @@ def _decoded_then_validated(model: type[BaseModel], raw: bytes) -> BaseModel:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}]
         ) from None
+    except RecursionError:  # nested deeper than the interpreter goes: the caller's doing, never a 500
+        raise RequestValidationError([NESTED_TOO_DEEP]) from None
     try:
         return model.model_validate(decoded, from_attributes=True)
     except ValidationError as exc:

@@ -235,3 +235,23 @@ def test_registry_down_while_polling_is_reported_as_such(tmp_path: Path, scorer:
         assert info["last_poll_error"].startswith("connection_refused: MlflowException")
         assert info["last_checked_at"] is not None and info["last_reload_error"] is None
         assert 'leadscore_registry_errors_total{kind="connection_refused"} 1.0' in c.get("/metrics").text
+
+
+def test_json_nested_deeper_than_the_interpreter_goes_is_a_422_not_a_500(client: TestClient) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    for path, body in (
+        ("/v1/score", '{"lead_id": "x", "attributes": ' + deep + "}"),
+        ("/v1/score/batch", '{"leads": [' + deep + "]}"),
+    ):
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_batch_streamed_without_its_size_weighs_the_most_a_batch_may(tmp_path: Path, scorer: Scorer) -> None:
+    app = create_app(make_settings(tmp_path, max_batch=300), StaticLoader(scorer, "lead-scoring", "7"))
+    admission = _admission(app)
+    chunked = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]
+    assert admission.weight("POST", BATCH_PATH, chunked) == 300
+    assert admission.weight("POST", BATCH_PATH, [(b"content-length", b"2000")]) == 10
+    assert admission.weight("POST", "/v1/score", chunked) == 1
