@@ -33,7 +33,7 @@ from leadscore.serving.batch_work import ScoredBatch
 from leadscore.serving.batch_worker import receive, send
 
 if TYPE_CHECKING:
-    from leadscore.serving.state import LoadedModel
+    from leadscore.serving.scoring import LoadedModel
 
 log = logging.getLogger("leadscore.serving.batch")
 WORKER_MODULE = "leadscore.serving.batch_worker"

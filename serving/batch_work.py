@@ -31,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from leadscore.features.schema import LeadRecord
 from leadscore.serving.frames import frame
 from leadscore.serving.schemas import BatchRequest
-from leadscore.serving.scoring import ServedModel, score_leads
+from leadscore.serving.scoring import LoadedModel, score_leads
 
 CHUNK_LEADS = 25
 _LEADS = TypeAdapter(list[LeadRecord])
@@ -164,7 +164,7 @@ def parse_batch(body: bytes, max_batch: int) -> list[LeadRecord]:
 def score_batch_body(
     body: bytes,
     max_batch: int,
-    model: ServedModel,
+    model: LoadedModel,
     request_id: str,
     log_id: str | None,
     explain: bool,

@@ -30,26 +30,16 @@ import signal
 import struct
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from leadscore.models.lead_hash import lead_hasher
-from leadscore.models.scorer import Scorer
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
 from leadscore.serving.memory import limit_arenas, trim
+from leadscore.serving.scoring import LoadedModel
 
 log = logging.getLogger("leadscore.serving.batch")
 WORKER_NICE = 19
 LENGTH = struct.Struct(">I")
-
-
-@dataclass(frozen=True)
-class WorkerModel:
-    """The model version batches are scored with, as the worker holds it."""
-
-    scorer: Scorer
-    name: str
-    version: str
 
 
 def send(out: BinaryIO, message: Any) -> None:
@@ -85,7 +75,7 @@ def waiting(source: BinaryIO, seconds: float) -> bool:
     return bool(select.select([source], [], [], seconds)[0])
 
 
-def answer(message: tuple[Any, ...], model: WorkerModel | None, hash_lead: Any) -> tuple[Any, ...]:
+def answer(message: tuple[Any, ...], model: LoadedModel | None, hash_lead: Any) -> tuple[Any, ...]:
     """The reply to one ``("batch", ...)`` message."""
     _, body, max_batch, request_id, log_id, explain = message
     if model is None:
@@ -116,14 +106,14 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
         return
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hash_lead = lead_hasher(config["lead_hash_key"])
-    model: WorkerModel | None = None
+    model: LoadedModel | None = None
     while True:
         try:
             message = receive(source)
         except EOFError:
             return
         if message[0] == "model":
-            model = WorkerModel(*message[1:])
+            model = LoadedModel(*message[1:], source="the API process")
             continue
         reply = answer(message, model, hash_lead)
         try:

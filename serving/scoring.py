@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -17,17 +18,15 @@ if TYPE_CHECKING:
 _INPUT_JSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
 
 
-class ServedModel(Protocol):
-    """What scoring needs of a model version (:class:`serving.state.LoadedModel`, or the batch worker's copy)."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """One warmed model version; immutable, so a request holding it sees one consistent model."""
 
-    @property
-    def scorer(self) -> Scorer: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
+    scorer: Scorer
+    name: str
+    version: str
+    source: str
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _without_id(record: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def _without_id(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_leads(
-    model: ServedModel,
+    model: LoadedModel,
     leads: Sequence[LeadRecord],
     request_ids: Sequence[str],
     explain: bool,

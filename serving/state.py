@@ -18,6 +18,7 @@ from leadscore.features.schema import LeadRecord
 from leadscore.models.scorer import SCORER_FILE, SERVING_FILES, Scorer
 from leadscore.serving.registry_errors import CONNECTION_REFUSED, TIMEOUT, describe, registry_error_kind
 from leadscore.serving.schemas import EXAMPLE_LEAD
+from leadscore.serving.scoring import LoadedModel as LoadedModel
 from leadscore.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
@@ -27,17 +28,6 @@ if TYPE_CHECKING:
     from leadscore.serving.spool import SpooledScoreLog
 
 log = logging.getLogger("leadscore.serving")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """One warmed model version; immutable, so a request holding it sees one consistent model."""
-
-    scorer: Scorer
-    name: str
-    version: str
-    source: str
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class ModelLoader(Protocol):

@@ -23,6 +23,7 @@ from leadscore.serving import batch_work
 from leadscore.serving.batch import BatchFailed, BatchWorker, batch_executor, in_batch_thread
 from leadscore.serving.batch_work import collector_paused, score_batch_body
 from leadscore.serving.batch_worker import WORKER_NICE
+from leadscore.serving.frames import _LENGTH, decode_rows
 from leadscore.serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD
 from leadscore.serving.state import LoadedModel
 
@@ -50,7 +51,21 @@ def test_a_batch_is_scored_in_the_worker_as_it_would_be_in_process(worker: Batch
                 reason.pop("value")
     assert answer == local and answer["model"] == {"name": "lead-scoring", "version": "3"}
     assert (scored.rows, scored.tiers) == (here.rows, here.tiers)
-    assert len(scored.frames) == len(here.frames)  # the same rows (scored_at aside) in the same frames
+    assert _logged(scored.frames) == _logged(here.frames)
+
+
+def _logged(frames: bytes) -> list[dict]:
+    """The score-log rows in ``frames``, without what depends on the moment they were scored."""
+    rows, at = [], 0
+    while at < len(frames):
+        (length,) = _LENGTH.unpack_from(frames, at)
+        rows.extend(decode_rows(frames[at + _LENGTH.size : at + _LENGTH.size + length]))
+        at += _LENGTH.size + length
+    for row in rows:
+        row.pop("scored_at")
+        features = orjson.loads(row.pop("model_input"))
+        row["model_input"] = {k: v for k, v in features.items() if not k.startswith("days_since")}
+    return rows
 
 
 def test_the_worker_runs_at_the_lowest_cpu_priority_and_the_api_does_not(worker: BatchWorker, scorer: Scorer) -> None:
