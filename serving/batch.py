@@ -46,7 +46,7 @@ class BatchFailed(RuntimeError):
 
 
 def batch_executor(threads: int) -> ThreadPoolExecutor:
-    """The threads that hand batches to the worker and wait for it (they hold no lock meanwhile)."""
+    """The threads that hand batches to the worker and wait for it (without the interpreter lock meanwhile)."""
     return ThreadPoolExecutor(threads, thread_name_prefix="leadscore-batch")
 
 

@@ -99,6 +99,22 @@ def _body_errors(errors: list[Any], prefix: tuple[str, ...] = ("body",), offset:
     return out
 
 
+NESTED_TOO_DEEP = "nested too deeply"
+
+
+def json_invalid(pos: int | None = None, error: str | None = None) -> dict[str, Any]:
+    """A body that is not JSON, as FastAPI reports it (at ``pos`` when known, with ``error`` when given)."""
+    found: dict[str, Any] = {
+        "type": "json_invalid",
+        "loc": ("body",) if pos is None else ("body", pos),
+        "msg": "JSON decode error",
+        "input": {},
+    }
+    if error is not None:
+        found["ctx"] = {"error": error}
+    return found
+
+
 def _loads(body: bytes) -> Any:
     """The JSON body as Python values, as FastAPI reads it (``json.loads``: NaN and Infinity are read, and
     refused later by the field); orjson first, as it is faster and agrees on every document it accepts."""
@@ -112,29 +128,9 @@ def _loads(body: bytes) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         pos, msg = (exc.pos, exc.msg) if isinstance(exc, json.JSONDecodeError) else (exc.start, exc.reason)
-        raise InvalidBatch(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": msg},
-                }
-            ]
-        ) from None
+        raise InvalidBatch([json_invalid(pos, msg)]) from None
     except RecursionError:  # nested deeper than the interpreter goes: the caller's doing, never a failure
-        raise InvalidBatch(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body",),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": "nested too deeply"},
-                }
-            ]
-        ) from None
+        raise InvalidBatch([json_invalid(error=NESTED_TOO_DEEP)]) from None
 
 
 def parse_batch(body: bytes, max_batch: int) -> list[LeadRecord]:

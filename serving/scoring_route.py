@@ -33,14 +33,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from leadscore.serving.batch_work import NESTED_TOO_DEEP, json_invalid
+
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-NESTED_TOO_DEEP = {
-    "type": "json_invalid",
-    "loc": ("body",),
-    "msg": "JSON decode error",
-    "input": {},
-    "ctx": {"error": "nested too deeply"},
-}
 
 
 class ScoringRoute(APIRoute):
@@ -135,23 +130,11 @@ def _decoded_then_validated(model: type[BaseModel], raw: bytes) -> BaseModel:
     try:
         decoded = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", exc.pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ]
-        ) from None
+        raise RequestValidationError([json_invalid(exc.pos, exc.msg)]) from None
     except UnicodeDecodeError:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}]
-        ) from None
+        raise RequestValidationError([json_invalid()]) from None
     except RecursionError:  # nested deeper than the interpreter goes: the caller's doing, never a 500
-        raise RequestValidationError([NESTED_TOO_DEEP]) from None
+        raise RequestValidationError([json_invalid(error=NESTED_TOO_DEEP)]) from None
     try:
         return model.model_validate(decoded, from_attributes=True)
     except ValidationError as exc:
