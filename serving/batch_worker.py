@@ -16,8 +16,8 @@ leadscore's own processes, connected by pipes only they hold).
 
 The end of the input (the API closed it, or is gone) ends the worker. It ignores SIGINT and SIGTERM, as a
 signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
-are answered. It runs at the lowest CPU priority (``WORKER_NICE``), so on a busy machine the API's event loop
-is scheduled first. Log lines never hold a lead's data.
+are answered. It runs at the lowest CPU priority (:func:`serving.priority.lowest_priority`: ``SCHED_IDLE``
+on Linux), so the API's event loop is scheduled first whenever it has work. Log lines never hold a lead's data.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from typing import Any, BinaryIO
 from leadscore.models.lead_hash import lead_hasher
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
 from leadscore.serving.memory import limit_arenas, trim
+from leadscore.serving.priority import lowest_priority
 from leadscore.serving.scoring import LoadedModel
 
 log = logging.getLogger("leadscore.serving.batch")
-WORKER_NICE = 19
 LENGTH = struct.Struct(">I")
 
 
@@ -97,8 +97,7 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
     to the system whenever no message is waiting after a batch."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    if hasattr(os, "nice"):
-        os.nice(WORKER_NICE)
+    lowest_priority()
     limit_arenas()
     try:
         config = receive(source)

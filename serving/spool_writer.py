@@ -7,9 +7,9 @@ retried after a growing pause. After the stop it keeps going until nothing is re
 deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment written.
 Log lines never hold a row's data.
 
-It runs at a lower CPU priority (``WRITER_NICE``): on a busy machine the API's event loop, answering scores
-and health checks, is scheduled first, and the rows the writer has not reached yet wait, durable, in the
-spool.
+It runs at the lowest CPU priority (:func:`serving.priority.lowest_priority`: ``SCHED_IDLE`` on Linux): the
+API's event loop, answering scores and health checks, is scheduled first whenever it has work, and the rows
+the writer has not reached yet wait, durable, in the spool.
 
 It ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too; the API stops it
 through its input once the last segment is sealed).
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from leadscore.serving.priority import lowest_priority
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.spool import read_segment, ready_segments
 
@@ -35,7 +36,6 @@ log = logging.getLogger("leadscore.serving.score_log")
 RETRY_MIN_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
 ORPHAN_STOP_SECONDS = 30.0
-WRITER_NICE = 19  # the writer yields the CPU to the API's event loop: what it has not written waits in the spool
 
 
 def _wait_for_stop(source: BinaryIO, stop: dict[str, float]) -> None:
@@ -54,8 +54,7 @@ def _write_segment(engine: Any, rows: list[dict[str, Any]], batch_rows: int) -> 
 
 
 def run(source: BinaryIO) -> None:
-    if hasattr(os, "nice"):
-        os.nice(WRITER_NICE)
+    lowest_priority()
     config = pickle.load(source)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     folder = Path(config["folder"])

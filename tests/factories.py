@@ -125,3 +125,8 @@ def score_rows(n: int, first: int = 0, prefix: str = "r") -> list[dict[str, Any]
         }
         for i in range(first, first + n)
     ]
+
+
+def thread_policies(pid: int) -> list[int]:
+    """The scheduling policy of each thread of process ``pid`` (Linux)."""
+    return [os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()]

@@ -22,10 +22,11 @@ from leadscore.models.scorer import Scorer
 from leadscore.serving import batch_work
 from leadscore.serving.batch import BatchFailed, BatchWorker, batch_executor, in_batch_thread
 from leadscore.serving.batch_work import collector_paused, score_batch_body
-from leadscore.serving.batch_worker import WORKER_NICE
 from leadscore.serving.frames import _LENGTH, decode_rows
+from leadscore.serving.priority import NICE
 from leadscore.serving.schemas import EXAMPLE_LEAD, MINIMAL_LEAD
 from leadscore.serving.state import LoadedModel
+from tests.factories import thread_policies
 
 KEY = b"k" * 32
 BODY = orjson.dumps({"leads": [EXAMPLE_LEAD, MINIMAL_LEAD]})
@@ -71,8 +72,10 @@ def _logged(frames: bytes) -> list[dict]:
 def test_the_worker_runs_at_the_lowest_cpu_priority_and_the_api_does_not(worker: BatchWorker, scorer: Scorer) -> None:
     worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, False)
     assert worker.process is not None
-    assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == WORKER_NICE == 19
-    assert os.getpriority(os.PRIO_PROCESS, 0) < WORKER_NICE
+    assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == NICE == 19
+    assert os.getpriority(os.PRIO_PROCESS, 0) < NICE
+    assert set(thread_policies(worker.process.pid)) == {os.SCHED_IDLE}
+    assert set(thread_policies(os.getpid())) == {os.SCHED_OTHER}
 
 
 def test_invalid_and_oversized_batches_are_answered_as_fastapi_would(worker: BatchWorker, scorer: Scorer) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from leadscore.serving.spool import SpooledScoreLog, read_segment, ready_segments
-from tests.factories import score_rows
+from tests.factories import score_rows, thread_policies
 
 
 def _url(path: Path) -> str:
@@ -162,17 +162,20 @@ def test_a_stop_with_a_frozen_writer_ends_in_time_and_keeps_the_rows_spooled(tmp
 
 
 def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path) -> None:
-    """On a busy machine the API's event loop is scheduled before the writer (serving.spool_writer)."""
+    """The API's event loop is scheduled before the writer (serving.spool_writer), whose threads are all at
+    the lowest priority (SCHED_IDLE, nice 19)."""
     import os
 
-    from leadscore.serving.spool_writer import WRITER_NICE
+    from leadscore.serving.priority import NICE
 
     log = _log(tmp_path)
     try:
         _commit(log, score_rows(1))
         _until(lambda: log.written == 1)
         assert log._writer is not None
-        ours = os.getpriority(os.PRIO_PROCESS, 0)
-        assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == min(ours + WRITER_NICE, 19)
+        assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == NICE
+        assert set(thread_policies(log._writer.pid)) == {os.SCHED_IDLE}
+        assert set(thread_policies(os.getpid())) == {os.SCHED_OTHER}
     finally:
         log.close()
+
