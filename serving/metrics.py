@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
@@ -44,7 +44,10 @@ def _alive(pid: int) -> bool:
 
 
 class Metrics:
+    serving: ClassVar[Metrics | None] = None  # the metrics of the app this process serves (the last made)
+
     def __init__(self) -> None:
+        Metrics.serving = self
         self.shared = bool(os.environ.get(MULTIPROCESS_ENV))  # several workers: values live in the shared folder
         if self.shared:
             forget_dead_workers(os.environ[MULTIPROCESS_ENV])

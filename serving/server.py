@@ -12,7 +12,11 @@
 - an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
 - a scoring request that admission control refuses (:class:`serving.admission.Admission`) is answered 503
   as soon as its headers are parsed, without starting the app (a refused batch's body is not read: its
-  connection is closed), so refusing costs little next to the work admitted.
+  connection is closed), so refusing costs little next to the work admitted;
+- a liveness probe (``GET /healthz``, one whole request without a body) is answered by the protocol as it
+  arrives, with the bytes the app's route would send (:data:`serving.routes_health.LIVE`), without starting
+  the app: the probe is answered within the event loop's turn however busy the app is, and counted in the
+  metrics as the route would be.
 
 Closed connections are counted in ``GuardedHttp.closed`` and logged as a warning at most once every
 ``LOG_EVERY_SECONDS``. The process's open-files limit is raised to its hard limit at start, so the cap,
@@ -41,11 +45,14 @@ from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import multiprocess
 
 from leadscore.serving.admission import SCORE_PATH, SHED_CLOSE, SHED_KEEP_ALIVE, Admission
+from leadscore.serving.metrics import Metrics
+from leadscore.serving.routes_health import LIVE
 
 log = logging.getLogger("leadscore.serving")
 LOG_EVERY_SECONDS = 10.0
@@ -98,6 +105,14 @@ class GuardedHttp(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if (
             self._between
+            and data.startswith(HEALTH_REQUEST_LINE)
+            and (self.cycle is None or self.cycle.response_complete)
+            and (close := _one_whole_request_without_body(data)) is not None
+        ):
+            self._answer_health(close)
+            return
+        if (
+            self._between
             and data.startswith(SINGLE_REQUEST_LINE)
             and (self.cycle is None or self.cycle.response_complete)
             and (admission := Admission.serving) is not None
@@ -111,6 +126,22 @@ class GuardedHttp(HttpToolsProtocol):
             self._arm(self.header_timeout, "header_timeout")
             return
         super().data_received(data)
+
+    def _answer_health(self, close: bool) -> None:
+        """Answer a liveness probe as the route would (then wait for the next request, as after any answer)."""
+        began = time.perf_counter()
+        self._unset_keepalive_if_required()
+        self._disarm()
+        defaults = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+        self.transport.write(HEALTH_HEAD + defaults + (b"connection: close\r\n" if close else b"") + HEALTH_END)
+        self.server_state.total_requests += 1
+        if (metrics := Metrics.serving) is not None:
+            metrics.observe(HEALTH_PATH, "GET", 200, time.perf_counter() - began)
+        if close:
+            self.transport.close()
+            return
+        self._since = time.monotonic()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_message_begin(self) -> None:
         self._between = False
@@ -186,6 +217,29 @@ class GuardedHttp(HttpToolsProtocol):
 
 
 SINGLE_REQUEST_LINE = b"POST /v1/score HTTP/1.1\r\n"
+HEALTH_PATH = "/healthz"
+HEALTH_REQUEST_LINE = b"GET /healthz HTTP/1.1\r\n"
+_HEALTH_BODY = orjson.dumps(LIVE)
+HEALTH_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: " + str(len(_HEALTH_BODY)).encode() + b"\r\n"
+)
+HEALTH_END = b"\r\n" + _HEALTH_BODY
+
+
+def _one_whole_request_without_body(data: bytes) -> bool | None:
+    """Whether the client asked to close the connection, when ``data`` is exactly one complete request head
+    without a body (no ``Content-Length`` but 0, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``); else None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data):
+        return None
+    head = data[:end].lower()
+    if b"\r\ntransfer-encoding:" in head or b"\r\nexpect:" in head or b"\r\nupgrade:" in head:
+        return None
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0 and head[at + 17 :].split(b"\r\n", 1)[0].strip() != b"0":
+        return None
+    at = head.find(b"\r\nconnection:")
+    return at >= 0 and b"close" in head[at + 13 :].split(b"\r\n", 1)[0]
 
 
 def _one_whole_keep_alive_request(data: bytes) -> bool:

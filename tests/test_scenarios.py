@@ -325,6 +325,96 @@ def test_sigterm_to_the_parent_of_two_workers_drains_both_then_exits_0(scorer_fi
     assert not missing, f"{len(missing)} of {len(answered)} answered scores missing from the log"
 
 
+def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP answer with a Content-Length body read from ``sock``: its head (lowercased) and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    head = head.lower()
+    length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def test_liveness_probes_are_answered_as_the_route_would_and_counted(scorer_file: Path, tmp_path: Path) -> None:
+    """GET /healthz, answered by the server's protocol: the route's status, body and content type; a kept
+    connection stays usable (two probes, then a lead, on one socket); ``Connection: close`` is honoured; a
+    probe with a query string (the app's route) answers the same; every probe is counted under /healthz."""
+    probe = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = orjson.dumps(EXAMPLE_LEAD)
+    lead = (
+        b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    with scenario_server(tmp_path / "home", app_command(scorer_file)) as server:
+        before = metric(server.base, 'leadscore_http_requests_total{method="GET",route="/healthz",status="200"}')
+        with raw_connection(server.port) as kept:
+            kept.settimeout(5)
+            for _ in range(2):
+                kept.sendall(probe)
+                head, answer = _read_answer(kept)
+                assert head.startswith(b"http/1.1 200 ok") and b"content-type: application/json" in head
+                assert orjson.loads(answer) == {"status": "ok"}
+                assert b"connection: close" not in head
+            kept.sendall(lead)
+            head, answer = _read_answer(kept)
+            assert head.startswith(b"http/1.1 200") and orjson.loads(answer)["lead_id"] == EXAMPLE_LEAD["lead_id"]
+        with raw_connection(server.port) as closing:
+            closing.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head, answer = _read_answer(closing)
+            assert head.startswith(b"http/1.1 200 ok") and b"connection: close" in head
+            assert closed_by_server(closing, within=2)
+        via_app = httpx.get(server.base + "/healthz?from=test", timeout=5)
+        assert via_app.status_code == 200 and via_app.json() == {"status": "ok"}
+        assert via_app.headers["content-type"] == "application/json"
+        after = metric(server.base, 'leadscore_http_requests_total{method="GET",route="/healthz",status="200"}')
+        assert after - before == 4
+
+
+def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
+    """The server's protocol answers GET /healthz itself: an app that never answers (its event loop's work
+    stuck behind it) does not hold the probe; any other request reaches the app."""
+    import uvicorn
+
+    from leadscore.serving.server import guarded_protocol
+
+    reached: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=guarded_protocol(16, 5.0, 5.0), lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with raw_connection(port) as sock:
+            sock.settimeout(5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, answer = _read_answer(sock)
+            assert head.startswith(b"http/1.1 200 ok") and orjson.loads(answer) == {"status": "ok"}
+            assert reached == []
+            sock.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 204")
+            assert reached == ["/elsewhere"]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
     """16 concurrent 100-lead batches against a bound of 300 leads in flight: some are refused at once with
     503 + Retry-After, the rest answered; /healthz answers meanwhile; no other error."""
