@@ -15,15 +15,17 @@ health probes and single leads are answered while big batches run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 
 from leadscore.features.schema import LeadRecord
-from leadscore.serving.asgi import ORJSONAnswer
+from leadscore.serving.asgi import ORJSONAnswer, PacedJSON
 from leadscore.serving.batch import in_batch_thread
-from leadscore.serving.deps import Scoring
+from leadscore.serving.batch_work import ScoredBatch
+from leadscore.serving.deps import Scoring, ScoringContext
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
     EXAMPLE_LEAD,
@@ -50,19 +52,24 @@ async def _commit(state: AppState, rows: list[dict[str, Any]]) -> None:
     try:
         await state.score_log.commit(rows)
     except OSError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
-        ) from None
+        raise _not_recorded() from None
 
 
-async def _commit_frames(state: AppState, frames: bytes, rows: int) -> None:
-    """:func:`_commit` for rows already made into spool frames."""
+def _score_and_record(state: AppState, body: bytes, context: ScoringContext, explain: bool) -> ScoredBatch:
+    """On the batch thread: the batch scored by the batch worker process, then its score-log rows made durable
+    as a spool segment of their own (503 when they cannot be), so the event loop only moves the answer."""
+    scored = state.batch_worker.score(
+        body, state.settings.max_batch, context.model, context.request_id, context.log_id, explain
+    )
     try:
-        await state.score_log.commit_frames(frames, rows)
+        state.score_log.write_frames(scored.frames, scored.rows)
     except OSError:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"}
-        ) from None
+        raise _not_recorded() from None
+    return replace(scored, frames=b"")
+
+
+def _not_recorded() -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=NOT_RECORDED, headers={"Retry-After": "5"})
 
 
 Explain = Annotated[bool, Query(description="Include the top reasons (on by default; off is faster).")]
@@ -128,23 +135,14 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     made and logged as is.
     """
     # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored by the
-    # batch worker process (serving.batch), so the event loop only moves bytes however big the batch.
+    # batch worker process (serving.batch) and its rows spooled on the batch thread, so the event loop only
+    # moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()
     scored = await in_batch_thread(
-        request.app.state.batch_executor,
-        partial(
-            state.batch_worker.score,
-            body,
-            state.settings.max_batch,
-            context.model,
-            context.request_id,
-            context.log_id,
-            explain,
-        ),
+        request.app.state.batch_executor, partial(_score_and_record, state, body, context, explain)
     )
     del body
-    await _commit_frames(state, scored.frames, scored.rows)
     state.metrics.count_tiers(scored.tiers)
     request.app.state.batches_scored += 1
-    return Response(scored.answer, media_type="application/json")
+    return PacedJSON(scored.answer)

@@ -21,7 +21,9 @@ were never fsynced, so never answered.
 the page cache). With ``fsync_each``, a group commit instead: rows appended while an fsync is under way
 wait for the next one, so concurrent requests share one ``write`` + ``fsync`` (in a thread, off the loop). A segment
 becomes ready when it holds ``segment_rows`` rows or is ``segment_seconds`` old (checked by
-:class:`SpooledScoreLog` every ``segment_seconds``), and at the stop.
+:class:`SpooledScoreLog` every ``segment_seconds``), and at the stop. A batch's rows are written on the batch
+thread instead, as a segment of their own, ready at once (:meth:`Spool.write_segment`; fsynced first with
+``fsync_each``), so the event loop never copies them.
 
 **Writer** (:mod:`serving.spool_writer`, a separate process, one per folder under ``writer.lock``): it
 writes each ready segment in one transaction, then deletes it (a crash between the two writes that
@@ -178,6 +180,40 @@ class Spool:
             if self._rows >= self.segment_rows:
                 self._seal()
 
+    def write_segment(self, frames: bytes, rows: int) -> None:
+        """Write rows already made into frames as a segment of their own, ready for the writer when this
+        returns (fsynced first with ``fsync_each``; else with the sealed segments, as :meth:`_seal` does).
+        Callable from any thread: the open segment and its lock are held only to take a number, so the event
+        loop's appends go on while a batch's rows are written. A segment that could not be written whole is
+        removed (its rows were never answered) and the OSError raised."""
+        if not rows:
+            return
+        with self._lock:
+            seq = self._seq
+            self._seq += 1
+        path = self.folder / f"{seq:012d}{OPEN}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(frames)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync_each:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            ready = path.with_suffix(READY)
+            path.rename(ready)
+        except OSError:
+            with suppress(OSError):
+                path.unlink()
+            raise
+        if self.fsync_each:
+            fsync_folder(self.folder)
+        else:
+            with self._lock:
+                self._pending_sync.append(ready)
+
     def seal_if_old(self) -> None:
         """Hand the open segment to the writer when it is ``segment_seconds`` old, else fsync it (the
         fsync on a duplicate descriptor, outside the lock, so appends go on meanwhile)."""
@@ -272,10 +308,11 @@ class SpooledScoreLog:
         assert self.spool is not None
         await self.spool.append(rows)
 
-    async def commit_frames(self, frames: bytes, rows: int) -> None:
-        """:meth:`commit` for rows already made into spool frames (:func:`frame`, joined; ``rows`` in all)."""
+    def write_frames(self, frames: bytes, rows: int) -> None:
+        """Make rows already made into frames durable as a segment of their own, from any thread (a batch's
+        rows, written on the batch thread: :meth:`Spool.write_segment`)."""
         assert self.spool is not None
-        await self.spool.append_frames(frames, rows)
+        self.spool.write_segment(frames, rows)
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None

@@ -179,3 +179,55 @@ def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path) -> None:
     finally:
         log.close()
 
+
+def test_a_batchs_rows_are_a_segment_of_their_own_written_from_another_thread(tmp_path: Path) -> None:
+    """A batch's rows (written on the batch thread) are ready for the writer at once, beside the single leads'
+    open segment, which stays open; nothing is lost or doubled."""
+    from leadscore.serving.frames import frame
+
+    log = _log(tmp_path, flush_seconds=60.0)  # the open segment is not sealed by age during the test
+    try:
+        _commit(log, score_rows(5, prefix="single"))
+        batch = score_rows(300, prefix="batch")
+        writing = threading.Thread(target=log.write_frames, args=(frame(batch[:120]) + frame(batch[120:]), 300))
+        writing.start()
+        writing.join(10)
+        _until(lambda: len(_stored(tmp_path / "scores.db")) >= 300)
+        # the batch's segment was written while the single leads' stayed open
+        assert sorted(_stored(tmp_path / "scores.db")) == sorted(row["request_id"] for row in batch)
+    finally:
+        log.close()
+    stored = _stored(tmp_path / "scores.db")
+    assert len(stored) == 305 and len(set(stored)) == 305
+
+
+def test_a_batch_segment_that_cannot_be_written_whole_is_removed(tmp_path: Path) -> None:
+    """A write that fails midway (here the file-size limit) raises OSError and leaves no segment: the batch
+    gets 503 and its rows, never answered, never reach the log."""
+    script = """
+import resource, signal, sys
+from pathlib import Path
+from leadscore.serving.frames import frame
+from leadscore.serving.spool import Spool
+from tests.factories import score_rows
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+folder = Path(sys.argv[1])
+folder.mkdir()
+spool = Spool(folder)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    spool.write_segment(frame(score_rows(200)), 200)
+except OSError as exc:
+    print("raised", exc.errno)
+print(sorted(p.name for p in folder.iterdir()))
+"""
+    import errno
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "spool")], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [f"raised {errno.EFBIG}", "[]"]

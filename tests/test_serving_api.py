@@ -200,6 +200,47 @@ def test_batch_answers_in_order_with_one_version(client: TestClient) -> None:
     assert body.results[5].probability == pytest.approx(single["probability"], abs=1e-3)
 
 
+def test_a_big_answer_is_sent_in_slices_with_the_loop_turning_between() -> None:
+    """PacedJSON (a batch's answer): the whole body, in order, under one Content-Length, in slices of at most
+    SLICE_BYTES; other work waiting on the event loop runs between two slices."""
+    import asyncio
+
+    from leadscore.serving.asgi import SLICE_BYTES, PacedJSON
+
+    body = bytes(range(256)) * (SLICE_BYTES * 3 // 256 + 7)
+    sent: list[dict[str, Any]] = []
+    between: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def other_work() -> None:
+        while len(sent) < 2:
+            await asyncio.sleep(0)
+        between.append(len(sent))
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(other_work())
+        await PacedJSON(body)({"type": "http"}, None, send)
+        await waiting
+
+    asyncio.run(main())
+    start, *slices = sent
+    assert dict(start["headers"])[b"content-length"] == str(len(body)).encode()
+    assert dict(start["headers"])[b"content-type"] == b"application/json"
+    assert b"".join(m["body"] for m in slices) == body
+    assert len(slices) == 4 and all(len(m["body"]) <= SLICE_BYTES for m in slices)
+    assert [m["more_body"] for m in slices] == [True, True, True, False]
+    assert between and between[0] < len(sent)  # it ran before the last slice was sent
+    empty: list[dict[str, Any]] = []
+
+    async def collect(message: dict[str, Any]) -> None:
+        empty.append(message)
+
+    asyncio.run(PacedJSON(b"")({"type": "http"}, None, collect))
+    assert [m.get("body") for m in empty[1:]] == [b""] and empty[-1]["more_body"] is False
+
+
 def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> None:
     response = client.post("/v1/score/batch", json={"leads": [lead(), {"lead_id": ""}]})
     assert response.status_code == 422
