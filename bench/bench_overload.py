@@ -205,6 +205,8 @@ def main() -> None:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "LEADSCORE_HOME": str(home),
+        # the run's score log lives and goes with its work folder: a reused --home does not grow run after run
+        "LEADSCORE_SCORE_LOG_URL": f"sqlite:///{workdir / 'scores.db'}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "PYTHONPATH": str(ROOT),
     }
@@ -279,7 +281,7 @@ def main() -> None:
         reference_floor(batch_request, answer, batches["ok_per_s"], args.seconds, env, workdir)
     finally:
         stop(process)
-        if args.batches_only and args.home is None:
+        if args.batches_only:
             shutil.rmtree(workdir, ignore_errors=True)
 
     share = over["ok_per_s"] / peak
@@ -313,7 +315,7 @@ def main() -> None:
         ),
     ):
         print(f"  {label:<30} {figure:>10}  goal {goal:<10} {'met' if met else 'NOT met'}")
-    shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

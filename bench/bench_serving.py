@@ -317,6 +317,8 @@ def main() -> None:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "LEADSCORE_HOME": str(home),
+        # the run's score log lives and goes with its work folder: a reused --home does not grow run after run
+        "LEADSCORE_SCORE_LOG_URL": f"sqlite:///{workdir / 'scores.db'}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "PYTHONPATH": str(ROOT),
     }
@@ -397,7 +399,7 @@ def main() -> None:
         if a and b and c:
             print(f"c={connections}: (b)/(c) = {b['rps'] / c['rps']:.1f}x   (b)/(a) = {100 * b['rps'] / a['rps']:.0f}%")
     print_floors(results, memory)
-    shutil.rmtree(workdir, ignore_errors=True) if args.home is None else None
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -35,9 +34,9 @@ def _stored(url: str, column: str = "request_id") -> list[Any]:
         engine.dispose()
 
 
-def _log(url: str, **kw: Any) -> SpooledScoreLog:
-    """The score log as the API runs it: a spool (in a new folder) and its writer process."""
-    log = SpooledScoreLog(url, Path(tempfile.mkdtemp(prefix="leadscore-spool-")), **kw)
+def _log(url: str, folder: Path, **kw: Any) -> SpooledScoreLog:
+    """The score log as the API runs it: a spool in ``folder`` and its writer process."""
+    log = SpooledScoreLog(url, folder, **kw)
     log.start()
     return log
 
@@ -52,9 +51,9 @@ def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_rows_arrive_in_order_with_their_values(postgres: PostgresServer) -> None:
+def test_rows_arrive_in_order_with_their_values(postgres: PostgresServer, tmp_path: Path) -> None:
     url = postgres.create_database("scores_order")
-    log = _log(url, flush_seconds=0.05, batch_rows=7)
+    log = _log(url, tmp_path / "spool", flush_seconds=0.05, batch_rows=7)
     rows = score_rows(50)
     for first in range(0, 50, 5):
         _commit(log, rows[first : first + 5])
@@ -92,12 +91,13 @@ def test_replicas_starting_together_create_the_table_once_without_errors(postgre
 WRITER = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
     from tests.factories import score_rows
     from tests.test_score_log_postgres import _commit, _log
 
-    url, name, n, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    url, name, n, start_at, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     time.sleep(max(start_at - time.time(), 0))  # all start at once: they race to create the table
-    log = _log(url, flush_seconds=0.02, batch_rows=50)
+    log = _log(url, Path(folder), flush_seconds=0.02, batch_rows=50)
     for first in range(0, n, 10):
         _commit(log, score_rows(10, first=first, prefix=name + "-"))
     log.close()
@@ -106,14 +106,16 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_several_api_processes_write_to_one_log_without_loss_or_duplicates(postgres: PostgresServer) -> None:
+def test_several_api_processes_write_to_one_log_without_loss_or_duplicates(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     """Four processes, each with its own spool and writer process, start together on a database without the table
     (each creates it if missing) and append 600 rows each."""
     url = postgres.create_database("scores_shared")
     start_at = str(time.time() + 8)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, url, f"p{k}", "600", start_at],
+            [sys.executable, "-c", WRITER, url, f"p{k}", "600", start_at, str(tmp_path / f"spool-{k}")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -130,14 +132,14 @@ def test_several_api_processes_write_to_one_log_without_loss_or_duplicates(postg
 
 
 @pytest.mark.slow
-def test_rows_appended_while_the_server_is_down_arrive_once_it_is_back() -> None:
+def test_rows_appended_while_the_server_is_down_arrive_once_it_is_back(tmp_path: Path) -> None:
     """A server of this test's own is stopped (connections refused), rows keep coming, the server starts
     again: every row arrives once, in order."""
     if postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not found)")
     with postgres_server() as server:
         url = server.url()
-        log = _log(url, flush_seconds=0.05, batch_rows=20)
+        log = _log(url, tmp_path / "spool", flush_seconds=0.05, batch_rows=20)
         _commit(log, score_rows(30))
         _until(lambda: log.written == 30)
         server.stop()
