@@ -45,15 +45,19 @@ SWITCH_INTERVAL_SECONDS = 0.0002
 TRIM_EVERY_SECONDS = 2.0
 
 
-async def _give_memory_back(app: FastAPI) -> None:
+async def _give_memory_back(app: FastAPI, state: AppState) -> None:
     """Every ``TRIM_EVERY_SECONDS``, when batches were scored since the last look, return free heap to the
-    system (:func:`serving.memory.trim`, in a thread): memory goes back to its resting size after a burst."""
+    system (:func:`serving.memory.trim`, in a thread): memory goes back to its resting size after a burst. A
+    batch worker without a batch for ``batch_worker_idle_seconds`` is ended (it is started again by the next)."""
     seen = 0
+    idle = state.settings.batch_worker_idle_seconds
     while True:
         await asyncio.sleep(TRIM_EVERY_SECONDS)
         if app.state.batches_scored != seen:
             seen = app.state.batches_scored
             await asyncio.to_thread(trim)
+        elif idle and state.batch_worker.process is not None:
+            await asyncio.to_thread(state.batch_worker.stop_if_idle, idle)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -162,7 +166,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
         else:  # a loader at hand (tests, embedding), or one of several workers: ready once the app listens
             await _load_first(state, settings, loader)
             poller = asyncio.create_task(_poll(state), name="leadscore-alias-poller")
-        trimmer = asyncio.create_task(_give_memory_back(app), name="leadscore-memory-trim")
+        trimmer = asyncio.create_task(_give_memory_back(app, state), name="leadscore-memory-trim")
         try:
             yield
         finally:

@@ -7,7 +7,8 @@ the lock with a batch being parsed and scored, and a batch uses a core the event
 
 :class:`BatchWorker` starts the worker with the first batch (a server that is sent no batch never pays for
 it), sends it each model version the first time a batch is scored with it, and scores one batch at a time
-(the others wait their turn, within admission control's bound). The worker's answers become what FastAPI
+(the others wait their turn, within admission control's bound); after ``LEADSCORE_BATCH_WORKER_IDLE_SECONDS``
+without a batch it is ended (:meth:`BatchWorker.stop_if_idle`), giving its memory back. The worker's answers become what FastAPI
 would answer for a body declared as :class:`serving.schemas.BatchRequest`: ``RequestValidationError`` (422,
 the same errors and field paths), 413 past ``max_batch`` leads. A worker that dies (killed, out of memory)
 fails the batch it was scoring with 503 and ``Retry-After``, is logged, and is started again with the next
@@ -21,6 +22,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -81,6 +83,7 @@ class BatchWorker:
         self._model: LoadedModel | None = None  # the version the worker holds
         self._lock = threading.Lock()
         self._closed = False
+        self._last_batch = time.monotonic()  # when the last batch was answered (or this was made)
 
     def score(
         self,
@@ -115,6 +118,7 @@ class BatchWorker:
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
+                self._last_batch = time.monotonic()
         kind, detail = reply
         if kind == "ok":
             return detail  # type: ignore[no-any-return]
@@ -138,16 +142,24 @@ class BatchWorker:
             return
         if not got:  # a batch still in hand: it gets 503
             process.kill()
-        with suppress(OSError):
-            assert process.stdin is not None
-            process.stdin.close()
+        _end(process, timeout, close_output=got)
+
+    def stop_if_idle(self, idle_seconds: float, timeout: float = 10.0) -> bool:
+        """End the worker when no batch was handed to it for ``idle_seconds``, so its memory goes back to the
+        system (the next batch starts a new one); True when it was ended. A batch in hand is never waited for:
+        then nothing is done."""
+        if not self._lock.acquire(blocking=False):
+            return False
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if got and process.stdout is not None:
-            process.stdout.close()
+            process = self.process
+            if process is None or time.monotonic() - self._last_batch < idle_seconds:
+                return False
+            self.process, self._model = None, None
+        finally:
+            self._lock.release()
+        _end(process, timeout, close_output=True)
+        log.info("batch worker stopped after %.0f s without a batch; the next batch starts a new one", idle_seconds)
+        return True
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self.process is not None and self.process.poll() is None:
@@ -176,6 +188,20 @@ class BatchWorker:
         log.error(
             "batch worker failed (%s; exit status %s); a new one starts with the next batch", why, process.returncode
         )
+
+
+def _end(process: subprocess.Popen[bytes], timeout: float, close_output: bool) -> None:
+    """End a worker through its input (it finishes the batch in hand first), killing it after ``timeout``."""
+    with suppress(OSError):
+        assert process.stdin is not None
+        process.stdin.close()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if close_output and process.stdout is not None:
+        process.stdout.close()
 
 
 def _kill_hung(process: subprocess.Popen[bytes], hung: threading.Event) -> None:

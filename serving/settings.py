@@ -26,6 +26,12 @@ class ServingSettings(MlflowSettings):
     )
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="Most leads in one batch request.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    batch_worker_idle_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Stop the batch worker process after this long without a batch (its memory goes back to the "
+        "system; the next batch starts a new one); 0 = never.",
+    )
     score_log_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
     )

@@ -55,6 +55,24 @@ def test_a_batch_is_scored_in_the_worker_as_it_would_be_in_process(worker: Batch
     assert _logged(scored.frames) == _logged(here.frames)
 
 
+def test_an_idle_worker_is_ended_and_the_next_batch_starts_a_new_one(worker: BatchWorker, scorer: Scorer) -> None:
+    """stop_if_idle ends the worker only past its idle time and never while a batch is in hand; the next batch
+    is scored by a new worker."""
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    worker.score(BODY, 10, model, "r", None, False)
+    first = worker.process
+    assert first is not None
+    assert worker.stop_if_idle(3600) is False and first.poll() is None
+    with worker._lock:  # a batch in hand
+        assert worker.stop_if_idle(0) is False
+    assert first.poll() is None
+    assert worker.stop_if_idle(0) is True
+    assert first.poll() is not None and worker.process is None
+    assert worker.stop_if_idle(0) is False  # nothing left to end
+    scored = worker.score(BODY, 10, model, "r", None, False)
+    assert scored.rows == 2 and worker.started == 2 and worker.process is not None
+
+
 def _logged(frames: bytes) -> list[dict]:
     """The score-log rows in ``frames``, without what depends on the moment they were scored."""
     rows, at = [], 0

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -554,7 +555,7 @@ def test_sigkill_of_the_api_under_load_loses_no_answered_score(scorer_file: Path
 
 
 def test_batches_are_scored_in_a_worker_process_that_ends_with_the_api(scorer_file: Path, tmp_path: Path) -> None:
-    """The first batch starts the batch worker (a child of the API at nice 19); killing the API (SIGKILL) does
+    """The first batch starts the batch worker (a child of the API at the lowest priority); killing the API (SIGKILL) does
     not leave it behind: it ends with its input."""
     batch = orjson.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(50)]})
     with scenario_server(tmp_path / "home", app_command(scorer_file)) as server:
@@ -578,6 +579,36 @@ def test_batches_are_scored_in_a_worker_process_that_ends_with_the_api(scorer_fi
             time.sleep(0.05)
         gone = not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(f"/proc/{workers[0]}/status").read_text()
         assert gone, "the batch worker outlived the API"
+
+
+def test_an_idle_batch_worker_ends_and_a_new_batch_starts_another(scorer_file: Path, tmp_path: Path) -> None:
+    """With LEADSCORE_BATCH_WORKER_IDLE_SECONDS=0.5 the batch worker ends a few seconds after its batch (its
+    memory goes back to the system); the next batch is answered by a new worker."""
+    batch = orjson.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(20)]})
+
+    def command(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            return b""
+
+    def workers(server: Server) -> list[int]:
+        return [pid for pid in children(server.process.pid) if b"leadscore.serving.batch_worker" in command(pid)]
+
+    with scenario_server(
+        tmp_path / "home", app_command(scorer_file), LEADSCORE_BATCH_WORKER_IDLE_SECONDS="0.5"
+    ) as server:
+        post = partial(httpx.post, content=batch, headers={"content-type": "application/json"}, timeout=30)
+        assert post(server.base + "/v1/score/batch").status_code == 200
+        first = workers(server)
+        assert len(first) == 1
+        deadline = time.monotonic() + 15
+        while workers(server) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert workers(server) == [], "the idle batch worker was not ended"
+        assert post(server.base + "/v1/score/batch").status_code == 200
+        second = workers(server)
+        assert len(second) == 1 and second != first
 
 
 def test_sigkill_of_the_writer_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
