@@ -9,6 +9,9 @@
 - a request's headers must be complete within ``header_timeout_seconds`` of its first byte (of the
   connection, for the first request), and its body within ``body_timeout_seconds`` of its headers;
   past either, the connection is closed (the app sees a client gone: 499);
+- a client must make room for its answer within ``body_timeout_seconds`` each time the answer fills its
+  socket: past that (a stalled reader), the connection is closed and the rest of the answer dropped, so a
+  reader that stalls never holds the request, nor the work it was admitted for, for longer;
 - an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
 - a scoring request that admission control refuses (:class:`serving.admission.Admission`) is answered 503
   as soon as its headers are parsed, without starting the app (a refused batch's body is not read: its
@@ -38,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import resource
 import signal
 import time
@@ -75,7 +79,7 @@ class GuardedHttp(HttpToolsProtocol):
     max_connections = 1000
     header_timeout = 5.0
     body_timeout = 15.0
-    closed: dict[str, int] = {"over_cap": 0, "header_timeout": 0, "body_timeout": 0}  # noqa: RUF012
+    closed: dict[str, int] = {"over_cap": 0, "header_timeout": 0, "body_timeout": 0, "send_timeout": 0}  # noqa: RUF012
     _last_log = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -182,6 +186,16 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
         self._serving = True
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._serving:  # the answer fills the client's socket: it has body_timeout to make room
+            self._arm(self.body_timeout, "send_timeout")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._serving:
+            self._disarm()
+
     def on_response_complete(self) -> None:
         self._serving = False
         self._since = time.monotonic()
@@ -199,24 +213,29 @@ class GuardedHttp(HttpToolsProtocol):
 
     def _close(self, why: str) -> None:
         self._deadline = None
-        if self.transport.is_closing():
+        if why == "send_timeout":  # the answer's unsent rest is dropped: close() would wait to flush it
+            self.transport.abort()
+        elif self.transport.is_closing():
             return
-        self.transport.close()
+        else:
+            self.transport.close()
         counts = GuardedHttp.closed
         counts[why] += 1
         now = time.monotonic()
         if now - GuardedHttp._last_log >= LOG_EVERY_SECONDS:
             GuardedHttp._last_log = now
             log.warning(
-                "connections closed so far: %d over the cap of %d, %d slow headers, %d slow bodies",
+                "connections closed so far: %d over the cap of %d, %d slow headers, %d slow bodies, %d stalled readers",
                 counts["over_cap"],
                 self.max_connections,
                 counts["header_timeout"],
                 counts["body_timeout"],
+                counts["send_timeout"],
             )
 
 
 SINGLE_REQUEST_LINE = b"POST /v1/score HTTP/1.1\r\n"
+_HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*[^\r\n]*")
 HEALTH_PATH = "/healthz"
 HEALTH_REQUEST_LINE = b"GET /healthz HTTP/1.1\r\n"
 _HEALTH_BODY = orjson.dumps(LIVE)
@@ -228,18 +247,25 @@ HEALTH_END = b"\r\n" + _HEALTH_BODY
 
 def _one_whole_request_without_body(data: bytes) -> bool | None:
     """Whether the client asked to close the connection, when ``data`` is exactly one complete request head
-    without a body (no ``Content-Length`` but 0, no ``Transfer-Encoding``, ``Expect`` or ``Upgrade``); else None."""
+    without a body, every header line well formed (``name:value``, CRLF-ended) and none announcing a body
+    (``Content-Length`` but 0, ``Transfer-Encoding``, ``Expect``) or an ``Upgrade``; else None (the parser then
+    reads it, and answers or refuses it as any request)."""
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 != len(data):
         return None
-    head = data[:end].lower()
-    if b"\r\ntransfer-encoding:" in head or b"\r\nexpect:" in head or b"\r\nupgrade:" in head:
-        return None
-    at = head.find(b"\r\ncontent-length:")
-    if at >= 0 and head[at + 17 :].split(b"\r\n", 1)[0].strip() != b"0":
-        return None
-    at = head.find(b"\r\nconnection:")
-    return at >= 0 and b"close" in head[at + 13 :].split(b"\r\n", 1)[0]
+    close = False
+    for line in data[:end].split(b"\r\n")[1:]:
+        if not _HEADER_LINE.fullmatch(line):
+            return None
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name in (b"transfer-encoding", b"expect", b"upgrade") or (
+            name == b"content-length" and value.strip() != b"0"
+        ):
+            return None
+        if name == b"connection" and b"close" in (token.strip() for token in value.lower().split(b",")):
+            close = True
+    return close
 
 
 def _one_whole_keep_alive_request(data: bytes) -> bool:

@@ -72,7 +72,10 @@ class ServingSettings(MlflowSettings):
         default=5.0, gt=0, description="Most time from a request's first byte to the end of its headers."
     )
     body_timeout_seconds: float = Field(
-        default=15.0, gt=0, description="Most time from the end of a request's headers to the end of its body."
+        default=15.0,
+        gt=0,
+        description="Most time from the end of a request's headers to the end of its body, and for a client to make "
+        "room for its answer each time the answer fills its socket.",
     )
     keep_alive_seconds: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
     max_inflight_leads: int = Field(

@@ -378,8 +378,9 @@ def test_liveness_probes_are_answered_as_the_route_would_and_counted(scorer_file
 
 
 def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
-    """The server's protocol answers GET /healthz itself: an app that never answers (its event loop's work
-    stuck behind it) does not hold the probe; any other request reaches the app."""
+    """The server's protocol answers a well-formed GET /healthz itself, without calling the app (which would
+    answer 204); any other path reaches the app, and so does a probe whose head the protocol does not vouch
+    for (a space before a header's colon, a bare line feed: the parser reads it, and answers or refuses it)."""
     import uvicorn
 
     from leadscore.serving.server import guarded_protocol
@@ -411,6 +412,61 @@ def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
             sock.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 204")
             assert reached == ["/elsewhere"]
+        for malformed in (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\nTransfer-Encoding: chunked\r\n\r\n",
+        ):
+            with raw_connection(port) as sock:
+                sock.settimeout(5)
+                sock.sendall(malformed)
+                assert not sock.recv(65536).startswith(b"HTTP/1.1 200"), malformed
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tmp_path: Path) -> None:
+    """A batch-sized answer (PacedJSON, 8 MB) to a client that never reads: once the answer has filled its
+    socket, the client has the body timeout (1 s here) to make room, then its connection is closed and the
+    request ends, so a stalled reader does not keep the work it was admitted for; a client that reads gets
+    every byte."""
+    import uvicorn
+
+    from leadscore.serving.asgi import PacedJSON
+    from leadscore.serving.server import guarded_protocol
+
+    body = b"[" + b"1," * (4 * 1024 * 1024 - 1) + b"1]"
+    ended: list[float] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        await PacedJSON(body)(scope, receive, send)
+        ended.append(time.monotonic())
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=guarded_protocol(16, 5.0, 1.0), lifespan="off", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        began = time.monotonic()
+        stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        while not ended and time.monotonic() - began < 10:
+            time.sleep(0.05)
+        assert ended and ended[0] - began < 5, "the request waited for its client to read"
+        assert closed_by_server(stalled, within=2)
+        stalled.close()
+        with httpx.Client(timeout=30) as http:
+            assert http.get(f"http://127.0.0.1:{port}/big").content == body
     finally:
         server.should_exit = True
         thread.join(10)
@@ -536,8 +592,14 @@ def logged_request_ids(home: Path, expected: int, within: float = 30) -> set[str
 
 
 def children(pid: int) -> list[int]:
-    """Child processes of ``pid`` (started from any of its threads)."""
-    return [int(p) for task in Path(f"/proc/{pid}/task").iterdir() for p in (task / "children").read_text().split()]
+    """Child processes of ``pid`` (started from any of its threads; a thread that ends meanwhile is left out)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
 
 
 def test_sigkill_of_the_api_under_load_loses_no_answered_score(scorer_file: Path, tmp_path: Path) -> None:
