@@ -10,6 +10,7 @@ use what CPU time is left over.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 
 NICE = 19
@@ -19,15 +20,23 @@ def lowest_priority() -> str:
     """Put every thread of this process at the lowest CPU priority: nice ``NICE`` and, on Linux, the
     ``SCHED_IDLE`` policy (threads started later inherit both). Returns ``"idle"`` when the policy was set,
     ``"nice"`` when only the nice value was (another system, or the policy refused)."""
-    if hasattr(os, "nice"):
-        os.nice(max(0, NICE - os.getpriority(os.PRIO_PROCESS, 0)))
-    if not hasattr(os, "sched_setscheduler"):
+    threads = _threads()
+    for thread in threads:  # on Linux a nice value is a thread's own
+        with suppress(ProcessLookupError, PermissionError):
+            os.setpriority(os.PRIO_PROCESS, thread, NICE)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is None or not hasattr(os, "sched_setscheduler"):
         return "nice"
-    tasks = Path("/proc/self/task")
-    threads = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
     try:
         for thread in threads:
-            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+            with suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setscheduler(thread, idle, os.sched_param(0))
     except OSError:
         return "nice"
     return "idle"
+
+
+def _threads() -> list[int]:
+    """This process's threads (Linux: from /proc; elsewhere the calling thread, as 0)."""
+    tasks = Path("/proc/self/task")
+    return [int(task.name) for task in tasks.iterdir()] if tasks.is_dir() else [0]

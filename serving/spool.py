@@ -10,7 +10,8 @@ every answer waits for an fsync instead.
 
 **Layout** (``<home>/spool/<n>/``, one folder per API process, taken under an exclusive lock ``api.lock``,
 the lowest free ``n`` first, so a restarted process takes over the folder of the one before):
-segments ``<seq>.open`` (being appended) and ``<seq>.ready`` (complete, to be written). A segment is a
+segments ``<seq>.open`` (being appended), ``<seq>.part`` (a batch's rows being written) and ``<seq>.ready``
+(complete, to be written). A segment is a
 series of frames, each a 4-byte big-endian length and a list of rows (the row dicts as given: a new field
 flows through unchanged), encoded by :func:`serving.frames.encode_rows`: ``marshal`` (which builds plain values and
 can never run code) with each timezone-aware ``datetime`` carried as its UTC microseconds, or a pickle
@@ -57,6 +58,7 @@ from leadscore.serving.score_log import open_engine
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.spool_writer"
 OPEN, READY = ".open", ".ready"
+PART = ".part"  # a batch's segment being written: whole once renamed ready; a crash leaves it unanswered
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
@@ -119,7 +121,10 @@ class Spool:
         self._pending_sync: list[Path] = []
 
     def open(self) -> None:
-        """Seal what a previous process left being appended, and continue the numbering."""
+        """Seal what a previous process left being appended, remove the batch segments it left half written
+        (their batches were never answered), and continue the numbering."""
+        for part in self.folder.glob(f"*{PART}"):
+            part.unlink()
         for left in sorted(self.folder.glob(f"*{OPEN}")):
             left.rename(left.with_suffix(READY))
         seqs = [int(p.stem) for p in self.folder.glob("*.*") if p.stem.isdigit()]
@@ -184,14 +189,15 @@ class Spool:
         """Write rows already made into frames as a segment of their own, ready for the writer when this
         returns (fsynced first with ``fsync_each``; else with the sealed segments, as :meth:`_seal` does).
         Callable from any thread: the open segment and its lock are held only to take a number, so the event
-        loop's appends go on while a batch's rows are written. A segment that could not be written whole is
-        removed (its rows were never answered) and the OSError raised."""
+        loop's appends go on while a batch's rows are written. It is written as ``<seq>.part`` and renamed
+        ready once whole: one that could not be written whole is removed (its rows were never answered) and the
+        OSError raised; one a crash cut short is removed at the next start (:meth:`open`)."""
         if not rows:
             return
         with self._lock:
             seq = self._seq
             self._seq += 1
-        path = self.folder / f"{seq:012d}{OPEN}"
+        path = self.folder / f"{seq:012d}{PART}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:

@@ -128,5 +128,11 @@ def score_rows(n: int, first: int = 0, prefix: str = "r") -> list[dict[str, Any]
 
 
 def thread_policies(pid: int) -> list[int]:
-    """The scheduling policy of each thread of process ``pid`` (Linux)."""
-    return [os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()]
+    """The scheduling policy of each thread of process ``pid`` (Linux; a thread that ends meanwhile is left out)."""
+    policies = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            policies.append(os.sched_getscheduler(int(task.name)))
+        except ProcessLookupError:
+            continue
+    return policies

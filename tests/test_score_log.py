@@ -231,3 +231,21 @@ print(sorted(p.name for p in folder.iterdir()))
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == [f"raised {errno.EFBIG}", "[]"]
+
+
+def test_a_batch_segment_a_crash_cut_short_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A ``.part`` segment (a batch's rows being written when the API died: never answered) is removed when the
+    spool opens; a ``.open`` one (single leads, answered) is written."""
+    from leadscore.serving.frames import frame
+
+    folder = tmp_path / "spool" / "0"
+    folder.mkdir(parents=True)
+    (folder / f"{7:012d}.part").write_bytes(frame(score_rows(40, prefix="cut")))
+    (folder / f"{8:012d}.open").write_bytes(frame(score_rows(3, prefix="kept")))
+    log = _log(tmp_path)
+    try:
+        assert not list(folder.glob("*.part"))
+        _until(lambda: len(_stored(tmp_path / "scores.db")) >= 3)
+    finally:
+        log.close()
+    assert sorted(_stored(tmp_path / "scores.db")) == [f"kept{i}" for i in range(3)]
