@@ -93,6 +93,13 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "leadscore_connections_closed_total",
+            "Connections the server closed to bound a client's cost, by reason (over_cap, header_timeout, "
+            "body_timeout, send_timeout).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry_errors = Counter(
             "leadscore_registry_errors_total",
             "Registry calls that failed, by kind (connection_refused, timeout, no_alias, no_such_version, other).",
@@ -128,6 +135,9 @@ class Metrics:
 
     def shed(self, route: str) -> None:
         self.shed_requests.labels(route).inc()
+
+    def connection_closed(self, reason: str) -> None:
+        self.connections_closed.labels(reason).inc()
 
     def reload_failed(self) -> None:
         self.reloads.labels("refused").inc()

@@ -21,7 +21,8 @@
   the app: the probe is answered within the event loop's turn however busy the app is, and counted in the
   metrics as the route would be.
 
-Closed connections are counted in ``GuardedHttp.closed`` and logged as a warning at most once every
+Closed connections are counted in ``GuardedHttp.closed`` and in ``/metrics``
+(``leadscore_connections_closed_total`` by reason), and logged as a warning at most once every
 ``LOG_EVERY_SECONDS``. The process's open-files limit is raised to its hard limit at start, so the cap,
 not the operating system, is what refuses a client.
 
@@ -221,6 +222,8 @@ class GuardedHttp(HttpToolsProtocol):
             self.transport.close()
         counts = GuardedHttp.closed
         counts[why] += 1
+        if (metrics := Metrics.serving) is not None:
+            metrics.connection_closed(why)
         now = time.monotonic()
         if now - GuardedHttp._last_log >= LOG_EVERY_SECONDS:
             GuardedHttp._last_log = now

@@ -152,6 +152,11 @@ def test_slow_header_clients_cannot_keep_anyone_out(scorer_file: Path, tmp_path:
             time.sleep(2.5)
             assert all(closed_by_server(sock, 0.5) for sock in slow)
         assert "connections closed so far" in server.log_text()
+        closed = {
+            why: metric(server.base, f'leadscore_connections_closed_total{{reason="{why}"}}')
+            for why in ("over_cap", "header_timeout")
+        }
+        assert closed["over_cap"] + closed["header_timeout"] >= 200 and closed["header_timeout"] > 0, closed
 
 
 def test_a_body_that_never_comes_is_cut_off(scorer_file: Path, tmp_path: Path) -> None:
@@ -169,6 +174,7 @@ def test_a_body_that_never_comes_is_cut_off(scorer_file: Path, tmp_path: Path) -
         time.sleep(0.2)
         assert metric(server.base, 'leadscore_http_requests_total{method="POST",route="/v1/score",status="499"}') == 1
         assert metric(server.base, 'leadscore_http_requests_total{method="POST",route="/v1/score",status="500"}') == 0
+        assert metric(server.base, 'leadscore_connections_closed_total{reason="body_timeout"}') == 1
 
 
 def test_a_client_gone_mid_body_is_a_499(scorer_file: Path, tmp_path: Path) -> None:
