@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -383,25 +384,17 @@ def test_liveness_probes_are_answered_as_the_route_would_and_counted(scorer_file
         assert after - before == 4
 
 
-def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
-    """The server's protocol answers a well-formed GET /healthz itself, without calling the app (which would
-    answer 204); any other path reaches the app, and so does a probe whose head the protocol does not vouch
-    for (a space before a header's colon, a bare line feed: the parser reads it, and answers or refuses it)."""
+@contextmanager
+def guarded_uvicorn(app: Any, body_timeout: float = 5.0) -> Iterator[int]:
+    """A real uvicorn on 127.0.0.1 serving ``app`` through the guarded protocol (the server ``leadscore serve``
+    runs), in a thread of this process; yields its port, stops it at the end."""
     import uvicorn
 
     from leadscore.serving.server import guarded_protocol
 
-    reached: list[str] = []
-
-    async def app(scope: dict, receive: object, send: object) -> None:
-        reached.append(scope["path"])
-        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
-        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
-
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=guarded_protocol(16, 5.0, 5.0), lifespan="off", log_level="warning"
-    )
+    protocol = guarded_protocol(16, 5.0, body_timeout)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -409,6 +402,24 @@ def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
+    """The server's protocol answers a well-formed GET /healthz itself, without calling the app (which would
+    answer 204); any other path reaches the app, and so does a probe whose head the protocol does not vouch
+    for (a space before a header's colon, a bare line feed: the parser reads it, and answers or refuses it)."""
+    reached: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    with guarded_uvicorn(app) as port:
         with raw_connection(port) as sock:
             sock.settimeout(5)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -426,9 +437,6 @@ def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
                 sock.settimeout(5)
                 sock.sendall(malformed)
                 assert not sock.recv(65536).startswith(b"HTTP/1.1 200"), malformed
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tmp_path: Path) -> None:
@@ -436,10 +444,7 @@ def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tm
     socket, the client has the body timeout (1 s here) to make room, then its connection is closed and the
     request ends, so a stalled reader does not keep the work it was admitted for; a client that reads gets
     every byte."""
-    import uvicorn
-
     from leadscore.serving.asgi import PacedJSON
-    from leadscore.serving.server import guarded_protocol
 
     body = b"[" + b"1," * (4 * 1024 * 1024 - 1) + b"1]"
     ended: list[float] = []
@@ -450,17 +455,7 @@ def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tm
         await PacedJSON(body)(scope, receive, send)
         ended.append(time.monotonic())
 
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=guarded_protocol(16, 5.0, 1.0), lifespan="off", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with guarded_uvicorn(app, body_timeout=1.0) as port:
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", port))
@@ -473,9 +468,6 @@ def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tm
         stalled.close()
         with httpx.Client(timeout=30) as http:
             assert http.get(f"http://127.0.0.1:{port}/big").content == body
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
