@@ -24,7 +24,8 @@ class PacedJSON(Response):
     """JSON bytes already rendered (a batch's answer, up to megabytes), sent ``SLICE_BYTES`` at a time with a
     turn of the event loop between slices: copying a big answer into the socket never holds the loop for
     longer than one slice, so a probe or a single lead arriving meanwhile is answered between slices.
-    ``Content-Length`` is the whole body's, as for any response."""
+    ``Content-Length`` is the whole body's, as for any response. Each slice waits for room in the client's
+    socket; the server bounds that wait (:class:`serving.server.GuardedHttp`: a stalled reader is cut off)."""
 
     media_type = "application/json"
 
