@@ -97,13 +97,14 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
     to the system whenever no message is waiting after a batch."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    lowest_priority()
+    priority = lowest_priority()
     limit_arenas()
     try:
         config = receive(source)
     except EOFError:
         return
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.debug("batch worker %d started at the lowest CPU priority (%s)", os.getpid(), priority)
     hash_lead = lead_hasher(config["lead_hash_key"])
     model: LoadedModel | None = None
     while True:

@@ -54,9 +54,10 @@ def _write_segment(engine: Any, rows: list[dict[str, Any]], batch_rows: int) -> 
 
 
 def run(source: BinaryIO) -> None:
-    lowest_priority()
+    priority = lowest_priority()
     config = pickle.load(source)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.debug("score log writer %d started at the lowest CPU priority (%s)", os.getpid(), priority)
     folder = Path(config["folder"])
     lock = os.open(folder / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
     stop: dict[str, float] = {}
