@@ -22,6 +22,7 @@ TOO_LARGE = "request body too large"
 NOT_JSON = "content-type must be application/json"
 INTERNAL_ERROR = "internal server error"
 CLIENT_CLOSED = 499  # the status nginx logs for a client that went away before its answer: nothing is sent
+CUT_OFF = "leadscore.cut_off"  # set in the scope by the server when it cut a reader that stalled mid-answer
 
 
 class BodyTooLarge(HTTPException):
@@ -39,7 +40,8 @@ class Guard:
     - **body size**: a declared ``Content-Length`` over ``max_bytes`` is refused at once (413); a
       streamed body is counted as it is read, and passing the limit raises :class:`BodyTooLarge`;
     - **metrics**: the request is counted and timed by route template (never the raw path) and status;
-      a client that disconnected before its answer started (mid-body too) is counted as 499 and sent nothing;
+      a client that disconnected before its answer started (mid-body too) is counted as 499 and sent nothing,
+      and so is one the server cut off for not reading its answer (``CUT_OFF`` in the scope);
     - **faults**: an unhandled exception becomes one stable 500 and one log line naming the route and
       the stack, never the request's data (the exception's message may quote it, so it is left out),
       and it is not re-raised to the server (which would log it whole).
@@ -99,7 +101,10 @@ class Guard:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe(
-                route, scope.get("method", ""), CLIENT_CLOSED if gone else status, time.perf_counter() - began
+                route,
+                scope.get("method", ""),
+                CLIENT_CLOSED if gone or scope.get(CUT_OFF) else status,
+                time.perf_counter() - began,
             )
 
     @staticmethod

@@ -57,6 +57,7 @@ from uvicorn.supervisors import multiprocess
 
 from leadscore.serving.admission import SCORE_PATH, SHED_CLOSE, SHED_KEEP_ALIVE, Admission
 from leadscore.serving.metrics import Metrics
+from leadscore.serving.middleware import CUT_OFF
 from leadscore.serving.routes_health import LIVE
 
 log = logging.getLogger("leadscore.serving")
@@ -215,6 +216,8 @@ class GuardedHttp(HttpToolsProtocol):
     def _close(self, why: str) -> None:
         self._deadline = None
         if why == "send_timeout":  # the answer's unsent rest is dropped: close() would wait to flush it
+            if self.cycle is not None:
+                self.cycle.scope[CUT_OFF] = True  # type: ignore[literal-required]
             self.transport.abort()
         elif self.transport.is_closing():
             return

@@ -192,6 +192,37 @@ def test_a_client_gone_mid_body_is_a_499(scorer_file: Path, tmp_path: Path) -> N
         assert 'status="500"' not in httpx.get(server.base + "/metrics").text
 
 
+def test_a_batch_answer_its_client_never_reads_is_cut_off_and_counted_499(scorer_file: Path, tmp_path: Path) -> None:
+    """An 8,000-lead batch (an answer of megabytes) from a client that never reads: once the answer fills the
+    socket for the body deadline (1 s), the server cuts the connection; the request is counted as a client
+    gone (499, not 200) and the close as a stalled reader."""
+    batch = orjson.dumps({"leads": [{**EXAMPLE_LEAD, "lead_id": f"L-{i}"} for i in range(8000)]})
+    closes = 'leadscore_connections_closed_total{reason="send_timeout"}'
+    route = 'leadscore_http_requests_total{method="POST",route="/v1/score/batch",status="%s"}'
+    with scenario_server(
+        tmp_path / "home",
+        app_command(scorer_file),
+        LEADSCORE_BODY_TIMEOUT_SECONDS="1",
+        LEADSCORE_MAX_BATCH="10000",
+        LEADSCORE_MAX_BODY_BYTES=str(4 * len(batch)),
+    ) as server:
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", server.port))
+            stalled.sendall(
+                b"POST /v1/score/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(batch)}\r\n\r\n".encode()
+                + batch
+            )
+            deadline = time.monotonic() + 30
+            while metric(server.base, route % "499") + metric(server.base, route % "200") == 0:
+                assert time.monotonic() < deadline, "the request never ended"
+                time.sleep(0.2)
+        assert metric(server.base, route % "499") == 1
+        assert metric(server.base, route % "200") == 0
+        assert metric(server.base, closes) == 1
+
+
 def test_sigterm_drains_with_readyz_503_then_exits_0(scorer_file: Path, tmp_path: Path) -> None:
     """A request in flight at SIGTERM is answered; meanwhile /readyz answers 503 (not a reset); exit 0."""
     with scenario_server(
