@@ -9,9 +9,10 @@
 - a request's headers must be complete within ``header_timeout_seconds`` of its first byte (of the
   connection, for the first request), and its body within ``body_timeout_seconds`` of its headers;
   past either, the connection is closed (the app sees a client gone: 499);
-- a client must make room for its answer within ``body_timeout_seconds`` each time the answer fills its
-  socket: past that (a stalled reader), the connection is closed and the rest of the answer dropped, so a
-  reader that stalls never holds the request, nor the work it was admitted for, for longer;
+- while an answer waits for its client (it fills the client's socket), the client must take some of it
+  within each ``body_timeout_seconds``: past that (a stalled reader), the connection is closed and the rest of
+  the answer dropped, so a reader that stalls never holds the request, nor the work it was admitted for, for
+  longer;
 - an idle keep-alive connection is closed after ``keep_alive_seconds`` (uvicorn's own timer).
 - a scoring request that admission control refuses (:class:`serving.admission.Admission`) is answered 503
   as soon as its headers are parsed, without starting the app (a refused batch's body is not read: its
@@ -86,6 +87,8 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_for = ""  # what the armed deadline is for (a reason of ``closed``)
+        self._unsent = 0  # bytes of the answer waiting for the client when the send deadline was armed
         self._since = time.monotonic()
         self._serving = False  # between the end of a request's body and the end of its answer
         self._shed = False  # the request being read was refused (answered 503 already)
@@ -190,12 +193,16 @@ class GuardedHttp(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._serving:  # the answer fills the client's socket: it has body_timeout to make room
-            self._arm(self.body_timeout, "send_timeout")
+        if self._serving:  # the answer fills the client's socket: it has body_timeout to take some of it
+            self._watch_send()
+
+    def _watch_send(self) -> None:
+        self._arm(self.body_timeout, "send_timeout")
+        self._unsent = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._serving:
+        if self._deadline_for == "send_timeout":  # room was made (the answer may be complete by now)
             self._disarm()
 
     def on_response_complete(self) -> None:
@@ -206,15 +213,20 @@ class GuardedHttp(HttpToolsProtocol):
     def _arm(self, seconds: float, why: str) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(seconds, self._close, why)
+        self._deadline_for = why
 
     def _disarm(self) -> None:
         deadline = getattr(self, "_deadline", None)
         if deadline is not None:
             deadline.cancel()
             self._deadline = None
+        self._deadline_for = ""
 
     def _close(self, why: str) -> None:
-        self._deadline = None
+        self._deadline, self._deadline_for = None, ""
+        if why == "send_timeout" and self.transport.get_write_buffer_size() < self._unsent:
+            self._watch_send()  # the client took some of its answer meanwhile: it has another body_timeout
+            return
         if why == "send_timeout":  # the answer's unsent rest is dropped: close() would wait to flush it
             if self.cycle is not None:
                 self.cycle.scope[CUT_OFF] = True  # type: ignore[literal-required]

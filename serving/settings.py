@@ -74,8 +74,8 @@ class ServingSettings(MlflowSettings):
     body_timeout_seconds: float = Field(
         default=15.0,
         gt=0,
-        description="Most time from the end of a request's headers to the end of its body, and for a client to make "
-        "room for its answer each time the answer fills its socket.",
+        description="Most time from the end of a request's headers to the end of its body, and for a client to take "
+        "some of an answer that waits for it.",
     )
     keep_alive_seconds: int = Field(default=5, ge=1, description="An idle keep-alive connection is closed after this.")
     max_inflight_leads: int = Field(

@@ -134,18 +134,15 @@ class Spool:
     async def append(self, rows: list[dict[str, Any]]) -> None:
         """Return once ``rows`` are written (and fsynced, with ``fsync_each``); raises OSError when they
         could not be."""
-        if rows:
-            await self.append_frames(frame(rows), len(rows))
-
-    async def append_frames(self, frames: bytes, rows: int) -> None:
-        """:meth:`append` for rows already made into frames (:func:`frame`, joined), ``rows`` in all."""
+        if not rows:
+            return
         if not self.fsync_each:
-            self._write(frames, rows)
+            self._write(frame(rows), len(rows))
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._frames.append(frames)
-        self._counts.append(rows)
+        self._frames.append(frame(rows))
+        self._counts.append(len(rows))
         self._waiters.append(waiter)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())

@@ -472,7 +472,7 @@ def test_liveness_is_answered_without_starting_the_app(tmp_path: Path) -> None:
 
 def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tmp_path: Path) -> None:
     """A batch-sized answer (PacedJSON, 8 MB) to a client that never reads: once the answer has filled its
-    socket, the client has the body timeout (1 s here) to make room, then its connection is closed and the
+    socket, the client has the body timeout (1 s here) to take some of it, then its connection is closed and the
     request ends, so a stalled reader does not keep the work it was admitted for; a client that reads gets
     every byte."""
     from leadscore.serving.asgi import PacedJSON
@@ -499,6 +499,37 @@ def test_a_client_that_does_not_read_its_big_answer_does_not_hold_the_request(tm
         stalled.close()
         with httpx.Client(timeout=30) as http:
             assert http.get(f"http://127.0.0.1:{port}/big").content == body
+
+
+def test_a_slow_reader_that_takes_its_whole_answer_keeps_its_connection(tmp_path: Path) -> None:
+    """A client that reads a big answer slowly (the server waits for room several times) but takes all of it
+    keeps its connection: idle past the body deadline (0.5 s here, keep-alive 5 s), it is served again. Both
+    for an answer sent in slices and for one written whole (the app done while the client still reads)."""
+    from starlette.responses import Response
+
+    from leadscore.serving.asgi import PacedJSON
+
+    body = b"[" + b"1," * (4 * 1024 * 1024 - 1) + b"1]"
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            answer = PacedJSON(body) if scope["path"] == "/paced" else Response(body)
+            await answer(scope, receive, send)
+
+    with guarded_uvicorn(app, body_timeout=0.5) as port, socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", port))
+        sock.settimeout(5)
+        for path in ("/paced", "/whole", "/paced"):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got = b""
+            while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < len(body):
+                time.sleep(0.001)  # slower than the server writes: it waits for room again and again
+                chunk = sock.recv(16384)
+                assert chunk, "the server closed a connection whose client was taking its answer"
+                got += chunk
+            assert got.partition(b"\r\n\r\n")[2] == body
+            time.sleep(1.0)  # idle past the body deadline, within the keep-alive time
 
 
 def test_overload_is_shed_with_503_and_health_stays_fast(scorer_file: Path, tmp_path: Path) -> None:
