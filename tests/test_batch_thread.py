@@ -234,6 +234,28 @@ def test_after_close_batches_get_503_and_no_worker_starts(worker: BatchWorker, s
     assert worker.process is None and worker.started == 1
 
 
+def test_the_worker_keeps_its_heap_between_batches_and_returns_it_after_a_pause(
+    worker: BatchWorker, scorer: Scorer, tmp_path
+) -> None:
+    """Back-to-back batches reuse the worker's heap (nothing is trimmed between them); ``TRIM_AFTER_SECONDS``
+    without a batch gives it back, once."""
+    trims = tmp_path / "trims"
+    counting = (  # the real worker, its trims counted in a file
+        "from leadscore.serving import batch_worker as w; w.TRIM_AFTER_SECONDS = 0.5; "
+        f"w.trim = lambda: open({str(trims)!r}, 'a').write('t') > 0; w.main()"
+    )
+    worker.command = [sys.executable, "-P", "-c", counting]
+    model = LoadedModel(scorer, "lead-scoring", "1", "static")
+    for _ in range(3):
+        assert worker.score(BODY, 10, model, "r", None, True).rows == 2
+    assert not trims.exists()
+    deadline = time.monotonic() + 10
+    while not trims.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)  # idle on: no more trims
+    assert trims.read_text() == "t"
+
+
 def test_what_the_worker_prints_does_not_reach_its_answers(worker: BatchWorker, scorer: Scorer) -> None:
     noisy = (  # the real worker, printing on stdout before each answer (as a chatty library would)
         "from leadscore.serving import batch_worker as w; real = w.answer; "
