@@ -9,13 +9,16 @@ property tests hold them equal.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OTHER = "__other__"
 _TRUE = {"true", "yes", "y", "1", "t"}
@@ -23,14 +26,26 @@ _FALSE = {"false", "no", "n", "0", "f"}
 ROW_BY_ROW = 32  # records that ColumnCodes.transform_records encodes one by one
 
 
+def _pandas() -> Any:
+    """pandas when something imported it already, else None. A DataFrame, a Series or pandas' missing values
+    can only exist once it is imported, so scoring leads from JSON (the API, its batch worker) never loads it."""
+    return sys.modules.get("pandas")
+
+
+def _is_series(values: Any) -> bool:
+    pd = _pandas()
+    return pd is not None and isinstance(values, pd.Series)
+
+
 def is_missing(value: Any, missing: frozenset[str]) -> bool:
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    if value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, str) and value.strip() in missing
+    if isinstance(value, str):
+        return value.strip() in missing
+    pd = _pandas()
+    return pd is not None and (value is pd.NA or value is pd.NaT)
 
 
 def category_text(value: Any) -> str:
@@ -42,16 +57,36 @@ def category_text(value: Any) -> str:
     return str(value).strip()
 
 
-_NA_TYPES = frozenset({type(None), type(pd.NA), type(pd.NaT)})
 _NUMBER_TYPES = frozenset({int, float, np.int64, np.float64})
 _BOOL_TYPES = frozenset({bool, np.bool_})
 _TEXT_TYPES = frozenset({str, np.str_})
+_FLOAT_TYPES = frozenset({float, np.float64})
+
+
+def _missing_types() -> frozenset[type]:
+    pd = _pandas()
+    return frozenset({type(None)}) if pd is None else frozenset({type(None), type(pd.NA), type(pd.NaT)})
+
+
+def factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """``pd.factorize(values, use_na_sentinel=True)`` for the value types :func:`_per_distinct` lets through,
+    without pandas: each value's group (groups in first-seen order, equal values as one, as a dict's keys
+    are) and the distinct values; -1 for the missing (None, NaN)."""
+    groups: dict[Any, int] = {}
+    index = [
+        -1
+        if value is None or (value.__class__ in _FLOAT_TYPES and value != value)
+        else groups.setdefault(value, len(groups))
+        for value in values
+    ]
+    return np.array(index, dtype=np.intp), list(groups)
 
 
 def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """``(distinct values, index of each value)`` when encoding once per distinct value is provably exact, else None.
 
-    Hash-based de-duplication (``pd.factorize``) treats equal values as one, so calling an encoding function once per
+    Hash-based de-duplication (``pd.factorize`` where pandas is loaded, else :func:`factorize`, the same
+    groups) treats equal values as one, so calling an encoding function once per
     distinct value is identical to calling it per value exactly when it gives one answer for all
     members of each group. That holds for the types allowed here: equal strings are the same text; equal
     ints and floats (``1`` and ``1.0``) have the same text and the same number; the missing group (None,
@@ -59,16 +94,17 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
     ("true" vs "1"), so bools may mix with numbers only when ``bools_equal_numbers`` (true for yes/no
     parsing, where True and 1 both mean 1.0). Any other type (Decimal, float32, ...) -> None, per value.
     """
-    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+    pd = _pandas()
+    if pd is not None and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
         arr = values  # a text column: every value is a str or missing, so the type check below holds
     else:
         arr = as_objects(values)
         types = set(map(type, arr))
-        if not types <= _NA_TYPES | _NUMBER_TYPES | _BOOL_TYPES | _TEXT_TYPES:
+        if not types <= _missing_types() | _NUMBER_TYPES | _BOOL_TYPES | _TEXT_TYPES:
             return None
         if not bools_equal_numbers and types & _BOOL_TYPES and types & _NUMBER_TYPES:
             return None
-    index, distinct = pd.factorize(arr, use_na_sentinel=True)
+    index, distinct = pd.factorize(arr, use_na_sentinel=True) if pd is not None else factorize(arr)
     distinct = np.asarray(distinct, dtype=object)
     if (index < 0).any():  # the missing group (None/NaN/NA/NaT) as one more distinct value: None
         distinct = np.append(distinct, None)
@@ -78,7 +114,7 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
 
 def as_objects(values: Sequence[Any]) -> np.ndarray:
     """Values as a 1-D object array (a DataFrame column as ``Series.to_numpy(dtype=object)``)."""
-    if isinstance(values, pd.Series):
+    if _is_series(values):
         return values.to_numpy(dtype=object)
     if isinstance(values, np.ndarray) and values.dtype == object:
         return values
@@ -108,13 +144,13 @@ def encode_categorical(values: Sequence[Any], codes: Mapping[str, int], missing:
             (_category_code(v, codes, other, missing) for v in distinct), dtype=np.float64, count=len(distinct)
         )
         return per[index]
-    values = as_objects(values) if isinstance(values, pd.Series) else values
+    values = as_objects(values) if _is_series(values) else values
     return np.fromiter((_category_code(v, codes, other, missing) for v in values), dtype=np.float64, count=len(values))
 
 
 def encode_numeric(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray:
     """Numbers as float64; missing or unparseable -> NaN."""
-    if isinstance(values, pd.Series):
+    if _is_series(values):
         if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
             return values.to_numpy(dtype=np.float64)  # what float64 conversion of its Python objects gives
         values = values.to_numpy(dtype=object)
@@ -156,13 +192,13 @@ def refuse_non_numeric(name: str, values: Sequence[Any], missing: frozenset[str]
 
 def encode_boolean(values: Sequence[Any], missing: frozenset[str]) -> np.ndarray:
     """Yes/no values as 1.0/0.0 (true/false, yes/no, y/n, 1/0, any case); anything else -> NaN."""
-    if isinstance(values, pd.Series) and values.dtype == np.bool_:
+    if _is_series(values) and values.dtype == np.bool_:
         return values.to_numpy(dtype=np.float64)
     grouped = _per_distinct(values, bools_equal_numbers=True) if len(values) > 1 else None
     if grouped is not None:
         distinct, index = grouped
         return np.fromiter((_to_bool(v, missing) for v in distinct), dtype=np.float64, count=len(distinct))[index]
-    values = as_objects(values) if isinstance(values, pd.Series) else values
+    values = as_objects(values) if _is_series(values) else values
     return np.fromiter((_to_bool(v, missing) for v in values), dtype=np.float64, count=len(values))
 
 
@@ -181,14 +217,16 @@ def _to_bool(value: Any, missing: frozenset[str]) -> float:
 
 def column_values(X: Any, name: str, n: int) -> Sequence[Any]:
     """Column ``name`` of a DataFrame or a mapping of columns; ``n`` missing values when it is absent."""
-    if isinstance(X, pd.DataFrame):
+    pd = _pandas()
+    if pd is not None and isinstance(X, pd.DataFrame):
         return X[name] if name in X.columns else [None] * n
     return X.get(name, [None] * n)
 
 
 def n_rows(X: Any) -> int:
     """Rows of a DataFrame or a mapping of equal-length columns."""
-    if isinstance(X, pd.DataFrame):
+    pd = _pandas()
+    if pd is not None and isinstance(X, pd.DataFrame):
         return len(X)
     return len(next(iter(X.values()))) if X else 0
 

@@ -78,9 +78,14 @@ def positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[
     return np.array(found, dtype=np.int64) if found is not None else _arrow_positions(values, keys)
 
 
-def _few_positions(values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object]) -> list[int] | None:
-    """:func:`positions` by a dict, as a list; None unless the values and keys are a handful of strings (or None)."""
-    if len(values) <= _SMALL and len(keys) <= _SMALL and all(type(v) is str or v is None for v in values):
+def _few_positions(
+    values: Sequence[object] | np.ndarray | pd.Series, keys: Sequence[object], small: int | None = _SMALL
+) -> list[int] | None:
+    """:func:`positions` by a dict, as a list; None unless the values and keys are strings (or None), at most
+    ``small`` of each (any number with None)."""
+    if (small is None or (len(values) <= small and len(keys) <= small)) and all(
+        type(v) is str or v is None for v in values
+    ):
         index = _key_index(tuple(keys))
         if index is not None:
             return [-1 if v is None else index.get(v, -1) for v in values]
@@ -141,7 +146,7 @@ def lead_engagement(activity_types: Sequence[str], occurred_ns: Sequence[int], s
     The API's case: the C kernel handed plain ``array`` buffers, or :func:`reference_engagement` on the lists.
     """
     kernel, k = _kernel(), len(ACTIVITY_TYPES)
-    codes = _few_positions(activity_types, ACTIVITY_TYPES)
+    codes = _few_positions(activity_types, ACTIVITY_TYPES, small=None)  # a dict however many: never Arrow here
     codes = type_codes(activity_types).tolist() if codes is None else codes
     if kernel is None:
         return reference_engagement([0] * len(codes), codes, list(occurred_ns), [scoring_ns], k)[0]

@@ -7,14 +7,16 @@ Two forms: ``crm`` (three tables: leads, activities, outcomes, as in ``features.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from leadscore.features import schema
 from leadscore.features.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["DataError", "Label", "ManualProcess", "Mapping", "load_mapping", "parse_datetimes", "read_table"]
 

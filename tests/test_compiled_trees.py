@@ -372,6 +372,28 @@ def test_the_scoring_service_and_batch_scoring_load_a_model_without_scikit_learn
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+def test_the_api_and_its_batch_worker_score_without_pandas(scorer: Scorer, tmp_path: Path) -> None:
+    """Scoring leads from JSON never loads pandas (nor pyarrow): a single lead, a micro-batch past
+    ``ROW_BY_ROW`` (encoded by column), a 100-lead batch in the worker's code, a lead with 100 activities."""
+    path = scorer.save(tmp_path / "scorer.joblib")
+    code = (
+        "import sys, orjson; import leadscore.serving.app, leadscore.serving.batch_worker\n"
+        "from leadscore.models.scorer import Scorer; from leadscore.models.lead_hash import lead_hasher\n"
+        "from leadscore.serving.batch_work import score_batch_body; from leadscore.serving.state import LoadedModel\n"
+        "from leadscore.serving.schemas import EXAMPLE_LEAD\n"
+        f"s = Scorer.load({str(path)!r}); s.score_records([{{'source': 'web'}}])\n"
+        "s.score_records([{'source': str(i % 3), 'employees': i, 'is_mql': i % 2 == 0} for i in range(40)])\n"
+        "busy = {**EXAMPLE_LEAD, 'activities': EXAMPLE_LEAD['activities'] * 50}\n"
+        "leads = [{**EXAMPLE_LEAD, 'lead_id': f'L-{i}'} for i in range(99)] + [busy]\n"
+        "model = LoadedModel(s, 'lead-scoring', '1', 'static')\n"
+        "done = score_batch_body(orjson.dumps({'leads': leads}), 1000, model, 'r', None, True, lead_hasher(b'k' * 32))\n"
+        "assert done.rows == 100, done.rows\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @KERNEL
 def test_the_scorer_without_the_kernel_gives_the_kernels_answers_through_lightgbm(
     fitted, scorer: Scorer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import pickle
+from contextlib import nullcontext
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
@@ -155,13 +157,20 @@ many = st.one_of(
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.lists(many, min_size=2, max_size=60))
 def test_once_per_distinct_value_equals_once_per_value(column: list[object]) -> None:
-    """The encoders normalise each distinct value once; that is exactly the per-value result, whatever the mix of types."""
+    """The encoders normalise each distinct value once; that is exactly the per-value result, whatever the mix of
+    types, with pandas' factorize and with the dict's (:func:`features.columns.factorize`, used where pandas was
+    never loaded: there, no pandas missing value can exist)."""
+    from leadscore.features import columns
     from leadscore.features.columns import _category_code, _to_bool, encode_boolean, encode_categorical
 
     enc = make().fit(FRAME)
     codes, missing = enc.codes_["source"], frozenset(enc.missing_values)
     other = float(codes[OTHER])
-    for values in (column, np.asarray([*column, None], dtype=object)[:-1]):
-        per_value = np.array([_category_code(v, codes, other, missing) for v in values])
-        np.testing.assert_array_equal(encode_categorical(values, codes, missing), per_value)
-        np.testing.assert_array_equal(encode_boolean(values, missing), np.array([_to_bool(v, missing) for v in values]))
+    without_pandas = [v for v in column if v is not pd.NA and v is not pd.NaT]
+    for hidden, items in ((False, column), (True, without_pandas)):
+        with patch.object(columns, "_pandas", lambda: None) if hidden else nullcontext():
+            for values in (items, np.asarray([*items, None], dtype=object)[:-1]):
+                per_value = np.array([_category_code(v, codes, other, missing) for v in values])
+                np.testing.assert_array_equal(encode_categorical(values, codes, missing), per_value)
+                bools = np.array([_to_bool(v, missing) for v in values])
+                np.testing.assert_array_equal(encode_boolean(values, missing), bools)
