@@ -36,7 +36,11 @@ class ServingSettings(MlflowSettings):
         default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
     )
     score_log_flush_seconds: float = Field(
-        default=0.5, gt=0, le=60, description="Most time a score waits before it is written."
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Most age of the open spool segment, and the writer's pace: what is ready goes to the "
+        "database in one transaction at most once in this time (a score arrives within about twice this).",
     )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
     score_log_fsync: bool = Field(

@@ -328,6 +328,7 @@ class SpooledScoreLog:
             "folder": str(self.spool.folder),
             "batch_rows": self.batch_rows,
             "poll_seconds": min(0.05, self.flush_seconds),
+            "group_seconds": self.flush_seconds,
             "log_level": logging.getLogger("leadscore").getEffectiveLevel(),
         }
         pickle.dump(config, writer.stdin)

@@ -2,10 +2,13 @@
 
 Input (stdin), pickled: its settings, then ``{"stop": seconds}`` (the end of the input is a stop too:
 the API's process is gone). It holds ``writer.lock`` in the spool folder (one writer per folder), and
-writes each ready segment, oldest first, in one transaction, then deletes it; a database failure is
-retried after a growing pause. After the stop it keeps going until nothing is ready or the stop's
-deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment written.
-Log lines never hold a row's data.
+writes the ready segments, oldest first, in one transaction (up to ``GROUP_ROWS`` rows; the segment that
+reaches it is the last), then deletes them. Having written all that was ready, it waits out
+``group_seconds`` from the round's start (not when stopping), so that segments gather and a busy API's rows
+take few transactions: an index leaf that several segments' rows land in is written once. A database
+failure is retried after a growing pause. After the stop it keeps going until nothing is ready or the
+stop's deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment
+written. Log lines never hold a row's data.
 
 It runs at the lowest CPU priority (:func:`serving.priority.lowest_priority`: ``SCHED_IDLE`` on Linux): the
 API's event loop, answering scores and health checks, is scheduled first whenever it has work, and the rows
@@ -36,21 +39,34 @@ log = logging.getLogger("leadscore.serving.score_log")
 RETRY_MIN_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
 ORPHAN_STOP_SECONDS = 30.0
+GROUP_ROWS = 10_000  # rows a transaction takes at most (a segment is never split)
 
 
-def _wait_for_stop(source: BinaryIO, stop: dict[str, float]) -> None:
+def _wait_for_stop(source: BinaryIO, stop: dict[str, float], stopping: threading.Event) -> None:
     try:
         message = pickle.load(source)
         seconds = float(message.get("stop", ORPHAN_STOP_SECONDS)) if isinstance(message, dict) else 0.0
     except (EOFError, OSError, pickle.UnpicklingError):
         seconds = ORPHAN_STOP_SECONDS
     stop["deadline"] = time.monotonic() + seconds
+    stopping.set()
 
 
-def _write_segment(engine: Any, rows: list[dict[str, Any]], batch_rows: int) -> None:
+def _write_segments(engine: Any, segments: list[Path], batch_rows: int) -> list[tuple[Path, int]]:
+    """Insert the rows of ``segments``, oldest first, in one transaction, until ``GROUP_ROWS`` rows are in;
+    returns the segments written with their row counts (all or none of them are committed)."""
+    written: list[tuple[Path, int]] = []
+    total = 0
     with engine.begin() as conn:
-        for at in range(0, len(rows), batch_rows):
-            conn.execute(score_log_table.insert(), rows[at : at + batch_rows])
+        for segment in segments:
+            rows = read_segment(segment)
+            for at in range(0, len(rows), batch_rows):
+                conn.execute(score_log_table.insert(), rows[at : at + batch_rows])
+            written.append((segment, len(rows)))
+            total += len(rows)
+            if total >= GROUP_ROWS:
+                break
+    return written
 
 
 def run(source: BinaryIO) -> None:
@@ -61,7 +77,8 @@ def run(source: BinaryIO) -> None:
     folder = Path(config["folder"])
     lock = os.open(folder / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
     stop: dict[str, float] = {}
-    threading.Thread(target=_wait_for_stop, args=(source, stop), daemon=True).start()
+    stopping = threading.Event()
+    threading.Thread(target=_wait_for_stop, args=(source, stop, stopping), daemon=True).start()
     fcntl.flock(lock, fcntl.LOCK_EX)  # a writer still finishing this folder goes first
     engine = None
     failures = 0
@@ -73,19 +90,18 @@ def run(source: BinaryIO) -> None:
         if not segments:
             time.sleep(config["poll_seconds"])
             continue
+        began = time.monotonic()
         try:
             if engine is None:
                 engine = open_engine(config["url"])
-            for segment in segments:
-                rows = read_segment(segment)
-                if rows:
-                    _write_segment(engine, rows, config["batch_rows"])
+            written = _write_segments(engine, segments, config["batch_rows"])
+            for segment, rows in written:
                 segment.unlink()
-                sys.stdout.write(f"written {len(rows)}\n")
-                sys.stdout.flush()
-                if stop.get("deadline") is not None and time.monotonic() >= stop["deadline"]:
-                    break
+                sys.stdout.write(f"written {rows}\n")
+            sys.stdout.flush()
             failures = 0
+            if len(written) == len(segments):  # all that was ready is in: let the next ones gather
+                stopping.wait(max(0.0, began + config["group_seconds"] - time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - the rows stay on disk; try again after a pause
             failures += 1
             pause = min(RETRY_MIN_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from leadscore.serving.spool import SpooledScoreLog, read_segment, ready_segments
 from tests.factories import score_rows, thread_policies
 
@@ -104,6 +106,45 @@ def test_a_segment_is_all_or_nothing(tmp_path: Path) -> None:
     _until(lambda: log.written == rows)
     log.close()
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(rows)]
+
+
+def test_segments_ready_together_are_written_in_one_transaction(tmp_path: Path, monkeypatch: Any) -> None:
+    """The writer takes the ready segments, oldest first, in one transaction of up to ``GROUP_ROWS`` rows (a
+    segment is never split): a row refused in the last segment keeps none of the others; three segments
+    within the bound are one commit, and the segment that reaches it is the group's last."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError
+
+    from leadscore.serving import spool_writer
+    from leadscore.serving.frames import frame
+    from leadscore.serving.score_log import open_engine
+
+    db = tmp_path / "scores.db"
+    engine = open_engine(f"sqlite:///{db}")
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    rows = score_rows(90)
+    segments = []
+    for i in range(3):
+        segments.append(tmp_path / f"{i:012d}.ready")
+        segments[-1].write_bytes(frame(rows[30 * i : 30 * (i + 1)]))
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON score_log WHEN NEW.request_id = 'r85' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with pytest.raises(IntegrityError):
+        spool_writer._write_segments(engine, segments, 500)
+    assert _stored(db) == [] and commits == []
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    monkeypatch.setattr(spool_writer, "GROUP_ROWS", 50)
+    assert [(path.name, n) for path, n in spool_writer._write_segments(engine, segments, 500)] == [
+        (segments[0].name, 30),
+        (segments[1].name, 30),
+    ]
+    assert len(commits) == 1 and _stored(db) == [f"r{i}" for i in range(60)]
+    engine.dispose()
 
 
 def test_a_writer_that_dies_is_replaced_and_no_row_is_lost(tmp_path: Path) -> None:
