@@ -71,9 +71,14 @@ class BatchWorker:
     """
 
     def __init__(
-        self, lead_hash_key: bytes | None, log_level: int | None = None, reply_seconds: float = REPLY_SECONDS
+        self,
+        lead_hash_key: bytes | None,
+        log_level: int | None = None,
+        reply_seconds: float = REPLY_SECONDS,
+        priority: str = "idle",
     ) -> None:
         self.lead_hash_key = lead_hash_key
+        self.priority = priority  # the worker's CPU priority (serving.priority.helper_priority)
         self.log_level = logging.getLogger("leadscore").getEffectiveLevel() if log_level is None else log_level
         self.reply_seconds = reply_seconds
         # -P: the worker's imports come from the installation, never from the working directory
@@ -170,7 +175,9 @@ class BatchWorker:
         self.process, self._model = process, None
         self.started += 1
         assert process.stdin is not None
-        send(process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level})
+        send(
+            process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level, "priority": self.priority}
+        )
         return process
 
     def _discard(self, why: str) -> None:

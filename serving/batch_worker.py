@@ -7,7 +7,8 @@ big batches run, and the batch uses a core of its own.
 Protocol, on stdin and stdout: messages, each a 4-byte big-endian length and a pickle (both ends are
 leadscore's own processes, connected by pipes only they hold).
 
-- first in: ``{"lead_hash_key": bytes | None, "log_level": int}``;
+- first in: ``{"lead_hash_key": bytes | None, "log_level": int, "priority": str}`` (the CPU priority,
+  :func:`serving.priority.helper_priority`);
 - in ``("model", scorer, name, version)``: the version the next batches are scored with (sent once per
   version; it replaces the one before);
 - in ``("batch", body, max_batch, request_id, log_id, explain)``; out, one of
@@ -16,8 +17,8 @@ leadscore's own processes, connected by pipes only they hold).
 
 The end of the input (the API closed it, or is gone) ends the worker. It ignores SIGINT and SIGTERM, as a
 signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
-are answered. It runs at the lowest CPU priority (:func:`serving.priority.lowest_priority`: ``SCHED_IDLE``
-on Linux), so the API's event loop is scheduled first whenever it has work. Log lines never hold a lead's data.
+are answered. By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`:
+``SCHED_IDLE`` on Linux), so the API's event loop is scheduled first whenever it has work. Log lines never hold a lead's data.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, BinaryIO
 from leadscore.models.lead_hash import lead_hasher
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
 from leadscore.serving.memory import limit_arenas, trim
-from leadscore.serving.priority import lowest_priority
+from leadscore.serving.priority import helper_priority
 from leadscore.serving.scoring import LoadedModel
 
 log = logging.getLogger("leadscore.serving.batch")
@@ -100,14 +101,14 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
     to the system when no message comes within ``TRIM_AFTER_SECONDS`` of a batch's reply."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    priority = lowest_priority()
     limit_arenas()
     try:
         config = receive(source)
     except EOFError:
         return
+    priority = helper_priority(config.get("priority", "idle"))
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.debug("batch worker %d started at the lowest CPU priority (%s)", os.getpid(), priority)
+    log.debug("batch worker %d started at CPU priority %s", os.getpid(), priority)
     hash_lead = lead_hasher(config["lead_hash_key"])
     model: LoadedModel | None = None
     while True:

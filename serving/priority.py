@@ -1,10 +1,12 @@
-"""The lowest CPU priority, for the API's helper processes (the batch worker, the score-log writer).
+"""The CPU priority of the API's helper processes (the batch worker, the score-log writer).
 
-Both run beside the API's event loop and must never make it wait for a core. A nice value of 19 alone
+Both run beside the API's event loop and should never make it wait for a core. A nice value of 19 alone
 does not promise that: under Linux's scheduler a thread that wakes up may wait for the rest of a running
 nice thread's time slice (milliseconds). A thread under the ``SCHED_IDLE`` policy is preempted at once by
 any normal thread that wakes up, so the event loop runs as soon as it has something to do, and the helpers
-use what CPU time is left over.
+use what CPU time is left over (``idle``, the default). On a host whose cores are always busy, that can be
+close to nothing; ``nice`` (nice 19 alone) still gives the helpers a small share, ``normal`` an equal one
+(``LEADSCORE_HELPER_PRIORITY``).
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from contextlib import suppress
 from pathlib import Path
 
 NICE = 19
+PRIORITIES = ("idle", "nice", "normal")
 
 
-def lowest_priority() -> str:
-    """Put every thread of this process at the lowest CPU priority: nice ``NICE`` and, on Linux, the
-    ``SCHED_IDLE`` policy (threads started later inherit both). Returns ``"idle"`` when the policy was set,
-    ``"nice"`` when only the nice value was (another system, or the policy refused)."""
+def helper_priority(priority: str = "idle") -> str:
+    """Put every thread of this process at ``priority`` (threads started later inherit it): ``idle``, nice
+    ``NICE`` and, on Linux, the ``SCHED_IDLE`` policy; ``nice``, nice ``NICE`` alone; ``normal``, unchanged.
+    Returns what was set: ``"idle"``, ``"nice"`` (also when the policy is missing or refused) or ``"normal"``."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"helper priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    if priority == "normal":
+        return "normal"
     threads = _threads()
     for thread in threads:  # on Linux a nice value is a thread's own
         with suppress(ProcessLookupError, PermissionError):
             os.setpriority(os.PRIO_PROCESS, thread, NICE)
     idle = getattr(os, "SCHED_IDLE", None)
-    if idle is None or not hasattr(os, "sched_setscheduler"):
+    if priority == "nice" or idle is None or not hasattr(os, "sched_setscheduler"):
         return "nice"
     try:
         for thread in threads:

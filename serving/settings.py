@@ -32,6 +32,11 @@ class ServingSettings(MlflowSettings):
         description="Stop the batch worker process after this long without a batch (its memory goes back to the "
         "system; the next batch starts a new one); 0 = never.",
     )
+    helper_priority: Literal["idle", "nice", "normal"] = Field(
+        default="idle",
+        description="CPU priority of the batch worker and the score-log writer: idle (SCHED_IDLE and nice 19, the "
+        "event loop always first), nice (nice 19 alone: a small share even on cores that are always busy) or normal.",
+    )
     score_log_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
     )

@@ -276,8 +276,10 @@ class SpooledScoreLog:
         batch_rows: int = 500,
         stop_seconds: float = 10.0,
         fsync_each: bool = False,
+        priority: str = "idle",
     ) -> None:
         self.fsync_each = fsync_each
+        self.priority = priority  # the writer's CPU priority (serving.priority.helper_priority)
         self.url, self.root, self.flush_seconds = url, root, flush_seconds
         self.batch_rows, self.stop_seconds = batch_rows, stop_seconds
         self.written = 0
@@ -329,6 +331,7 @@ class SpooledScoreLog:
             "batch_rows": self.batch_rows,
             "poll_seconds": min(0.05, self.flush_seconds),
             "group_seconds": self.flush_seconds,
+            "priority": self.priority,
             "log_level": logging.getLogger("leadscore").getEffectiveLevel(),
         }
         pickle.dump(config, writer.stdin)

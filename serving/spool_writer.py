@@ -1,6 +1,6 @@
 """The spool's writer process (``python -m leadscore.serving.spool_writer``, started by :class:`SpooledScoreLog`).
 
-Input (stdin), pickled: its settings, then ``{"stop": seconds}`` (the end of the input is a stop too:
+Input (stdin), pickled: its settings (a dict), then ``{"stop": seconds}`` (the end of the input is a stop too:
 the API's process is gone). It holds ``writer.lock`` in the spool folder (one writer per folder), and
 writes the ready segments, oldest first, in one transaction (up to ``GROUP_ROWS`` rows; the segment that
 reaches it is the last), then deletes them. Having written all that was ready, it waits out
@@ -10,9 +10,9 @@ failure is retried after a growing pause. After the stop it keeps going until no
 stop's deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment
 written. Log lines never hold a row's data.
 
-It runs at the lowest CPU priority (:func:`serving.priority.lowest_priority`: ``SCHED_IDLE`` on Linux): the
-API's event loop, answering scores and health checks, is scheduled first whenever it has work, and the rows
-the writer has not reached yet wait, durable, in the spool.
+By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`: ``SCHED_IDLE`` on
+Linux; the ``priority`` of its settings): the API's event loop, answering scores and health checks, is
+scheduled first whenever it has work, and the rows the writer has not reached yet wait, durable, in the spool.
 
 It ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too; the API stops it
 through its input once the last segment is sealed).
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from leadscore.serving.priority import lowest_priority
+from leadscore.serving.priority import helper_priority
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.spool import read_segment, ready_segments
 
@@ -70,10 +70,10 @@ def _write_segments(engine: Any, segments: list[Path], batch_rows: int) -> list[
 
 
 def run(source: BinaryIO) -> None:
-    priority = lowest_priority()
     config = pickle.load(source)
+    priority = helper_priority(config.get("priority", "idle"))
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.debug("score log writer %d started at the lowest CPU priority (%s)", os.getpid(), priority)
+    log.debug("score log writer %d started at CPU priority %s", os.getpid(), priority)
     folder = Path(config["folder"])
     lock = os.open(folder / "writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
     stop: dict[str, float] = {}

@@ -96,6 +96,33 @@ def test_the_worker_runs_at_the_lowest_cpu_priority_and_the_api_does_not(worker:
     assert set(thread_policies(os.getpid())) == {os.SCHED_OTHER}
 
 
+@pytest.mark.parametrize("priority", ["nice", "normal"])
+def test_the_worker_runs_at_the_helper_priority_it_is_given(scorer: Scorer, priority: str) -> None:
+    """``LEADSCORE_HELPER_PRIORITY``: ``nice`` is nice 19 without ``SCHED_IDLE`` (a share of a busy core),
+    ``normal`` leaves the worker as the API is."""
+    worker = BatchWorker(KEY, priority=priority)
+    try:
+        worker.score(BODY, 10, LoadedModel(scorer, "lead-scoring", "1", "static"), "r", None, False)
+        assert worker.process is not None
+        expected = NICE if priority == "nice" else os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == expected
+        assert set(thread_policies(worker.process.pid)) == {os.SCHED_OTHER}
+    finally:
+        worker.close()
+
+
+def test_an_unknown_helper_priority_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from leadscore.serving.priority import helper_priority
+    from leadscore.serving.settings import ServingSettings
+
+    with pytest.raises(ValidationError, match="helper_priority"):
+        ServingSettings(helper_priority="lowest")
+    with pytest.raises(ValueError, match="idle, nice, normal"):
+        helper_priority("lowest")
+
+
 def test_invalid_and_oversized_batches_are_answered_as_fastapi_would(worker: BatchWorker, scorer: Scorer) -> None:
     model = LoadedModel(scorer, "lead-scoring", "1", "static")
     with pytest.raises(RequestValidationError) as invalid:

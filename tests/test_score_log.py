@@ -221,6 +221,24 @@ def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path) -> None:
         log.close()
 
 
+def test_the_writer_runs_at_nice_19_alone_when_asked(tmp_path: Path) -> None:
+    """``LEADSCORE_HELPER_PRIORITY=nice``: the writer keeps a share of a core that is always busy (no
+    ``SCHED_IDLE``), below the API all the same."""
+    import os
+
+    from leadscore.serving.priority import NICE
+
+    log = _log(tmp_path, priority="nice")
+    try:
+        _commit(log, score_rows(1))
+        _until(lambda: log.written == 1)
+        assert log._writer is not None
+        assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == NICE
+        assert set(thread_policies(log._writer.pid)) == {os.SCHED_OTHER}
+    finally:
+        log.close()
+
+
 def test_a_batchs_rows_are_a_segment_of_their_own_written_from_another_thread(tmp_path: Path) -> None:
     """A batch's rows (written on the batch thread) are ready for the writer at once, beside the single leads'
     open segment, which stays open; nothing is lost or doubled."""
