@@ -44,8 +44,9 @@ class ServingSettings(MlflowSettings):
         default=0.5,
         gt=0,
         le=60,
-        description="Most age of the open spool segment, and the writer's pace: what is ready goes to the "
-        "database in one transaction at most once in this time (a score arrives within about twice this).",
+        description="The open spool segment is sealed at the first look (one each this long) after it is this "
+        "old; the writer writes what is ready in one transaction once in this time, unless more is ready than a "
+        "transaction takes (a score reaches the database within about three times this).",
     )
     score_log_batch_rows: int = Field(default=500, ge=1, description="Rows written per batch at most.")
     score_log_fsync: bool = Field(

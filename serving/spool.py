@@ -27,8 +27,9 @@ thread instead, as a segment of their own, ready at once (:meth:`Spool.write_seg
 ``fsync_each``), so the event loop never copies them.
 
 **Writer** (:mod:`serving.spool_writer`, a separate process, one per folder under ``writer.lock``): it
-writes each ready segment in one transaction, then deletes it (a crash between the two writes that
-segment's rows again on the next try: at least once, never lost). A writer that dies is started again.
+writes the ready segments in one transaction, then deletes them (a crash between the two writes their rows
+again on the next try: at least once, never lost), at most one such round per ``segment_seconds`` unless
+more is ready than a transaction takes. A writer that dies is started again.
 At the stop, the writer has ``stop_seconds`` to write what is ready; what it could not write stays on
 disk for the next start.
 """
@@ -40,6 +41,7 @@ import fcntl
 import logging
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -355,7 +357,8 @@ class SpooledScoreLog:
             except Exception as exc:  # noqa: BLE001 - keep watching (rows wait on disk meanwhile)
                 log.error("score log spool check failed: %s", type(exc).__name__)
 
-    def _read_reports(self, writer: subprocess.Popen[bytes], final: bool = False) -> None:
+    def _read_reports(self, writer: subprocess.Popen[bytes], final: bool = False) -> int:
+        """Count the rows the writer reports written; returns the bytes read."""
         out = writer.stdout
         assert out is not None
         try:
@@ -368,6 +371,7 @@ class SpooledScoreLog:
             what, _, count = line.decode().partition(" ")
             if what == "written":
                 self.written += int(count)
+        return len(chunk or b"")
 
     def close(self, timeout: float | None = None) -> None:
         """Seal the open segment, let the writer write what is ready for at most ``stop_seconds``, stop it.
@@ -387,12 +391,19 @@ class SpooledScoreLog:
                 assert writer.stdin is not None
                 pickle.dump({"stop": seconds}, writer.stdin)
                 writer.stdin.close()
-        try:
-            writer.wait(seconds + 5)
-        except subprocess.TimeoutExpired:
-            log.error("score log writer did not stop within %.0fs; stopping it (its rows stay spooled)", seconds)
-            writer.kill()
-            writer.wait()
+        # its reports are read meanwhile: a writer blocked on a full pipe would be killed with rows committed
+        # and their segments not yet deleted (written again at the next start)
+        deadline = time.monotonic() + seconds + 5
+        while writer.poll() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.error("score log writer did not stop within %.0fs; stopping it (its rows stay spooled)", seconds)
+                writer.kill()
+                break
+            select.select([writer.stdout], [], [], min(remaining, 0.1))
+            if not self._read_reports(writer):
+                time.sleep(0.01)  # nothing new (or the end of its output): its exit comes next
+        writer.wait()
         self._read_reports(writer, final=True)
         for pipe in (writer.stdin, writer.stdout):
             if pipe is not None:

@@ -7,8 +7,8 @@ reaches it is the last), then deletes them. Having written all that was ready, i
 ``group_seconds`` from the round's start (not when stopping), so that segments gather and a busy API's rows
 take few transactions: an index leaf that several segments' rows land in is written once. A database
 failure is retried after a growing pause. After the stop it keeps going until nothing is ready or the
-stop's deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per segment
-written. Log lines never hold a row's data.
+stop's deadline passes; what is left stays on disk. Output (stdout): a line ``written N`` per transaction,
+once its segments are deleted. Log lines never hold a row's data.
 
 By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`: ``SCHED_IDLE`` on
 Linux; the ``priority`` of its settings): the API's event loop, answering scores and health checks, is
@@ -95,9 +95,9 @@ def run(source: BinaryIO) -> None:
             if engine is None:
                 engine = open_engine(config["url"])
             written = _write_segments(engine, segments, config["batch_rows"])
-            for segment, rows in written:
+            for segment, _ in written:
                 segment.unlink()
-                sys.stdout.write(f"written {rows}\n")
+            sys.stdout.write(f"written {sum(rows for _, rows in written)}\n")  # once all are deleted
             sys.stdout.flush()
             failures = 0
             if len(written) == len(segments):  # all that was ready is in: let the next ones gather

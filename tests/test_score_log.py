@@ -147,6 +147,29 @@ def test_segments_ready_together_are_written_in_one_transaction(tmp_path: Path, 
     engine.dispose()
 
 
+def test_a_stop_with_thousands_of_small_segments_ready_logs_each_row_once(tmp_path: Path) -> None:
+    """A spool left with 8,000 one-row segments (a database outage on a quiet API): a stop soon after the
+    start ends in time, and the next start logs what is left, every row once (a writer blocked on its unread
+    reports was killed with rows committed and their segments still on disk)."""
+    from leadscore.serving.frames import frame
+
+    folder = tmp_path / "spool" / "0"
+    folder.mkdir(parents=True)
+    rows = score_rows(8000)
+    for i, row in enumerate(rows):
+        (folder / f"{i + 1:012d}.ready").write_bytes(frame([row]))
+    log = _log(tmp_path, flush_seconds=0.5, stop_seconds=1.0)
+    time.sleep(0.2)
+    began = time.monotonic()
+    log.close()
+    assert time.monotonic() - began < 5
+    log = _log(tmp_path, flush_seconds=0.5)
+    _until(lambda: not ready_segments(folder))
+    log.close()
+    stored = _stored(tmp_path / "scores.db")
+    assert sorted(stored) == sorted(row["request_id"] for row in rows)
+
+
 def test_a_writer_that_dies_is_replaced_and_no_row_is_lost(tmp_path: Path) -> None:
     log = _log(tmp_path)
     _commit(log, score_rows(5))
