@@ -107,9 +107,10 @@ def run(source: BinaryIO) -> None:
             pause = min(RETRY_MIN_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
             log.error("score log write failed (attempt %d): %s; retrying in %.2fs", failures, type(exc).__name__, pause)
             deadline = stop.get("deadline")
-            if deadline is not None:
-                pause = min(pause, max(deadline - time.monotonic(), 0.0))
-            time.sleep(pause)
+            if deadline is None:
+                stopping.wait(pause)  # a stop ends the pause: what is ready gets its try before the deadline
+            else:
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
     left = len(ready_segments(folder))
     if left:
         log.warning("score log: %d spooled segments not written before the stop; written at the next start", left)

@@ -88,6 +88,19 @@ def test_a_stop_during_a_lasting_outage_ends_in_time_and_the_next_start_writes_t
     assert _stored(tmp_path / "scores.db") == [f"r{i}" for i in range(7)] and _spooled(tmp_path) == 0
 
 
+def test_a_stop_ends_the_writers_pause_between_retries(tmp_path: Path) -> None:
+    """After a few failed writes the writer pauses seconds before the next try; a stop meanwhile does not wait
+    the pause out: it ends within its own timeout (the rows stay spooled)."""
+    log = _log(tmp_path)
+    with _locked(tmp_path / "scores.db"):
+        _commit(log, score_rows(3))
+        time.sleep(4.2)  # failures paused 0.25, 0.5, 1 and 2 s: the writer is in its 4 s pause
+        began = time.monotonic()
+        log.close(timeout=1.0)
+        assert time.monotonic() - began < 2.5
+    assert log.written == 0 and _spooled(tmp_path) == 3
+
+
 def test_a_segment_is_all_or_nothing(tmp_path: Path) -> None:
     """A segment goes in one transaction: a row refused after others went in keeps none of them, and the whole
     segment arrives once, in order, when the database takes it again."""
