@@ -92,7 +92,9 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
     ints and floats (``1`` and ``1.0``) have the same text and the same number; the missing group (None,
     NaN, NA, NaT) is missing for every function here. ``True == 1`` but their category texts differ
     ("true" vs "1"), so bools may mix with numbers only when ``bools_equal_numbers`` (true for yes/no
-    parsing, where True and 1 both mean 1.0). Any other type (Decimal, float32, ...) -> None, per value.
+    parsing, where True and 1 both mean 1.0). numpy's int64 never mixes with floats: pandas' hashing groups
+    values numpy calls equal, and numpy compares the two as float64 (``2**60`` equals ``2**60 + 64``), though
+    their texts differ. Any other type (Decimal, float32, ...) -> None, per value.
     """
     pd = _pandas()
     if pd is not None and isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
@@ -103,6 +105,8 @@ def _per_distinct(values: Sequence[Any], bools_equal_numbers: bool) -> tuple[np.
         if not types <= _missing_types() | _NUMBER_TYPES | _BOOL_TYPES | _TEXT_TYPES:
             return None
         if not bools_equal_numbers and types & _BOOL_TYPES and types & _NUMBER_TYPES:
+            return None
+        if np.int64 in types and types & _FLOAT_TYPES:  # numpy compares them as float64: 2**60 == 2**60 + 64
             return None
     index, distinct = pd.factorize(arr, use_na_sentinel=True) if pd is not None else factorize(arr)
     distinct = np.asarray(distinct, dtype=object)

@@ -154,6 +154,18 @@ many = st.one_of(
 )
 
 
+def test_numpy_integers_past_float_precision_keep_their_own_code_beside_floats() -> None:
+    """``np.int64(2**60 + 64)`` equals ``float(2**60)`` for numpy (as float64) but not as text: encoded by
+    column, each keeps the code it has alone."""
+    from leadscore.features.columns import _category_code, encode_categorical
+
+    codes = {"1152921504606846976": 0, "1152921504606847040": 1, OTHER: 2}
+    values = np.asarray([float(2**60), np.int64(2**60 + 64), float(2**60)], dtype=object)
+    per_value = [_category_code(v, codes, 2.0, frozenset()) for v in values]
+    assert per_value == [0.0, 1.0, 0.0]
+    np.testing.assert_array_equal(encode_categorical(values, codes, frozenset()), per_value)
+
+
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.lists(many, min_size=2, max_size=60))
 def test_once_per_distinct_value_equals_once_per_value(column: list[object]) -> None:
