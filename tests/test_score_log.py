@@ -238,39 +238,24 @@ def test_a_stop_with_a_frozen_writer_ends_in_time_and_keeps_the_rows_spooled(tmp
     assert log.written + _spooled(tmp_path) == 501
 
 
-def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path) -> None:
+@pytest.mark.parametrize("priority", ["idle", "nice"])
+def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path, priority: str) -> None:
     """The API's event loop is scheduled before the writer (serving.spool_writer), whose threads are all at
-    the lowest priority (SCHED_IDLE, nice 19)."""
+    nice 19: under SCHED_IDLE by default; without it with ``LEADSCORE_HELPER_PRIORITY=nice`` (a share of a
+    core that is always busy)."""
     import os
 
     from leadscore.serving.priority import NICE
 
-    log = _log(tmp_path)
+    log = _log(tmp_path, priority=priority)
     try:
         _commit(log, score_rows(1))
         _until(lambda: log.written == 1)
         assert log._writer is not None
         assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == NICE
-        assert set(thread_policies(log._writer.pid)) == {os.SCHED_IDLE}
+        expected = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
+        assert set(thread_policies(log._writer.pid)) == {expected}
         assert set(thread_policies(os.getpid())) == {os.SCHED_OTHER}
-    finally:
-        log.close()
-
-
-def test_the_writer_runs_at_nice_19_alone_when_asked(tmp_path: Path) -> None:
-    """``LEADSCORE_HELPER_PRIORITY=nice``: the writer keeps a share of a core that is always busy (no
-    ``SCHED_IDLE``), below the API all the same."""
-    import os
-
-    from leadscore.serving.priority import NICE
-
-    log = _log(tmp_path, priority="nice")
-    try:
-        _commit(log, score_rows(1))
-        _until(lambda: log.written == 1)
-        assert log._writer is not None
-        assert os.getpriority(os.PRIO_PROCESS, log._writer.pid) == NICE
-        assert set(thread_policies(log._writer.pid)) == {os.SCHED_OTHER}
     finally:
         log.close()
 
