@@ -249,9 +249,11 @@ def main() -> None:
                 f"c=256 single:   {storm['goodput']:8.0f} 200/s  503s {int(storm['non2xx'])}  "
                 "(wrk: retries at once, for information)"
             )
-        batches, health = while_probing(
-            base, lambda: summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
-        )
+
+        def batch_phase() -> dict[str, float]:
+            return summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
+
+        batches, health = while_probing(base, batch_phase)
         health_p99 = p99_ms(health)
         if args.batches_only:
             goal = GOALS["max_healthz_p99_ms_under_batches"]
@@ -261,9 +263,7 @@ def main() -> None:
             )
             pooled = list(health)
             for _ in range(args.repeat - 1):
-                again, probes = while_probing(
-                    base, lambda: summary(drive_in_process(port, batch_request, 64, args.seconds), args.seconds)
-                )
+                again, probes = while_probing(base, batch_phase)
                 pooled += probes
                 print(
                     f"c=64 batches:   {again['ok_per_s']:8.1f} 200/s  503s {again['shed']}  /healthz "

@@ -37,6 +37,11 @@ def _is_series(values: Any) -> bool:
     return pd is not None and isinstance(values, pd.Series)
 
 
+def _is_frame(X: Any) -> bool:
+    pd = _pandas()
+    return pd is not None and isinstance(X, pd.DataFrame)
+
+
 def is_missing(value: Any, missing: frozenset[str]) -> bool:
     if value is None:
         return True
@@ -221,16 +226,14 @@ def _to_bool(value: Any, missing: frozenset[str]) -> float:
 
 def column_values(X: Any, name: str, n: int) -> Sequence[Any]:
     """Column ``name`` of a DataFrame or a mapping of columns; ``n`` missing values when it is absent."""
-    pd = _pandas()
-    if pd is not None and isinstance(X, pd.DataFrame):
+    if _is_frame(X):
         return X[name] if name in X.columns else [None] * n
     return X.get(name, [None] * n)
 
 
 def n_rows(X: Any) -> int:
     """Rows of a DataFrame or a mapping of equal-length columns."""
-    pd = _pandas()
-    if pd is not None and isinstance(X, pd.DataFrame):
+    if _is_frame(X):
         return len(X)
     return len(next(iter(X.values()))) if X else 0
 

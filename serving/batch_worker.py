@@ -106,7 +106,7 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
         config = receive(source)
     except EOFError:
         return
-    priority = helper_priority(config.get("priority", "idle"))
+    priority = helper_priority(config["priority"])
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.debug("batch worker %d started at CPU priority %s", os.getpid(), priority)
     hash_lead = lead_hasher(config["lead_hash_key"])

@@ -71,7 +71,7 @@ def _write_segments(engine: Any, segments: list[Path], batch_rows: int) -> list[
 
 def run(source: BinaryIO) -> None:
     config = pickle.load(source)
-    priority = helper_priority(config.get("priority", "idle"))
+    priority = helper_priority(config["priority"])
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.debug("score log writer %d started at CPU priority %s", os.getpid(), priority)
     folder = Path(config["folder"])
