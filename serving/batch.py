@@ -2,7 +2,8 @@
 
 The event loop receives the body and sends the answer; in between, the batch thread (:func:`batch_executor`,
 one thread) hands the body to the worker process (:mod:`serving.batch_worker`) and waits for its answer
-bytes and score-log frames, holding the interpreter lock only to copy them. So the event loop never shares
+bytes, holding the interpreter lock only to copy them; the worker writes the batch's score-log rows to the
+spool itself, as a segment whose number the API reserved (:meth:`serving.spool.Spool.reserve_segment`). So the event loop never shares
 the lock with a batch being parsed and scored, and a batch uses a core the event loop does not.
 
 :class:`BatchWorker` starts the worker with the first batch (a server that is sent no batch never pays for
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, status
@@ -45,6 +47,10 @@ REPLY_SECONDS = 120.0  # longest a batch may take in the worker before the worke
 
 class BatchFailed(RuntimeError):
     """The worker could not score a batch for a reason that is not the batch's (the API answers 500)."""
+
+
+class SegmentNotWritten(OSError):
+    """The worker scored a batch but could not write its score-log segment (the API answers 503)."""
 
 
 def batch_executor(threads: int) -> ThreadPoolExecutor:
@@ -98,9 +104,14 @@ class BatchWorker:
         request_id: str,
         log_id: str | None,
         explain: bool,
+        segment: tuple[Path, bool] | None = None,
     ) -> ScoredBatch:
         """The batch scored by ``model``: its answer bytes and score-log frames (raises the 422, 413 or 503 FastAPI
-        answers, or :class:`BatchFailed`)."""
+        answers, or :class:`BatchFailed`). With ``segment`` (a spool segment's ``.part`` path and whether to
+        fsync it), the worker writes the rows there as a segment, ready before this returns, and the frames come
+        back empty; :class:`SegmentNotWritten` when it could not be written (nothing of it is left). A segment
+        the worker had not finished when the exchange failed is removed; one it had renamed ready (the worker
+        died before its reply) stays: its rows are logged though the batch is answered 503 (at least once)."""
         with self._lock:
             if self._closed:
                 raise _unavailable()
@@ -115,10 +126,14 @@ class BatchWorker:
                 if self._model is not model:
                     send(process.stdin, ("model", model.scorer, model.name, model.version))
                     self._model = model
-                send(process.stdin, ("batch", body, max_batch, request_id, log_id, explain))
+                part = None if segment is None else (str(segment[0]), segment[1])
+                send(process.stdin, ("batch", body, max_batch, request_id, log_id, explain, part))
                 reply = receive(process.stdout)
             except Exception as exc:  # noqa: BLE001 - any failure of the exchange: this worker is done
                 self._discard(f"no answer within {self.reply_seconds:g} s" if hung.is_set() else type(exc).__name__)
+                if segment is not None:
+                    with suppress(OSError):
+                        segment[0].unlink()
                 raise _unavailable() from None
             finally:
                 if watchdog is not None:
@@ -131,6 +146,8 @@ class BatchWorker:
             raise RequestValidationError(detail)
         if kind == "too_big":
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=detail)
+        if kind == "not_recorded":
+            raise SegmentNotWritten(detail)
         raise BatchFailed(f"the batch worker failed: {detail}")
 
     def close(self, timeout: float = 10.0) -> None:

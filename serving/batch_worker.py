@@ -11,9 +11,13 @@ leadscore's own processes, connected by pipes only they hold).
   :func:`serving.priority.helper_priority`);
 - in ``("model", scorer, name, version)``: the version the next batches are scored with (sent once per
   version; it replaces the one before);
-- in ``("batch", body, max_batch, request_id, log_id, explain)``; out, one of
-  ``("ok", ScoredBatch)``, ``("invalid", errors)`` (422), ``("too_big", detail)`` (413) or
-  ``("failed", exception type name)`` (anything else: the API answers 500 and logs it).
+- in ``("batch", body, max_batch, request_id, log_id, explain, segment)``; out, one of
+  ``("ok", ScoredBatch)``, ``("invalid", errors)`` (422), ``("too_big", detail)`` (413),
+  ``("not_recorded", exception type name)`` (its segment could not be written: 503) or
+  ``("failed", exception type name)`` (anything else: the API answers 500 and logs it). ``segment`` is
+  ``(path, fsync)``: the batch's score-log rows are written there as a spool segment
+  (:func:`serving.frames.write_segment_file`) before the reply, whose ``frames`` are then empty; or None: the
+  frames come back in the reply.
 
 The end of the input (the API closed it, or is gone) ends the worker. It ignores SIGINT and SIGTERM, as a
 signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
@@ -31,10 +35,13 @@ import signal
 import struct
 import sys
 import traceback
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from leadscore.models.lead_hash import lead_hasher
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
+from leadscore.serving.frames import write_segment_file
 from leadscore.serving.memory import limit_arenas, trim
 from leadscore.serving.priority import helper_priority
 from leadscore.serving.scoring import LoadedModel
@@ -81,11 +88,19 @@ def waiting(source: BinaryIO, seconds: float) -> bool:
 
 def answer(message: tuple[Any, ...], model: LoadedModel | None, hash_lead: Any) -> tuple[Any, ...]:
     """The reply to one ``("batch", ...)`` message."""
-    _, body, max_batch, request_id, log_id, explain = message
+    _, body, max_batch, request_id, log_id, explain, segment = message
     if model is None:
         return ("failed", "NoModel")
     try:
-        return ("ok", score_batch_body(body, max_batch, model, request_id, log_id, explain, hash_lead))
+        scored = score_batch_body(body, max_batch, model, request_id, log_id, explain, hash_lead)
+        if segment is None or not scored.rows:
+            return ("ok", scored)
+        try:
+            write_segment_file(Path(segment[0]), scored.frames, segment[1])
+        except OSError as exc:
+            log.error("could not write a batch's score-log segment: %s", type(exc).__name__)
+            return ("not_recorded", type(exc).__name__)
+        return ("ok", replace(scored, frames=b""))
     except InvalidBatch as exc:
         return ("invalid", exc.errors)
     except BatchTooBig as exc:

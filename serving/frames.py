@@ -3,18 +3,24 @@
 A frame is a 4-byte big-endian length and a list of rows (the row dicts as given: a new field flows through
 unchanged), encoded by :func:`encode_rows`: ``marshal`` (which builds plain values and can never run code)
 with each timezone-aware ``datetime`` carried as its UTC microseconds, or a pickle when a row holds a value
-marshal cannot write. Light on purpose (no database driver): the batch worker process makes frames too.
+marshal cannot write. Light on purpose (no database driver): the batch worker process makes frames, and
+writes a batch's segment (:func:`write_segment_file`), too.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 import pickle
 import struct
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-__all__ = ["decode_rows", "encode_rows", "frame"]
+__all__ = ["PART", "READY", "decode_rows", "encode_rows", "frame", "write_segment_file"]
+
+PART, READY = ".part", ".ready"  # a batch's segment being written; complete, for the writer
 
 _LENGTH = struct.Struct(">I")
 _MARSHAL = b"M"  # a frame's first byte: marshal; a pickle's first byte is 0x80
@@ -63,3 +69,27 @@ def frame(rows: list[dict[str, Any]]) -> bytes:
     """One spool frame holding ``rows``: a 4-byte big-endian length, then :func:`encode_rows`' payload."""
     payload = encode_rows(rows)
     return _LENGTH.pack(len(payload)) + payload
+
+
+def write_segment_file(part: Path, data: bytes, fsync: bool) -> Path:
+    """Write ``data`` (frames) to the new file ``part`` (a ``<seq>.part`` no one else writes), fsync it when
+    ``fsync``, and rename it ``<seq>.ready``: a segment has its ready name only once it is whole. Returns the
+    ready path. One that could not be written whole is removed and the OSError raised. The folder's entry is
+    the caller's to fsync (with the rest of the spool's)."""
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        ready = part.with_suffix(READY)
+        part.rename(ready)
+    except OSError:
+        with suppress(OSError):
+            part.unlink()
+        raise
+    return ready

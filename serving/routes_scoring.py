@@ -15,7 +15,6 @@ health probes and single leads are answered while big batches run.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from leadscore.serving.asgi import ORJSONAnswer, PacedJSON
 from leadscore.serving.batch import in_batch_thread
 from leadscore.serving.batch_work import ScoredBatch
 from leadscore.serving.deps import Scoring, ScoringContext
+from leadscore.serving.frames import READY
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
     EXAMPLE_LEAD,
@@ -56,16 +56,19 @@ async def _commit(state: AppState, rows: list[dict[str, Any]]) -> None:
 
 
 def _score_and_record(state: AppState, body: bytes, context: ScoringContext, explain: bool) -> ScoredBatch:
-    """On the batch thread: the batch scored by the batch worker process, then its score-log rows made durable
-    as a spool segment of their own (503 when they cannot be), so the event loop only moves the answer."""
-    scored = state.batch_worker.score(
-        body, state.settings.max_batch, context.model, context.request_id, context.log_id, explain
-    )
+    """On the batch thread: the batch scored by the batch worker process, which also writes its score-log rows
+    as a spool segment of their own before it replies (503 when they cannot be written), so the API process
+    neither copies nor writes them: the event loop only moves the answer."""
+    part, fsync = state.score_log.batch_segment()
     try:
-        state.score_log.write_frames(scored.frames, scored.rows)
+        scored = state.batch_worker.score(
+            body, state.settings.max_batch, context.model, context.request_id, context.log_id, explain, (part, fsync)
+        )
+        if scored.rows:
+            state.score_log.segment_written(part.with_suffix(READY))
     except OSError:
         raise _not_recorded() from None
-    return replace(scored, frames=b"")
+    return scored
 
 
 def _not_recorded() -> HTTPException:
@@ -135,7 +138,7 @@ async def score_batch(request: Request, context: Scoring, explain: Explain = Tru
     made and logged as is.
     """
     # The body is a BatchRequest (documented through BATCH_BODY); it is parsed, validated and scored by the
-    # batch worker process (serving.batch) and its rows spooled on the batch thread, so the event loop only
+    # batch worker process (serving.batch), which also spools its rows, so the event loop only
     # moves bytes however big the batch.
     state: AppState = request.app.state.leadscore
     body = await request.body()

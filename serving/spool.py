@@ -22,9 +22,10 @@ were never fsynced, so never answered.
 the page cache). With ``fsync_each``, a group commit instead: rows appended while an fsync is under way
 wait for the next one, so concurrent requests share one ``write`` + ``fsync`` (in a thread, off the loop). A segment
 becomes ready when it holds ``segment_rows`` rows or is ``segment_seconds`` old (checked by
-:class:`SpooledScoreLog` every ``segment_seconds``), and at the stop. A batch's rows are written on the batch
-thread instead, as a segment of their own, ready at once (:meth:`Spool.write_segment`; fsynced first with
-``fsync_each``), so the event loop never copies them.
+:class:`SpooledScoreLog` every ``segment_seconds``), and at the stop. A batch's rows are written by the batch
+worker process instead, as a segment of their own, ready before the batch is answered (the API reserves its
+number, :meth:`Spool.reserve_segment`; the worker writes it, :func:`serving.frames.write_segment_file`, fsynced
+first with ``fsync_each``), so the API process never copies them.
 
 **Writer** (:mod:`serving.spool_writer`, a separate process, one per folder under ``writer.lock``): it
 writes the ready segments in one transaction, then deletes them (a crash between the two writes their rows
@@ -54,13 +55,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from leadscore.features.files import fsync_folder
-from leadscore.serving.frames import _LENGTH, decode_rows, frame
+from leadscore.serving.frames import _LENGTH, PART, READY, decode_rows, frame
 from leadscore.serving.score_log import open_engine
 
 log = logging.getLogger("leadscore.serving.score_log")
 WRITER_MODULE = "leadscore.serving.spool_writer"
-OPEN, READY = ".open", ".ready"
-PART = ".part"  # a batch's segment being written: whole once renamed ready; a crash leaves it unanswered
+OPEN = ".open"
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
@@ -184,35 +184,20 @@ class Spool:
             if self._rows >= self.segment_rows:
                 self._seal()
 
-    def write_segment(self, frames: bytes, rows: int) -> None:
-        """Write rows already made into frames as a segment of their own, ready for the writer when this
-        returns (fsynced first with ``fsync_each``; else with the sealed segments, as :meth:`_seal` does).
-        Callable from any thread: the open segment and its lock are held only to take a number, so the event
-        loop's appends go on while a batch's rows are written. It is written as ``<seq>.part`` and renamed
-        ready once whole: one that could not be written whole is removed (its rows were never answered) and the
-        OSError raised; one a crash cut short is removed at the next start (:meth:`open`)."""
-        if not rows:
-            return
+    def reserve_segment(self) -> Path:
+        """A new segment's ``<seq>.part`` path, for a batch's rows, written by the batch worker process
+        (:func:`serving.frames.write_segment_file`); once written, :meth:`segment_written` takes it into the
+        spool's durability. Callable from any thread: the lock is held only to take a number, so the event
+        loop's appends go on meanwhile. A ``.part`` a crash left is removed at the next start (:meth:`open`):
+        its batch was never answered."""
         with self._lock:
             seq = self._seq
             self._seq += 1
-        path = self.folder / f"{seq:012d}{PART}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(frames)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync_each:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            ready = path.with_suffix(READY)
-            path.rename(ready)
-        except OSError:
-            with suppress(OSError):
-                path.unlink()
-            raise
+        return self.folder / f"{seq:012d}{PART}"
+
+    def segment_written(self, ready: Path) -> None:
+        """Make a segment written whole by :func:`serving.frames.write_segment_file` as durable as the rest:
+        its folder entry fsynced now with ``fsync_each``, else with the sealed segments'."""
         if self.fsync_each:
             fsync_folder(self.folder)
         else:
@@ -315,11 +300,17 @@ class SpooledScoreLog:
         assert self.spool is not None
         await self.spool.append(rows)
 
-    def write_frames(self, frames: bytes, rows: int) -> None:
-        """Make rows already made into frames durable as a segment of their own, from any thread (a batch's
-        rows, written on the batch thread: :meth:`Spool.write_segment`)."""
+    def batch_segment(self) -> tuple[Path, bool]:
+        """A new segment's ``.part`` path for a batch's rows, and whether it is to be fsynced: the batch worker
+        writes it (:func:`serving.frames.write_segment_file`), then :meth:`segment_written` makes it durable.
+        Callable from any thread."""
         assert self.spool is not None
-        self.spool.write_segment(frames, rows)
+        return self.spool.reserve_segment(), self.spool.fsync_each
+
+    def segment_written(self, ready: Path) -> None:
+        """A batch's segment is whole (:meth:`Spool.segment_written`); from any thread."""
+        assert self.spool is not None
+        self.spool.segment_written(ready)
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None

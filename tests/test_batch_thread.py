@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from leadscore.models.lead_hash import lead_hasher
 from leadscore.models.scorer import Scorer
 from leadscore.serving import batch_work
-from leadscore.serving.batch import BatchFailed, BatchWorker, batch_executor, in_batch_thread
+from leadscore.serving.batch import BatchFailed, BatchWorker, SegmentNotWritten, batch_executor, in_batch_thread
 from leadscore.serving.batch_work import collector_paused, score_batch_body
 from leadscore.serving.frames import _LENGTH, decode_rows
 from leadscore.serving.priority import NICE
@@ -53,6 +54,55 @@ def test_a_batch_is_scored_in_the_worker_as_it_would_be_in_process(worker: Batch
     assert answer == local and answer["model"] == {"name": "lead-scoring", "version": "3"}
     assert (scored.rows, scored.tiers) == (here.rows, here.tiers)
     assert _logged(scored.frames) == _logged(here.frames)
+
+
+def test_the_worker_writes_a_batchs_rows_as_the_spool_segment_it_is_given(
+    worker: BatchWorker, scorer: Scorer, tmp_path: Path
+) -> None:
+    """With a segment, the rows reach the API only as a ready spool segment the worker wrote (the same rows as
+    the frames it would have sent back), and the reply's frames are empty."""
+    model = LoadedModel(scorer, "lead-scoring", "3", "static")
+    scored = worker.score(BODY, 10, model, "req-1", None, True, (tmp_path / "000000000007.part", False))
+    assert scored.frames == b"" and scored.rows == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000000007.ready"]
+    here = score_batch_body(BODY, 10, model, "req-1", None, True, lead_hasher(KEY))
+    assert _logged((tmp_path / "000000000007.ready").read_bytes()) == _logged(here.frames)
+
+
+def test_a_segment_the_worker_cannot_write_is_a_segment_not_written_and_leaves_nothing(
+    worker: BatchWorker, scorer: Scorer, tmp_path: Path
+) -> None:
+    """A segment that cannot be written (here its folder is gone) raises SegmentNotWritten, an OSError (the
+    route answers 503), leaves no file, and the same worker scores the next batch."""
+    model = LoadedModel(scorer, "lead-scoring", "3", "static")
+    with pytest.raises(SegmentNotWritten):
+        worker.score(BODY, 10, model, "r", None, True, (tmp_path / "gone" / "000000000001.part", True))
+    assert list(tmp_path.iterdir()) == []
+    pid = worker.process.pid
+    assert worker.score(BODY, 10, model, "r", None, True, (tmp_path / "000000000002.part", True)).rows == 2
+    assert worker.process.pid == pid and [p.name for p in tmp_path.iterdir()] == ["000000000002.ready"]
+
+
+def test_a_segment_half_written_by_a_worker_that_died_is_removed(
+    worker: BatchWorker, scorer: Scorer, tmp_path: Path
+) -> None:
+    """A worker that dies while it writes a batch's segment: the batch gets 503 and no ``.part`` is left."""
+    dying = (  # the real worker, dying halfway through the segment's write
+        "import os; from leadscore.serving import batch_worker as w; "
+        "w.write_segment_file = lambda part, data, fsync: (part.write_bytes(data[:10]), os._exit(9)); w.main()"
+    )
+    worker.command = [sys.executable, "-P", "-c", dying]
+    with pytest.raises(HTTPException) as refused:
+        worker.score(
+            BODY,
+            10,
+            LoadedModel(scorer, "lead-scoring", "3", "static"),
+            "r",
+            None,
+            True,
+            (tmp_path / "000000000003.part", False),
+        )
+    assert refused.value.status_code == 503 and list(tmp_path.iterdir()) == []
 
 
 def test_an_idle_worker_is_ended_and_the_next_batch_starts_a_new_one(worker: BatchWorker, scorer: Scorer) -> None:

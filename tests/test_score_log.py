@@ -261,15 +261,22 @@ def test_the_writer_runs_below_the_apis_cpu_priority(tmp_path: Path, priority: s
 
 
 def test_a_batchs_rows_are_a_segment_of_their_own_written_from_another_thread(tmp_path: Path) -> None:
-    """A batch's rows (written on the batch thread) are ready for the writer at once, beside the single leads'
-    open segment, which stays open; nothing is lost or doubled."""
-    from leadscore.serving.frames import frame
+    """A batch's rows, written into the segment the spool reserved (by the batch worker; here another thread)
+    and handed back, are ready for the writer at once, beside the single leads' open segment, which stays
+    open; nothing is lost or doubled."""
+    from leadscore.serving.frames import frame, write_segment_file
 
     log = _log(tmp_path, flush_seconds=60.0)  # the open segment is not sealed by age during the test
     try:
         _commit(log, score_rows(5, prefix="single"))
         batch = score_rows(300, prefix="batch")
-        writing = threading.Thread(target=log.write_frames, args=(frame(batch[:120]) + frame(batch[120:]), 300))
+        part, fsync = log.batch_segment()
+        assert part.suffix == ".part" and fsync is False
+
+        def write() -> None:
+            log.segment_written(write_segment_file(part, frame(batch[:120]) + frame(batch[120:]), fsync))
+
+        writing = threading.Thread(target=write)
         writing.start()
         writing.join(10)
         _until(lambda: len(_stored(tmp_path / "scores.db")) >= 300)
@@ -287,7 +294,7 @@ def test_a_batch_segment_that_cannot_be_written_whole_is_removed(tmp_path: Path)
     script = """
 import resource, signal, sys
 from pathlib import Path
-from leadscore.serving.frames import frame
+from leadscore.serving.frames import frame, write_segment_file
 from leadscore.serving.spool import Spool
 from tests.factories import score_rows
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -296,7 +303,7 @@ folder.mkdir()
 spool = Spool(folder)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
 try:
-    spool.write_segment(frame(score_rows(200)), 200)
+    write_segment_file(spool.reserve_segment(), frame(score_rows(200)), False)
 except OSError as exc:
     print("raised", exc.errno)
 print(sorted(p.name for p in folder.iterdir()))
