@@ -79,7 +79,8 @@ def collector_paused() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """What the event loop still does with a scored batch: spool ``frames`` (``rows`` rows), send ``answer``."""
+    """A scored batch: its ``answer`` (the event loop sends it), its ``rows`` score-log rows as spool ``frames``
+    (empty once the batch worker has written them as the batch's spool segment) and each lead's tier."""
 
     answer: bytes
     frames: bytes
