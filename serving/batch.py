@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -193,7 +194,13 @@ class BatchWorker:
         self.started += 1
         assert process.stdin is not None
         send(
-            process.stdin, {"lead_hash_key": self.lead_hash_key, "log_level": self.log_level, "priority": self.priority}
+            process.stdin,
+            {
+                "lead_hash_key": self.lead_hash_key,
+                "log_level": self.log_level,
+                "priority": self.priority,
+                "parent": os.getpid(),
+            },
         )
         return process
 

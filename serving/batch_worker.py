@@ -7,8 +7,8 @@ big batches run, and the batch uses a core of its own.
 Protocol, on stdin and stdout: messages, each a 4-byte big-endian length and a pickle (both ends are
 leadscore's own processes, connected by pipes only they hold).
 
-- first in: ``{"lead_hash_key": bytes | None, "log_level": int, "priority": str}`` (the CPU priority,
-  :func:`serving.priority.helper_priority`);
+- first in: ``{"lead_hash_key": bytes | None, "log_level": int, "priority": str, "parent": int}`` (the CPU
+  priority, :func:`serving.priority.helper_priority`; the API's process id);
 - in ``("model", scorer, name, version)``: the version the next batches are scored with (sent once per
   version; it replaces the one before);
 - in ``("batch", body, max_batch, request_id, log_id, explain, segment)``; out, one of
@@ -19,7 +19,8 @@ leadscore's own processes, connected by pipes only they hold).
   (:func:`serving.frames.write_segment_file`) before the reply, whose ``frames`` are then empty; or None: the
   frames come back in the reply.
 
-The end of the input (the API closed it, or is gone) ends the worker. It ignores SIGINT and SIGTERM, as a
+The end of the input (the API closed it, or is gone) ends the worker; on Linux the worker is also killed
+the moment its API ends (:func:`_die_with_parent`). It ignores SIGINT and SIGTERM, as a
 signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
 are answered. By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`:
 ``SCHED_IDLE`` on Linux), so the API's event loop is scheduled first whenever it has work. Log lines never hold a lead's data.
@@ -27,6 +28,7 @@ are answered. By default it runs at the lowest CPU priority (:func:`serving.prio
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pickle
@@ -35,6 +37,7 @@ import signal
 import struct
 import sys
 import traceback
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,6 +54,7 @@ LENGTH = struct.Struct(">I")
 # After a batch, free heap goes back to the system once no message has come for this long: a steady stream
 # of batches reuses the heap (no page faults to map it in again), a pause returns it.
 TRIM_AFTER_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent thread ends
 
 
 def send(out: BinaryIO, message: Any) -> None:
@@ -111,15 +115,29 @@ def answer(message: tuple[Any, ...], model: LoadedModel | None, hash_lead: Any) 
         return ("failed", type(exc).__name__)
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this process (SIGKILL) when the API's thread that started it ends, with
+    the API: a worker never outlives its API, so it never writes a spool segment into a folder another API
+    process has taken over since (the worker writes segments whose numbers its API reserved). Elsewhere, the
+    end of the input ends the worker after the batch in hand."""
+    if not sys.platform.startswith("linux"):
+        return
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def run(source: BinaryIO, out: BinaryIO) -> None:
     """Serve messages from ``source`` (unbuffered) until its end; replies to ``out``. Free heap is given back
     to the system when no message comes within ``TRIM_AFTER_SECONDS`` of a batch's reply."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
+    _die_with_parent()
     limit_arenas()
     try:
         config = receive(source)
     except EOFError:
+        return
+    if config.get("parent", os.getppid()) != os.getppid():  # the API was gone before the line above took effect
         return
     priority = helper_priority(config["priority"])
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -72,12 +72,17 @@ def frame(rows: list[dict[str, Any]]) -> bytes:
 
 
 def write_segment_file(part: Path, data: bytes, fsync: bool) -> Path:
-    """Write ``data`` (frames) to the new file ``part`` (a ``<seq>.part`` no one else writes), fsync it when
-    ``fsync``, and rename it ``<seq>.ready``: a segment has its ready name only once it is whole. Returns the
-    ready path. One that could not be written whole is removed and the OSError raised. The folder's entry is
-    the caller's to fsync (with the rest of the spool's)."""
+    """Write ``data`` (frames) to the new file ``part`` (a ``<seq>.part``), fsync it when ``fsync``, and publish it
+    as ``<seq>.ready``: a segment has its ready name only once it is whole. Returns the ready path.
+
+    Publishing never replaces a file: the ready name is made with ``link`` (``FileExistsError`` when a segment
+    of that number is there already, whoever wrote it), then the ``.part`` name is removed. A ``part`` that
+    exists already is not ours: ``FileExistsError``, and it is left alone. Whatever this created and could
+    not publish whole is removed and the OSError raised. The folder's entry is the caller's to fsync (with
+    the rest of the spool's)."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    ready = part.with_suffix(READY)
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
             while view:
@@ -86,10 +91,11 @@ def write_segment_file(part: Path, data: bytes, fsync: bool) -> Path:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        ready = part.with_suffix(READY)
-        part.rename(ready)
+        os.link(part, ready)
     except OSError:
         with suppress(OSError):
             part.unlink()
         raise
+    with suppress(FileNotFoundError):
+        part.unlink()
     return ready

@@ -125,11 +125,11 @@ class Spool:
     def open(self) -> None:
         """Seal what a previous process left being appended, remove the batch segments it left half written
         (their batches were never answered), and continue the numbering."""
+        seqs = [int(p.stem) for p in self.folder.glob("*.*") if p.stem.isdigit()]  # the numbers left parts held too
         for part in self.folder.glob(f"*{PART}"):
             part.unlink()
         for left in sorted(self.folder.glob(f"*{OPEN}")):
             left.rename(left.with_suffix(READY))
-        seqs = [int(p.stem) for p in self.folder.glob("*.*") if p.stem.isdigit()]
         self._seq = max(seqs, default=0) + 1
         fsync_folder(self.folder)
 

@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,18 +70,22 @@ def test_the_worker_writes_a_batchs_rows_as_the_spool_segment_it_is_given(
     assert _logged((tmp_path / "000000000007.ready").read_bytes()) == _logged(here.frames)
 
 
-def test_a_segment_the_worker_cannot_write_is_a_segment_not_written_and_leaves_nothing(
+def test_a_segment_the_worker_cannot_publish_is_a_segment_not_written_and_replaces_nothing(
     worker: BatchWorker, scorer: Scorer, tmp_path: Path
 ) -> None:
-    """A segment that cannot be written (here its folder is gone) raises SegmentNotWritten, an OSError (the
-    route answers 503), leaves no file, and the same worker scores the next batch."""
+    """A segment whose number is taken already (a ``.ready`` of that number is there) is a SegmentNotWritten, an
+    OSError (the route answers 503): the segment there is left as it was, the worker's ``.part`` is removed,
+    and the same worker scores the next batch."""
     model = LoadedModel(scorer, "lead-scoring", "3", "static")
+    taken = tmp_path / "000000000001.ready"
+    taken.write_bytes(b"answered rows")
     with pytest.raises(SegmentNotWritten):
-        worker.score(BODY, 10, model, "r", None, True, (tmp_path / "gone" / "000000000001.part", True))
-    assert list(tmp_path.iterdir()) == []
+        worker.score(BODY, 10, model, "r", None, True, (tmp_path / "000000000001.part", True))
+    assert [p.name for p in tmp_path.iterdir()] == [taken.name] and taken.read_bytes() == b"answered rows"
     pid = worker.process.pid
     assert worker.score(BODY, 10, model, "r", None, True, (tmp_path / "000000000002.part", True)).rows == 2
-    assert worker.process.pid == pid and [p.name for p in tmp_path.iterdir()] == ["000000000002.ready"]
+    assert worker.process.pid == pid
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, "000000000002.ready"]
 
 
 def test_a_segment_half_written_by_a_worker_that_died_is_removed(
@@ -103,6 +108,41 @@ def test_a_segment_half_written_by_a_worker_that_died_is_removed(
             (tmp_path / "000000000003.part", False),
         )
     assert refused.value.status_code == 503 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_worker_dies_with_its_api_even_in_the_middle_of_a_batch(tmp_path: Path) -> None:
+    """An API killed (SIGKILL) while its worker holds a batch: the worker is killed with it, so it never writes
+    a segment into a folder another API may have taken over since."""
+    script = """
+import os, signal, sys, threading, time
+from leadscore.serving.batch import BatchWorker
+worker = BatchWorker(b"k" * 32)
+# the real worker, whose batches never end
+worker.command = [sys.executable, "-P", "-c", "import time; from leadscore.serving import batch_worker as w; "
+                  "w.answer = lambda *a: time.sleep(60); w.main()"]
+threading.Thread(target=lambda: worker.score(b"{}", 10, None, "r", None, True), daemon=True).start()
+while worker.process is None:
+    time.sleep(0.01)
+time.sleep(1.0)  # the batch is in the worker's hands
+print(worker.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    api = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert api.returncode == -signal.SIGKILL, api.stderr
+    pid = int(api.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed and waiting for its reaper, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_an_idle_worker_is_ended_and_the_next_batch_starts_a_new_one(worker: BatchWorker, scorer: Scorer) -> None:

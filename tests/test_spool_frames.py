@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leadscore.serving.frames import _LENGTH, decode_rows, encode_rows
-from leadscore.serving.spool import read_segment
+from leadscore.serving.frames import _LENGTH, decode_rows, encode_rows, frame, write_segment_file
+from leadscore.serving.spool import Spool, read_segment
 
 ROW = {
     "request_id": "0190c2a4e1f27a3b8c9d0e1f2a3b4c5d",
@@ -68,3 +68,35 @@ def test_a_segment_mixing_pickled_and_marshal_frames_reads_in_order_and_stops_at
     torn = encode_rows([{**ROW, "request_id": "c"}])
     (tmp_path / "1.ready").write_bytes(data + _LENGTH.pack(len(torn)) + torn[: len(torn) // 2])
     _same(read_segment(tmp_path / "1.ready"), first + second)
+
+
+def test_a_segment_is_published_whole_and_never_over_another(tmp_path: Path) -> None:
+    """write_segment_file publishes ``<seq>.ready`` with the rows and no ``.part`` left; a segment of that
+    number already there (a sealed one of single leads, say) is never replaced; a ``.part`` someone else is
+    writing is left alone."""
+    rows = [ROW, {**ROW, "request_id": "second"}]
+    ready = write_segment_file(tmp_path / "000000000004.part", frame(rows), fsync=True)
+    assert ready == tmp_path / "000000000004.ready" and [p.name for p in tmp_path.iterdir()] == [ready.name]
+    assert read_segment(ready) == rows
+
+    taken = tmp_path / "000000000005.ready"
+    taken.write_bytes(frame([ROW]))
+    with pytest.raises(FileExistsError):
+        write_segment_file(tmp_path / "000000000005.part", frame(rows), fsync=False)
+    assert read_segment(taken) == [ROW] and not (tmp_path / "000000000005.part").exists()
+
+    theirs = tmp_path / "000000000006.part"
+    theirs.write_bytes(b"being written")
+    with pytest.raises(FileExistsError):
+        write_segment_file(theirs, frame(rows), fsync=False)
+    assert theirs.read_bytes() == b"being written" and not (tmp_path / "000000000006.ready").exists()
+
+
+def test_a_restarted_spool_numbers_past_the_parts_it_removes(tmp_path: Path) -> None:
+    """Spool.open removes half-written batch segments but never hands out their numbers again."""
+    (tmp_path / "000000000003.ready").write_bytes(b"")
+    (tmp_path / "000000000009.part").write_bytes(b"half")
+    spool = Spool(tmp_path)
+    spool.open()
+    assert not (tmp_path / "000000000009.part").exists()
+    assert spool.reserve_segment() == tmp_path / "000000000010.part"
