@@ -111,7 +111,7 @@ class BatchWorker:
         answers, or :class:`BatchFailed`). With ``segment`` (a spool segment's ``.part`` path and whether to
         fsync it), the worker writes the rows there as a segment, ready before this returns, and the frames come
         back empty; :class:`SegmentNotWritten` when it could not be written (nothing of it is left). A segment
-        the worker had not finished when the exchange failed is removed; one it had renamed ready (the worker
+        the worker had not finished when the exchange failed is removed; one it had published ready (the worker
         died before its reply) stays: its rows are logged though the batch is answered 503 (at least once)."""
         with self._lock:
             if self._closed:
