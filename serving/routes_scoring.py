@@ -25,7 +25,6 @@ from leadscore.serving.asgi import ORJSONAnswer, PacedJSON
 from leadscore.serving.batch import in_batch_thread
 from leadscore.serving.batch_work import ScoredBatch
 from leadscore.serving.deps import Scoring, ScoringContext
-from leadscore.serving.frames import READY
 from leadscore.serving.schemas import (
     ERROR_RESPONSES,
     EXAMPLE_LEAD,
@@ -65,7 +64,7 @@ def _score_and_record(state: AppState, body: bytes, context: ScoringContext, exp
             body, state.settings.max_batch, context.model, context.request_id, context.log_id, explain, (part, fsync)
         )
         if scored.rows:
-            state.score_log.segment_written(part.with_suffix(READY))
+            state.score_log.segment_written(part)
     except OSError:
         raise _not_recorded() from None
     return scored

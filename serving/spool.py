@@ -195,14 +195,15 @@ class Spool:
             self._seq += 1
         return self.folder / f"{seq:012d}{PART}"
 
-    def segment_written(self, ready: Path) -> None:
-        """Make a segment written whole by :func:`serving.frames.write_segment_file` as durable as the rest:
-        its folder entry fsynced now with ``fsync_each``, else with the sealed segments'."""
+    def segment_written(self, part: Path) -> None:
+        """Make the segment reserved as ``part`` (:meth:`reserve_segment`), since published ready whole by
+        :func:`serving.frames.write_segment_file`, as durable as the rest: its folder entry fsynced now with
+        ``fsync_each``, else with the sealed segments'."""
         if self.fsync_each:
             fsync_folder(self.folder)
         else:
             with self._lock:
-                self._pending_sync.append(ready)
+                self._pending_sync.append(part.with_suffix(READY))
 
     def seal_if_old(self) -> None:
         """Hand the open segment to the writer when it is ``segment_seconds`` old, else fsync it (the
@@ -307,10 +308,11 @@ class SpooledScoreLog:
         assert self.spool is not None
         return self.spool.reserve_segment(), self.spool.fsync_each
 
-    def segment_written(self, ready: Path) -> None:
-        """A batch's segment is whole (:meth:`Spool.segment_written`); from any thread."""
+    def segment_written(self, part: Path) -> None:
+        """The batch's segment reserved as ``part`` is published whole (:meth:`Spool.segment_written`); from any
+        thread."""
         assert self.spool is not None
-        self.spool.segment_written(ready)
+        self.spool.segment_written(part)
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         assert self.spool is not None

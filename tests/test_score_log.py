@@ -274,11 +274,13 @@ def test_a_batchs_rows_are_a_segment_of_their_own_written_from_another_thread(tm
         assert part.suffix == ".part" and fsync is False
 
         def write() -> None:
-            log.segment_written(write_segment_file(part, frame(batch[:120]) + frame(batch[120:]), fsync))
+            write_segment_file(part, frame(batch[:120]) + frame(batch[120:]), fsync)
+            log.segment_written(part)
 
         writing = threading.Thread(target=write)
         writing.start()
         writing.join(10)
+        assert part.with_suffix(".ready") in log.spool._pending_sync  # fsynced with the next sealed segments
         _until(lambda: len(_stored(tmp_path / "scores.db")) >= 300)
         # the batch's segment was written while the single leads' stayed open
         assert sorted(_stored(tmp_path / "scores.db")) == sorted(row["request_id"] for row in batch)
