@@ -1,9 +1,12 @@
 """Benchmark the scoring API against a constant FastAPI app and `mlflow models serve`, one lead per request.
 
-Run: ``.venv/bin/python bench/bench_serving.py [--home DIR] [--seconds 10]``. Trains a model on synthetic data
-into a temporary embedded store (or uses the champion in ``--home``), starts each server on 127.0.0.1, drives
-it with the same single-lead load at 1 and 8 connections (``wrk`` when installed, else a Python load
-generator) and prints requests/s, p50, p99 and the serving process's resident memory, then the floors the
+Run: ``.venv/bin/python bench/bench_serving.py [--home DIR] [--seconds 10] [--rounds 3]``. Trains a model on
+synthetic data into a temporary embedded store (or uses the champion in ``--home``), starts every server on
+127.0.0.1, then in each round drives each server in turn with the same single-lead load at 1 and 8
+connections (``wrk`` when installed, else a Python load generator), after the machine has gone quiet. Prints
+each run's requests/s, p50 and p99, then the medians over rounds, each server's resident memory, the ratios
+of leadscore to MLflow and to the constant app (the median of each round's ratio: the two servers of a ratio
+are measured minutes apart at most, whatever the machine does over the whole bench), and the floors the
 scoring API is held to (``FLOORS``), each with its figure and whether it was met.
 """
 
@@ -256,34 +259,68 @@ def in_process_costs(name: str, version: str, home: Path) -> None:
             )
 
 
-def print_floors(results: dict[tuple[str, int], dict[str, float]], memory: dict[str, float]) -> None:
-    """Each floor of ``leadscore serve`` (with reasons, the default): its figure, and met or MISSED."""
+def median_ratio(
+    results: dict[tuple[str, int], list[dict[str, float]]], top: str, bottom: str, connections: int
+) -> tuple[float, list[float]] | None:
+    """The median over rounds of ``top``'s requests/s over ``bottom``'s, each round's pair measured minutes apart
+    at most; and each round's ratio. None when either server was not run."""
+    tops, bottoms = results.get((top, connections)), results.get((bottom, connections))
+    if not tops or not bottoms:
+        return None
+    ratios = [t["rps"] / b["rps"] for t, b in zip(tops, bottoms, strict=True)]
+    return statistics.median(ratios), ratios
+
+
+def print_floors(results: dict[tuple[str, int], list[dict[str, float]]], memory: dict[str, float]) -> None:
+    """Each floor of ``leadscore serve`` (with reasons, the default): its figure (the median over rounds), and
+    met or MISSED."""
     lead, mlflow = "b) leadscore serve", "c) mlflow models serve"
     rows: list[tuple[str, str, str, bool]] = []
     for connections in (1, 8):
-        if (lead, connections) in results and (mlflow, connections) in results:
-            ratio = results[lead, connections]["rps"] / results[mlflow, connections]["rps"]
+        ratio = median_ratio(results, lead, mlflow, connections)
+        if ratio is not None:
             floor = FLOORS["min_ratio_to_mlflow"]
             rows.append(
                 (
                     f"req/s against mlflow models serve, c={connections}",
-                    f"{ratio:.1f}x",
+                    f"{ratio[0]:.1f}x",
                     f">= {floor:.0f}x",
-                    ratio >= floor,
+                    ratio[0] >= floor,
                 )
             )
     if (lead, 8) in results:
-        p99, floor = results[lead, 8]["p99"], FLOORS["max_p99_ms_at_8"]
+        p99, floor = statistics.median(r["p99"] for r in results[lead, 8]), FLOORS["max_p99_ms_at_8"]
         rows.append(("p99 latency, c=8", f"{p99:.2f} ms", f"< {floor:.0f} ms", p99 < floor))
     if lead in memory:
         rss_mb, floor = memory[lead] * 2**20 / MB, FLOORS["max_rss_mb"]
         figure = f"{rss_mb:.0f} MB ({memory[lead]:.0f} MiB)"
         rows.append(("RSS (API + score-log writer)", figure, f"< {floor:.0f} MB", rss_mb < floor))
-    print("\nfloors of leadscore serve (one lead per request, with reasons)")
+    print("\nfloors of leadscore serve (one lead per request, with reasons; medians over rounds)")
     for what, figure, floor, met in rows:
         print(f"  {what:<44}{figure:>20}   floor {floor:<10}{'met' if met else 'MISSED'}")
     if not rows:
         print("  (not measured: run servers b and c)")
+
+
+def wait_quiet(idle_share: float = 0.9, timeout: float = 30.0) -> None:
+    """Wait until this machine's cores were idle at least ``idle_share`` of the last half second (at most
+    ``timeout`` seconds; Linux only): work a server left from its last run, such as the score-log writer
+    catching up, is over before the next server is measured."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return
+
+    def idle_total() -> tuple[int, int]:
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        idle0, total0 = idle_total()
+        time.sleep(0.5)
+        idle1, total1 = idle_total()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= idle_share:
+            return
 
 
 def main() -> None:
@@ -291,7 +328,14 @@ def main() -> None:
     parser.add_argument(
         "--home", type=Path, default=None, help="Embedded store with a champion (default: a new temp one)."
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="Load duration per server and concurrency.")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Load duration per server, concurrency and round.")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Rounds of measurement; in each, every server is loaded in turn at 1, then 8 connections. Figures "
+        "and ratios are the medians over rounds.",
+    )
     parser.add_argument("--python-load", action="store_true", help="Use the Python load generator even if wrk exists.")
     parser.add_argument(
         "--servers",
@@ -312,7 +356,10 @@ def main() -> None:
 
     lead_body = json.dumps(EXAMPLE_LEAD).encode()
     load = load_python if args.python_load or shutil.which("wrk") is None else load_wrk
-    print(f"load generator: {'wrk' if load is load_wrk else 'python (httpx)'}; {args.seconds:.0f}s per run")
+    print(
+        f"load generator: {'wrk' if load is load_wrk else 'python (httpx)'}; {args.seconds:.0f}s per run, "
+        f"{args.rounds} round(s), the servers in turn within each"
+    )
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -326,19 +373,11 @@ def main() -> None:
     (workdir / "const_app.py").write_text(CONST_APP)
     uvicorn_fast = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
 
-    servers = {
-        "a) constant FastAPI": (
-            lambda p: [str(BIN / "uvicorn"), "const_app:app", "--port", str(p), *uvicorn_fast],
-            "/v1/score",
-            lead_body,
-        ),
-        "b) leadscore serve": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/v1/score", lead_body),
-        "b') leadscore ?explain=false": (
-            lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)],
-            "/v1/score?explain=false",
-            lead_body,
-        ),
-        "c) mlflow models serve": (
+    # each server process: its command and the path that says it is ready
+    commands = {
+        "a": (lambda p: [str(BIN / "uvicorn"), "const_app:app", "--port", str(p), *uvicorn_fast], "/docs"),
+        "b": (lambda p: [str(BIN / "leadscore"), "serve", "--port", str(p)], "/readyz"),
+        "c": (
             lambda p: [
                 str(BIN / "mlflow"),
                 "models",
@@ -352,52 +391,63 @@ def main() -> None:
                 "-p",
                 str(p),
             ],
-            "/invocations",
-            pyfunc_body(name, version, home),
+            "/ping",
         ),
+    }
+    # each server measured: its process, the path it is sent and the body (b' is b's process with another path)
+    servers = {
+        "a) constant FastAPI": ("a", "/v1/score", lead_body),
+        "b) leadscore serve": ("b", "/v1/score", lead_body),
+        "b') leadscore ?explain=false": ("b", "/v1/score?explain=false", lead_body),
+        "c) mlflow models serve": ("c", "/invocations", pyfunc_body(name, version, home)),
     }
     wanted = {name.strip() for name in args.servers.split(",")}
     servers = {label: server for label, server in servers.items() if label.split(")")[0] in wanted}
-    results: dict[tuple[str, int], dict[str, float]] = {}
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
     memory: dict[str, float] = {}
-    for label, (command, path, body) in servers.items():
-        port = free_port()
-        process = start(command(port), env, workdir, workdir / f"{label.split(')')[0]}.log")
-        try:
-            probe = f"http://127.0.0.1:{port}" + (
-                "/ping" if "mlflow" in label else "/readyz" if "leadscore" in label else "/docs"
-            )
-            wait_ready(probe, process)
-            url = f"http://127.0.0.1:{port}{path}"
-            check = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    processes: dict[str, tuple[subprocess.Popen, int]] = {}
+    try:
+        for key in dict.fromkeys(server[0] for server in servers.values()):
+            command, ready = commands[key]
+            port = free_port()
+            processes[key] = start(command(port), env, workdir, workdir / f"{key}.log"), port
+            wait_ready(f"http://127.0.0.1:{port}{ready}", processes[key][0])
+        urls = {label: f"http://127.0.0.1:{processes[key][1]}{path}" for label, (key, path, _) in servers.items()}
+        for label, (_, _, body) in servers.items():
+            check = urllib.request.Request(urls[label], data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(check, timeout=30) as response:
                 assert response.status == 200, label
-            load(url, body, 1, 2, workdir)  # warm-up
+            load(urls[label], body, 1, 2, workdir)  # warm-up
+        for round_ in range(1, args.rounds + 1):
             for connections in (1, 8):
-                results[label, connections] = r = load(url, body, connections, args.seconds, workdir)
-                print(
-                    f"{label:<30} c={connections}: {r['rps']:>8.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
-                    f"  non-2xx {int(r['non2xx'])} {r['socket_errors']}",
-                    flush=True,
-                )
-            memory[label] = rss_mib(process.pid)
-            print(f"{label:<30} RSS {memory[label]:.0f} MiB", flush=True)
-        finally:
+                for label, (_, _, body) in servers.items():
+                    wait_quiet()
+                    r = load(urls[label], body, connections, args.seconds, workdir)
+                    results.setdefault((label, connections), []).append(r)
+                    print(
+                        f"round {round_} {label:<30} c={connections}: {r['rps']:>8.0f} req/s  p50 {r['p50']:6.2f} ms  "
+                        f"p99 {r['p99']:6.2f} ms  non-2xx {int(r['non2xx'])} {r['socket_errors']}",
+                        flush=True,
+                    )
+        for label, (key, _, _) in servers.items():
+            memory[label] = rss_mib(processes[key][0].pid)
+    finally:
+        for process, _ in processes.values():
             stop(process)
 
-    print("\nsummary")
+    print(f"\nsummary (medians over {args.rounds} round(s); RSS after the last)")
     print(f"{'server':<30}{'c':>3}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'RSS MiB':>9}")
-    for (label, connections), r in results.items():
-        print(
-            f"{label:<30}{connections:>3}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{memory.get(label, 0):>9.0f}"
-        )
+    for (label, connections), runs in results.items():
+        rps, p50, p99 = (statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99"))
+        print(f"{label:<30}{connections:>3}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{memory.get(label, 0):>9.0f}")
     for connections in (1, 8):
-        b, a, c = (
-            results.get((k, connections))
-            for k in ("b) leadscore serve", "a) constant FastAPI", "c) mlflow models serve")
-        )
-        if a and b and c:
-            print(f"c={connections}: (b)/(c) = {b['rps'] / c['rps']:.1f}x   (b)/(a) = {100 * b['rps'] / a['rps']:.0f}%")
+        to_mlflow = median_ratio(results, "b) leadscore serve", "c) mlflow models serve", connections)
+        to_const = median_ratio(results, "b) leadscore serve", "a) constant FastAPI", connections)
+        if to_mlflow and to_const:
+            print(
+                f"c={connections}: (b)/(c) = {to_mlflow[0]:.1f}x (rounds: {', '.join(f'{x:.1f}' for x in to_mlflow[1])})"
+                f"   (b)/(a) = {100 * to_const[0]:.0f}% (rounds: {', '.join(f'{100 * x:.0f}' for x in to_const[1])})"
+            )
     print_floors(results, memory)
     shutil.rmtree(workdir, ignore_errors=True)
 
