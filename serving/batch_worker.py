@@ -23,7 +23,8 @@ The end of the input (the API closed it, or is gone) ends the worker; on Linux t
 the moment its API ends (:func:`_die_with_parent`). It ignores SIGINT and SIGTERM, as a
 signal to the whole process group reaches it too: the API ends it through its input once in-flight batches
 are answered. By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`:
-``SCHED_IDLE`` on Linux), so the API's event loop is scheduled first whenever it has work. Log lines never hold a lead's data.
+``SCHED_IDLE`` on Linux), so the API's event loop is scheduled ahead of it (within the limits
+:mod:`serving.priority` states). Log lines never hold a lead's data.
 """
 
 from __future__ import annotations

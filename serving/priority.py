@@ -1,10 +1,12 @@
 """The CPU priority of the API's helper processes (the batch worker, the score-log writer).
 
-Both run beside the API's event loop and should never make it wait for a core. A nice value of 19 alone
-does not promise that: under Linux's scheduler a thread that wakes up may wait for the rest of a running
-nice thread's time slice (milliseconds). A thread under the ``SCHED_IDLE`` policy is preempted at once by
-any normal thread that wakes up, so the event loop runs as soon as it has something to do, and the helpers
-use what CPU time is left over (``idle``, the default). On a host whose cores are always busy, that can be
+Both run beside the API's event loop and should make it wait for a core as little as possible. A nice
+value of 19 alone does little for that: under Linux's scheduler a thread that wakes up may wait for the rest
+of a running nice thread's time slice (milliseconds). A thread under the ``SCHED_IDLE`` policy is preempted
+at once by a normal thread that wakes up on its core, and otherwise gets a small share (``idle``, the
+default). It may still hold a core until the next scheduler tick when the scheduler picks it while a normal
+thread waits (Linux's EEVDF scheduler, by the lag it owes the idle thread), and the policy ranks threads
+within the process's control group only; ``docs/operations.md`` says what that costs. On a host whose cores are always busy, that can be
 close to nothing; ``nice`` (nice 19 alone) still gives the helpers a small share, ``normal`` an equal one
 (``LEADSCORE_HELPER_PRIORITY``).
 """

@@ -12,7 +12,8 @@ once its segments are deleted. Log lines never hold a row's data.
 
 By default it runs at the lowest CPU priority (:func:`serving.priority.helper_priority`: ``SCHED_IDLE`` on
 Linux; the ``priority`` of its settings): the API's event loop, answering scores and health checks, is
-scheduled first whenever it has work, and the rows the writer has not reached yet wait, durable, in the spool.
+scheduled ahead of it (within the limits :mod:`serving.priority` states), and the rows the writer has not
+reached yet wait, durable, in the spool.
 
 It ignores SIGINT and SIGTERM (a signal to the whole process group reaches it too; the API stops it
 through its input once the last segment is sealed).
