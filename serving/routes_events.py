@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, Depends, Query, status
 from fastapi.exceptions import RequestValidationError
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -81,7 +81,7 @@ class OverdueLead(BaseModel):
 
 class OverdueList(BaseModel):
     as_of: datetime
-    count: int
+    count: int = Field(description="Overdue scores in all; `overdue` lists the first `limit` of them.")
     overdue: list[OverdueLead]
 
 
@@ -165,36 +165,73 @@ async def post_events(
     return {"received": len(rows), "stored": stored, "duplicates": duplicates}
 
 
-def overdue_query(as_of: datetime, since: datetime) -> Any:
-    """Scores since ``since`` whose SLA ended before ``as_of`` with no accept, contact, rejection or recycling
-    of the lead at or after the score (a touch before the score does not count)."""
+def _untouched(as_of: datetime, since: datetime) -> Any:
+    """Scores with an SLA made since ``since`` (and not after ``as_of``) with no accept, contact, rejection or
+    recycling of the lead at or after the score (a touch before the score does not count)."""
     s, e = score_log_table.c, outcome_events.c
     handled = exists().where(and_(e.lead_hash == s.lead_hash, e.kind.in_(HANDLED_KINDS), e.occurred_at >= s.scored_at))
-    return select(s.request_id, s.tier, s.queue, s.scored_at, s.sla_hours).where(
-        s.sla_hours.is_not(None), s.scored_at >= since, s.scored_at <= as_of, ~handled
-    )
+    return and_(s.sla_hours.is_not(None), s.scored_at >= since, s.scored_at <= as_of, ~handled)
+
+
+def _past_due(sla_hours: float, as_of: datetime) -> Any:
+    """A score of ``sla_hours`` whose SLA ended before ``as_of``: ``scored_at + sla_hours < as_of``, written as a
+    comparison with a bound time so that every database evaluates it alike."""
+    s = score_log_table.c
+    return and_(s.sla_hours == sla_hours, s.scored_at < as_of - timedelta(hours=sla_hours))
+
+
+def _sla_lengths(conn: Any, as_of: datetime, since: datetime) -> list[float]:
+    """The SLA lengths (hours) of the scores in the window: a handful (one per routing tier, as configured
+    over time)."""
+    s = score_log_table.c
+    window = and_(s.sla_hours.is_not(None), s.scored_at >= since, s.scored_at <= as_of)
+    return [hours for (hours,) in conn.execute(select(s.sla_hours).distinct().where(window))]
 
 
 def overdue(engine: Engine, as_of: datetime, lookback_hours: float, limit: int) -> list[dict[str, Any]]:
-    """Overdue scores (oldest due first): request id, tier, queue, scored_at and due_at."""
+    """The ``limit`` overdue scores due first (oldest due first): request id, tier, queue, scored_at and due_at.
+    The database finds and orders them, SLA length by SLA length; at most ``limit`` rows of each come back."""
     since = as_of - timedelta(hours=lookback_hours)
+    s = score_log_table.c
     found = []
     with engine.connect() as conn:
-        for row in conn.execute(overdue_query(as_of, since)):
-            scored_at = _aware(row.scored_at)
-            due = scored_at + timedelta(hours=row.sla_hours)
-            if due < as_of:
+        for hours in _sla_lengths(conn, as_of, since):
+            query = (
+                select(s.request_id, s.tier, s.queue, s.scored_at)
+                .where(_untouched(as_of, since), _past_due(hours, as_of))
+                .order_by(s.scored_at)
+                .limit(limit)
+            )
+            for row in conn.execute(query):
+                scored_at = _aware(row.scored_at)
                 found.append(
                     {
                         "request_id": row.request_id,
                         "tier": row.tier,
                         "queue": row.queue,
                         "scored_at": scored_at,
-                        "due_at": due,
+                        "due_at": scored_at + timedelta(hours=hours),
                     }
                 )
     found.sort(key=lambda r: r["due_at"])
     return found[:limit]
+
+
+def overdue_counts(engine: Engine, as_of: datetime, lookback_hours: float) -> dict[str, int]:
+    """How many scores :func:`overdue` would list, by queue (``""`` for none), counted by the database."""
+    since = as_of - timedelta(hours=lookback_hours)
+    s = score_log_table.c
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        lengths = _sla_lengths(conn, as_of, since)
+        if not lengths:
+            return counts
+        due = case(*((_past_due(hours, as_of), 1) for hours in lengths), else_=0)
+        query = select(s.queue, func.sum(due)).where(_untouched(as_of, since)).group_by(s.queue)
+        for queue, n in conn.execute(query):
+            if n:
+                counts[queue or ""] = counts.get(queue or "", 0) + int(n)
+    return counts
 
 
 def _aware(moment: datetime) -> datetime:
@@ -210,8 +247,10 @@ async def get_overdue(
 ) -> Any:
     """Scored leads past their tier's SLA with no touch yet: request id, tier, queue and due time."""
     now = datetime.now(UTC)
-    found = await run_in_threadpool(overdue, events_engine(state), now, lookback_hours, 10**9)
-    return {"as_of": now, "count": len(found), "overdue": found[:limit]}
+    engine = events_engine(state)
+    found = await run_in_threadpool(overdue, engine, now, lookback_hours, limit)
+    counts = await run_in_threadpool(overdue_counts, engine, now, lookback_hours)
+    return {"as_of": now, "count": sum(counts.values()), "overdue": found}
 
 
 class OverdueCollector:
@@ -235,9 +274,7 @@ class OverdueCollector:
         """Overdue scores by queue, read again when the last reading is ``max_age`` seconds old."""
         with self._lock:
             if time.monotonic() - self._read_at >= self.max_age:
-                counts: dict[str, int] = {}
-                for row in overdue(events_engine(state), datetime.now(UTC), self.lookback_hours, 10**9):
-                    counts[row["queue"] or ""] = counts.get(row["queue"] or "", 0) + 1
+                counts = overdue_counts(events_engine(state), datetime.now(UTC), self.lookback_hours)
                 self._counts, self._read_at = counts, time.monotonic()
             return self._counts
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from leadscore.models.scorer import Scorer
 from leadscore.models.store import create_events_table, outcome_events, store_events
 from leadscore.serving.app import create_app
-from leadscore.serving.routes_events import events_engine, overdue
+from leadscore.serving.routes_events import events_engine, overdue, overdue_counts
 from leadscore.serving.schemas import EXAMPLE_LEAD
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.settings import ServingSettings
@@ -214,6 +214,16 @@ def _check_overdue(engine: Any) -> None:
     assert at_due[1]["due_at"] == T0 - timedelta(hours=1)
     after_due = overdue(engine, T0 + timedelta(hours=24, seconds=1), 24 * 14, 100)
     assert [r["request_id"] for r in after_due] == ["touched-before", "overdue", "due-later"]
+    # the first due across SLA lengths (24 h and 1 h here), however few are asked for
+    assert [r["request_id"] for r in overdue(engine, T0 + timedelta(hours=25), 24 * 14, 1)] == ["touched-before"]
+    assert [r["request_id"] for r in overdue(engine, T0 + timedelta(hours=25), 24 * 14, 2)] == [
+        "touched-before",
+        "overdue",
+    ]
+    # the gauge's counts, by queue, are those of the list
+    assert overdue_counts(engine, T0 + timedelta(hours=24), 24 * 14) == {"sdr": 1, "account-executive": 1}
+    assert overdue_counts(engine, T0 + timedelta(hours=24, seconds=1), 24 * 14) == {"sdr": 2, "account-executive": 1}
+    assert overdue_counts(engine, T0 + timedelta(hours=24), 1) == {}  # nothing scored within the last hour
 
 
 def test_overdue_lists_untouched_scores_past_their_sla_on_sqlite(tmp_path: Path) -> None:
@@ -238,16 +248,20 @@ def test_overdue_route_and_gauges(client: TestClient, settings: ServingSettings)
             score_log_table.insert(),
             [
                 _score_row("late", "g", now - timedelta(hours=3), 1, "account-executive", hash_lead),
+                _score_row("later", "i", now - timedelta(hours=30), 24, hasher=hash_lead),
                 _score_row("fresh", "h", now, 1, hasher=hash_lead),
             ],
         )
     answer = client.get("/v1/sla/overdue").json()
-    assert answer["count"] == 1
-    assert answer["overdue"][0]["request_id"] == "late" and answer["overdue"][0]["tier"] == "B"
+    assert answer["count"] == 2 and [r["request_id"] for r in answer["overdue"]] == ["later", "late"]  # due first
+    assert answer["overdue"][1]["tier"] == "B" and answer["overdue"][1]["queue"] == "account-executive"
+    first = client.get("/v1/sla/overdue", params={"limit": 1}).json()
+    assert first["count"] == 2 and [r["request_id"] for r in first["overdue"]] == ["later"]  # all counted, one listed
     metrics = client.get("/metrics").text
     assert 'leadscore_sla_overdue_leads{queue="account-executive"} 1.0' in metrics
+    assert 'leadscore_sla_overdue_leads{queue="sdr"} 1.0' in metrics
     client.post("/v1/events", json=event(lead_id="g", occurred_at=now.isoformat()))
-    assert client.get("/v1/sla/overdue").json()["count"] == 0
+    assert [r["request_id"] for r in client.get("/v1/sla/overdue").json()["overdue"]] == ["later"]
 
 
 def test_overdue_gauge_is_exported_with_several_workers(
@@ -271,7 +285,7 @@ def test_a_scrape_reads_the_overdue_gauge_off_the_event_loop_and_scoring_goes_on
     loops: list[bool] = []
 
     def held(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "outcome_events" in statement and "score_log" in statement:  # the overdue query
+        if "score_log" in statement and "sla_hours" in statement:  # the overdue queries
             try:
                 asyncio.get_running_loop()
                 loops.append(True)
@@ -290,8 +304,10 @@ def test_a_scrape_reads_the_overdue_gauge_off_the_event_loop_and_scoring_goes_on
             assert time.monotonic() - began < 5 and not scrape.done()  # scored while the scrape's query is held
             release.set()
             assert "leadscore_sla_overdue_leads" in scrape.result(10).text
+        queried = len(loops)
         assert "leadscore_sla_overdue_leads" in client.get("/metrics").text
     finally:
         release.set()
         sqlalchemy_event.remove(engine, "before_cursor_execute", held)
-    assert loops == [False]
+    assert queried >= 1 and not any(loops)  # every query of the scrape ran off the event loop
+    assert len(loops) == queried  # the second scrape read the counts the first one left
