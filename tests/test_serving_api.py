@@ -241,6 +241,40 @@ def test_a_big_answer_is_sent_in_slices_with_the_loop_turning_between() -> None:
     assert [m.get("body") for m in empty[1:]] == [b""] and empty[-1]["more_body"] is False
 
 
+@pytest.mark.parametrize("fsync", [False, True])
+def test_a_batchs_segment_is_as_durable_as_the_fsync_setting_says_before_the_batch_is_answered(
+    tmp_path: Path, scorer: Scorer, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """The route gives the batch worker the segment it reserved and ``LEADSCORE_SCORE_LOG_FSYNC``; before it
+    answers, the written segment joins the spool's durability: its folder entry fsynced at once with the
+    setting on, else queued with the sealed segments for the next sync."""
+    from leadscore.serving import spool
+
+    settings = make_settings(tmp_path, score_log_fsync=fsync, score_log_flush_seconds=60.0)  # no sync by age
+    with TestClient(create_app(settings, StaticLoader(scorer))) as c:
+        state = c.app.state.leadscore
+        given: list[tuple[Path, bool]] = []
+        synced: list[Path] = []
+        score, fsync_folder = state.batch_worker.score, spool.fsync_folder
+
+        def scored(*args: Any) -> Any:
+            given.append(args[-1])
+            return score(*args)
+
+        def folder_synced(folder: Path) -> None:
+            synced.append(folder)
+            fsync_folder(folder)
+
+        monkeypatch.setattr(state.batch_worker, "score", scored)
+        monkeypatch.setattr(spool, "fsync_folder", folder_synced)
+        response = c.post("/v1/score/batch", json={"leads": [lead(lead_id=f"L-{i}") for i in range(3)]})
+        assert response.status_code == 200, response.text
+        [(part, told)] = given
+        assert told is fsync and part.suffix == ".part" and part.with_suffix(".ready").exists()
+        queued = part.with_suffix(".ready") in state.score_log.spool._pending_sync
+        assert (queued, synced == [part.parent]) == ((False, True) if fsync else (True, False))
+
+
 def test_batch_path_of_an_invalid_lead_names_its_index(client: TestClient) -> None:
     response = client.post("/v1/score/batch", json={"leads": [lead(), {"lead_id": ""}]})
     assert response.status_code == 422
