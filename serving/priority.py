@@ -3,12 +3,12 @@
 Both run beside the API's event loop and should make it wait for a core as little as possible. A nice
 value of 19 alone does little for that: under Linux's scheduler a thread that wakes up may wait for the rest
 of a running nice thread's time slice (milliseconds). A thread under the ``SCHED_IDLE`` policy is preempted
-at once by a normal thread that wakes up on its core, and otherwise gets a small share (``idle``, the
-default). It may still hold a core until the next scheduler tick when the scheduler picks it while a normal
-thread waits (Linux's EEVDF scheduler, by the lag it owes the idle thread), and the policy ranks threads
-within the process's control group only; ``docs/operations.md`` says what that costs. On a host whose cores are always busy, that can be
-close to nothing; ``nice`` (nice 19 alone) still gives the helpers a small share, ``normal`` an equal one
-(``LEADSCORE_HELPER_PRIORITY``).
+at once by a normal thread that wakes up on its core, and otherwise uses what CPU time is left over
+(``idle``, the default). Two limits remain: Linux's EEVDF scheduler still gives an idle thread its small
+share, so it may hold a core until the next scheduler tick while a normal thread waits; and the policy ranks
+threads within the process's control group only (``docs/operations.md`` says what both cost). On a host
+whose cores are always busy, what is left over can be close to nothing; ``nice`` (nice 19 alone) still
+gives the helpers a small share, ``normal`` an equal one (``LEADSCORE_HELPER_PRIORITY``).
 """
 
 from __future__ import annotations
