@@ -4,9 +4,12 @@ Run: ``python bench/reference_server.py PORT ANSWER_FILE SECONDS_PER_BATCH``. It
 keep-alive, on uvloop's event loop (as ``leadscore serve`` does):
 
 - ``GET /healthz``: ``{"status":"ok"}``;
-- ``POST /v1/score/batch``: the bytes of ``ANSWER_FILE`` (a real answer, so the client reads as much as from
-  the real server), once the whole body is read, one batch at a time, each after ``SECONDS_PER_BATCH`` of an
-  idle wait (the real server's time per batch, so the client sends at the same rate);
+- ``POST /v1/score/batch``: admitted or refused as the real server does with its default bounds (the same
+  :class:`serving.admission.Admission`: past them, 503 with ``Retry-After`` and ``Connection: close`` as soon
+  as the headers are in, the body not read); once an admitted batch's whole body is read, the bytes of
+  ``ANSWER_FILE`` (a real answer, so the client reads as much as from the real server), one batch at a time,
+  each after ``SECONDS_PER_BATCH`` of an idle wait (the real server's time per batch, so the client sends,
+  waits and retries as it does against the real server);
 - anything else: 404.
 
 It parses no JSON, scores nothing and logs nothing: what the probe measures against it under the same load
@@ -19,19 +22,43 @@ import asyncio
 import sys
 from pathlib import Path
 
+from leadscore.serving.admission import SHED_CLOSE, Admission
+from leadscore.serving.settings import ServingSettings
+
 HEALTH = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{"status":"ok"}'
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+
+
+def default_admission() -> Admission:
+    """The admission of ``leadscore serve`` with its default bounds (as ``bench_overload.py`` runs it)."""
+    fields = ServingSettings.model_fields
+    return Admission(
+        None,
+        fields["max_inflight_leads"].default,
+        fields["max_batch"].default,
+        fields["max_inflight_single_leads"].default,
+    )
 
 
 class Reference(asyncio.Protocol):
     answer = b""
     seconds_per_batch = 0.0
     turn: asyncio.Lock
+    admission: Admission
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.buffer = bytearray()
         self.busy = False
+        self.weight = 0  # the admitted batch's weight, held until its answer is sent
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.weight and not self.busy:  # gone while its body was coming: the batch task never started
+            self._release()
+
+    def _release(self) -> None:
+        Reference.admission.inflight -= self.weight
+        self.weight = 0
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -48,6 +75,15 @@ class Reference(asyncio.Protocol):
             name, _, value = line.partition(b":")
             if name.strip() == b"content-length":
                 length = int(value)
+        if head.startswith(b"post /v1/score/batch") and not self.weight:
+            weight = Reference.admission.weight(b"POST", b"/v1/score/batch", [(b"content-length", b"%d" % length)])
+            if Reference.admission.refuses(weight, single=False):
+                self.buffer.clear()
+                self.transport.write(SHED_CLOSE)
+                self.transport.close()
+                return
+            Reference.admission.inflight += weight
+            self.weight = weight
         if len(self.buffer) < end + 4 + length:
             return
         del self.buffer[: end + 4 + length]
@@ -65,6 +101,7 @@ class Reference(asyncio.Protocol):
             await asyncio.sleep(self.seconds_per_batch)
         head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(self.answer)}\r\n\r\n"
         self.busy = False
+        self._release()
         self._send(head.encode() + self.answer, close)
 
     def _send(self, data: bytes, close: bool) -> None:
@@ -79,6 +116,7 @@ class Reference(asyncio.Protocol):
 
 async def serve(port: int) -> None:
     Reference.turn = asyncio.Lock()
+    Reference.admission = default_admission()
     server = await asyncio.get_running_loop().create_server(Reference, "127.0.0.1", port, backlog=1024)
     async with server:
         await server.serve_forever()
