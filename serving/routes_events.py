@@ -248,9 +248,12 @@ async def get_overdue(
     """Scored leads past their tier's SLA with no touch yet: request id, tier, queue and due time."""
     now = datetime.now(UTC)
     engine = events_engine(state)
-    found = await run_in_threadpool(overdue, engine, now, lookback_hours, limit)
-    counts = await run_in_threadpool(overdue_counts, engine, now, lookback_hours)
-    return {"as_of": now, "count": sum(counts.values()), "overdue": found}
+
+    def read() -> tuple[list[dict[str, Any]], int]:
+        return overdue(engine, now, lookback_hours, limit), sum(overdue_counts(engine, now, lookback_hours).values())
+
+    found, count = await run_in_threadpool(read)
+    return {"as_of": now, "count": count, "overdue": found}
 
 
 class OverdueCollector:
