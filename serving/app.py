@@ -147,6 +147,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             stop_seconds=settings.score_log_stop_seconds,
             fsync_each=settings.score_log_fsync,
             priority=settings.helper_priority,
+            cpus=settings.placed_helper_cpus,
         )
         await asyncio.to_thread(score_log.start)
         key = await asyncio.to_thread(lead_hash_key, settings)
@@ -158,7 +159,7 @@ def create_app(settings: ServingSettings | None = None, loader: ModelLoader | No
             metrics=metrics,
             hash_lead=hash_lead,
             batcher=MicroBatcher(hash_lead, metrics.batch_size.observe),
-            batch_worker=BatchWorker(key, priority=settings.helper_priority),
+            batch_worker=BatchWorker(key, priority=settings.helper_priority, cpus=settings.placed_helper_cpus),
         )
         app.state.leadscore = state
         app.state.running_states.append(state)

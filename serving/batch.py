@@ -83,9 +83,11 @@ class BatchWorker:
         log_level: int | None = None,
         reply_seconds: float = REPLY_SECONDS,
         priority: str = "idle",
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.lead_hash_key = lead_hash_key
         self.priority = priority  # the worker's CPU priority (serving.priority.helper_priority)
+        self.cpus = cpus  # the CPUs it runs on (serving.priority.place_process; None: any)
         self.log_level = logging.getLogger("leadscore").getEffectiveLevel() if log_level is None else log_level
         self.reply_seconds = reply_seconds
         # -P: the worker's imports come from the installation, never from the working directory
@@ -199,6 +201,7 @@ class BatchWorker:
                 "lead_hash_key": self.lead_hash_key,
                 "log_level": self.log_level,
                 "priority": self.priority,
+                "cpus": sorted(self.cpus) if self.cpus else None,
                 "parent": os.getpid(),
             },
         )

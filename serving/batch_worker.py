@@ -7,8 +7,9 @@ big batches run, and the batch uses a core of its own.
 Protocol, on stdin and stdout: messages, each a 4-byte big-endian length and a pickle (both ends are
 leadscore's own processes, connected by pipes only they hold).
 
-- first in: ``{"lead_hash_key": bytes | None, "log_level": int, "priority": str, "parent": int}`` (the CPU
-  priority, :func:`serving.priority.helper_priority`; the API's process id);
+- first in: ``{"lead_hash_key": bytes | None, "log_level": int, "priority": str, "cpus": list[int] | None,
+  "parent": int}`` (the CPU priority, :func:`serving.priority.helper_priority`; the CPUs it runs on,
+  :func:`serving.priority.place_process`; the API's process id);
 - in ``("model", scorer, name, version)``: the version the next batches are scored with (sent once per
   version; it replaces the one before);
 - in ``("batch", body, max_batch, request_id, log_id, explain, segment)``; out, one of
@@ -47,7 +48,7 @@ from leadscore.models.lead_hash import lead_hasher
 from leadscore.serving.batch_work import BatchTooBig, InvalidBatch, score_batch_body
 from leadscore.serving.frames import write_segment_file
 from leadscore.serving.memory import limit_arenas, trim
-from leadscore.serving.priority import helper_priority
+from leadscore.serving.priority import helper_priority, place_process
 from leadscore.serving.scoring import LoadedModel
 
 log = logging.getLogger("leadscore.serving.batch")
@@ -140,6 +141,7 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
         return
     if config.get("parent", os.getppid()) != os.getppid():  # the API was gone before the line above took effect
         return
+    place_process(config.get("cpus"))
     priority = helper_priority(config["priority"])
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.debug("batch worker %d started at CPU priority %s", os.getpid(), priority)

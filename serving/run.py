@@ -12,8 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from leadscore.serving.metrics import MULTIPROCESS_ENV
+from leadscore.serving.priority import format_cpus, place_process, split_cpus
 from leadscore.serving.privacy import check_bind
 from leadscore.serving.settings import ServingSettings, get_serving_settings
+
+log = logging.getLogger(__name__)
 
 
 def server_options(settings: ServingSettings, workers: int = 1) -> dict[str, Any]:
@@ -83,7 +86,23 @@ def run(
         with shared_metrics_folder():
             serve_workers("leadscore.serving.app:create_app", host, port, options, workers)
         return
+    resolved = place_api(resolved)
     from leadscore.serving.app import create_app
     from leadscore.serving.server import serve
 
     serve(create_app(resolved), host, port, options, resolved.drain_seconds)
+
+
+def place_api(settings: ServingSettings) -> ServingSettings:
+    """Run this (the API's) process on its share of the CPUs (:func:`serving.priority.split_cpus`); the settings
+    its helpers are then started with name their share. Unchanged settings when placement is left to the
+    scheduler."""
+    split = split_cpus(settings.helper_cpus)
+    if split is None:
+        return settings
+    api, helpers = split
+    place_process(api)
+    log.info(
+        "API process on CPU %s, its batch worker and score-log writer on CPU %s", format_cpus(api), format_cpus(helpers)
+    )
+    return settings.model_copy(update={"helper_cpus": format_cpus(helpers)})

@@ -11,6 +11,7 @@ from pydantic_settings import NoDecode
 
 from leadscore.models.settings import MlflowSettings
 from leadscore.models.store import DEFAULT_REJECTION_REASONS
+from leadscore.serving.priority import parse_cpus
 
 
 class ServingSettings(MlflowSettings):
@@ -36,6 +37,12 @@ class ServingSettings(MlflowSettings):
         default="idle",
         description="CPU priority of the batch worker and the score-log writer: idle (SCHED_IDLE and nice 19, the "
         "event loop always first), nice (nice 19 alone: a small share even on cores that are always busy) or normal.",
+    )
+    helper_cpus: str = Field(
+        default="auto",
+        description="CPUs of the batch worker and the score-log writer, the API process keeping the others: auto "
+        "(with one worker on a machine of 2 to 4 CPUs, the last CPU for the API and the others for the helpers; "
+        "else no placement), all (no placement), or a CPU list such as 0 or 0,2-3.",
     )
     score_log_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the score log (default: sqlite:///<home>/scores.db)."
@@ -140,10 +147,24 @@ class ServingSettings(MlflowSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("helper_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("auto", "all"):
+            parse_cpus(value)  # ValueError: "not a CPU list: ..."
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def placed_helper_cpus(self) -> frozenset[int] | None:
+        """The CPUs the helpers are placed on: the list given (or set by ``leadscore serve`` for ``auto``, see
+        :func:`serving.priority.split_cpus`); None for ``auto`` and ``all``, the scheduler's choice."""
+        return None if self.helper_cpus in ("auto", "all") else parse_cpus(self.helper_cpus)
 
     @property
     def resolved_cache_dir(self) -> Path:

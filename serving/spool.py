@@ -265,9 +265,11 @@ class SpooledScoreLog:
         stop_seconds: float = 10.0,
         fsync_each: bool = False,
         priority: str = "idle",
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.fsync_each = fsync_each
         self.priority = priority  # the writer's CPU priority (serving.priority.helper_priority)
+        self.cpus = cpus  # the CPUs it runs on (serving.priority.place_process; None: any)
         self.url, self.root, self.flush_seconds = url, root, flush_seconds
         self.batch_rows, self.stop_seconds = batch_rows, stop_seconds
         self.written = 0
@@ -327,6 +329,7 @@ class SpooledScoreLog:
             "poll_seconds": min(0.05, self.flush_seconds),
             "group_seconds": self.flush_seconds,
             "priority": self.priority,
+            "cpus": sorted(self.cpus) if self.cpus else None,
             "log_level": logging.getLogger("leadscore").getEffectiveLevel(),
         }
         pickle.dump(config, writer.stdin)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from leadscore.serving.priority import helper_priority
+from leadscore.serving.priority import helper_priority, place_process
 from leadscore.serving.score_log import open_engine, score_log_table
 from leadscore.serving.spool import read_segment, ready_segments
 
@@ -72,6 +72,7 @@ def _write_segments(engine: Any, segments: list[Path], batch_rows: int) -> list[
 
 def run(source: BinaryIO) -> None:
     config = pickle.load(source)
+    place_process(config.get("cpus"))
     priority = helper_priority(config["priority"])
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.debug("score log writer %d started at CPU priority %s", os.getpid(), priority)
