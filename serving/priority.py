@@ -79,15 +79,13 @@ def format_cpus(cpus: frozenset[int] | set[int]) -> str:
     return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
-def split_cpus(
-    setting: str, workers: int = 1, allowed: frozenset[int] | None = None
-) -> tuple[frozenset[int], frozenset[int]] | None:
-    """(the API process's CPUs, the helpers' CPUs) for ``LEADSCORE_HELPER_CPUS``, within ``allowed`` (default: the
-    CPUs this process may use); None to leave placement to the scheduler:
+def split_cpus(setting: str, allowed: frozenset[int] | None = None) -> tuple[frozenset[int], frozenset[int]] | None:
+    """(the API process's CPUs, the helpers' CPUs) for ``LEADSCORE_HELPER_CPUS`` and one API process, within
+    ``allowed`` (default: the CPUs this process may use); None to leave placement to the scheduler:
 
     - ``all``: None;
-    - ``auto``: with one worker and 2 to ``AUTO_MAX_CPUS`` CPUs, the last for the API and the others for the
-      helpers; else None;
+    - ``auto``: with 2 to ``AUTO_MAX_CPUS`` CPUs, the last for the API and the others for the helpers; else
+      None;
     - a CPU list: those (that this process may use) for the helpers, the others for the API; None when that
       leaves either side without a CPU.
     """
@@ -98,7 +96,7 @@ def split_cpus(
             return None
         allowed = frozenset(os.sched_getaffinity(0))
     if setting == "auto":
-        if workers != 1 or not 2 <= len(allowed) <= AUTO_MAX_CPUS:
+        if not 2 <= len(allowed) <= AUTO_MAX_CPUS:
             return None
         api = frozenset({max(allowed)})
         return api, allowed - api
@@ -107,11 +105,16 @@ def split_cpus(
     return (api, helpers) if api and helpers else None
 
 
-def place_process(cpus: frozenset[int] | set[int] | list[int] | None) -> None:
+def place_process(cpus: frozenset[int] | set[int] | list[int] | None) -> bool:
     """Run every thread of this process (and the threads it starts later) on ``cpus``; nothing for None, or
-    where the system has no CPU affinity."""
+    where the system has no CPU affinity. False, and the process left where it was, when the system refuses
+    the set (none of its CPUs may be used)."""
     if not cpus or not hasattr(os, "sched_setaffinity"):
-        return
-    for thread in _threads():
-        with suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(thread, set(cpus))
+        return False
+    try:
+        for thread in _threads():
+            with suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(thread, set(cpus))
+    except OSError:
+        return False
+    return True

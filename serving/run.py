@@ -99,6 +99,12 @@ def place_api(settings: ServingSettings) -> ServingSettings:
     scheduler."""
     split = split_cpus(settings.helper_cpus)
     if split is None:
+        if settings.placed_helper_cpus is not None:  # a CPU list naming none this process may use, or all of them
+            log.warning(
+                "LEADSCORE_HELPER_CPUS=%s leaves no CPU to the API or to its helpers: no placement",
+                settings.helper_cpus,
+            )
+            return settings.model_copy(update={"helper_cpus": "all"})
         return settings
     api, helpers = split
     place_process(api)

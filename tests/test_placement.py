@@ -46,7 +46,6 @@ def test_auto_splits_a_small_machine_only_and_one_worker_only() -> None:
     assert split_cpus("auto", allowed=frozenset(range(AUTO_MAX_CPUS))) is not None
     assert split_cpus("auto", allowed=frozenset(range(AUTO_MAX_CPUS + 1))) is None  # likely shared: the scheduler's
     assert split_cpus("auto", allowed=frozenset({0})) is None
-    assert split_cpus("auto", workers=2, allowed=frozenset({0, 1})) is None
     assert split_cpus("all", allowed=frozenset({0, 1})) is None
 
 
@@ -110,3 +109,33 @@ def test_a_served_api_on_a_small_machine_keeps_its_last_cpu_and_its_helpers_get_
         assert affinity(server.process.pid) == {last}
         assert all(affinity(pid) == {ALLOWED - last} for pid in helpers)
         assert "API process on CPU" in server.log_text()
+
+
+@needs_two
+def test_a_helper_told_cpus_it_may_not_use_runs_where_it_was_and_says_so(
+    scorer: Scorer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A CPU list naming no CPU this machine has (``LEADSCORE_HELPER_CPUS`` given to several workers, or an
+    embedding app) does not stop the batch worker: it scores where it was started, and logs why."""
+    worker = BatchWorker(b"k" * 32, cpus=frozenset({max(ALLOWED) + 64}))
+    try:
+        scored = worker.score(
+            orjson.dumps({"leads": [EXAMPLE_LEAD]}), 10, LoadedModel(scorer, "m", "1", "static"), "r", None, False
+        )
+        assert scored.rows == 1
+        assert worker.process is not None and affinity(worker.process.pid) == {ALLOWED}
+    finally:
+        worker.close()
+    assert "could not run on CPU" in capfd.readouterr().err  # the worker's log line, on the API's stderr
+
+
+def test_a_cpu_list_that_leaves_no_cpu_to_either_side_places_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from leadscore.serving.run import place_api
+
+    before = affinity(os.getpid())
+    everything = format_cpus(ALLOWED | {max(ALLOWED, default=0) + 64})
+    with caplog.at_level("WARNING"):
+        placed = place_api(ServingSettings(helper_cpus=everything))
+    assert placed.helper_cpus == "all" and placed.placed_helper_cpus is None
+    assert affinity(os.getpid()) == before
+    assert "leaves no CPU" in caplog.text
