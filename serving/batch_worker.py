@@ -142,8 +142,7 @@ def run(source: BinaryIO, out: BinaryIO) -> None:
     if config.get("parent", os.getppid()) != os.getppid():  # the API was gone before the line above took effect
         return
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.get("cpus") and not place_process(config["cpus"]):
-        log.warning("could not run on CPU %s (LEADSCORE_HELPER_CPUS): left where it was", config["cpus"])
+    place_process(config.get("cpus"))
     priority = helper_priority(config["priority"])
     log.debug("batch worker %d started at CPU priority %s", os.getpid(), priority)
     hash_lead = lead_hasher(config["lead_hash_key"])

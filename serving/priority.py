@@ -15,10 +15,12 @@ one (``LEADSCORE_HELPER_PRIORITY``).
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import suppress
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 NICE = 19
 PRIORITIES = ("idle", "nice", "normal")
 
@@ -107,8 +109,8 @@ def split_cpus(setting: str, allowed: frozenset[int] | None = None) -> tuple[fro
 
 def place_process(cpus: frozenset[int] | set[int] | list[int] | None) -> bool:
     """Run every thread of this process (and the threads it starts later) on ``cpus``; nothing for None, or
-    where the system has no CPU affinity. False, and the process left where it was, when the system refuses
-    the set (none of its CPUs may be used)."""
+    where the system has no CPU affinity. False, the process left where it was and a warning logged, when the
+    system refuses the set (none of its CPUs may be used)."""
     if not cpus or not hasattr(os, "sched_setaffinity"):
         return False
     try:
@@ -116,5 +118,6 @@ def place_process(cpus: frozenset[int] | set[int] | list[int] | None) -> bool:
             with suppress(ProcessLookupError):  # a thread that ended meanwhile
                 os.sched_setaffinity(thread, set(cpus))
     except OSError:
+        log.warning("could not run on CPU %s (LEADSCORE_HELPER_CPUS): left where it was", format_cpus(set(cpus)))
         return False
     return True

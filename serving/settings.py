@@ -36,7 +36,7 @@ class ServingSettings(MlflowSettings):
     helper_priority: Literal["idle", "nice", "normal"] = Field(
         default="idle",
         description="CPU priority of the batch worker and the score-log writer: idle (SCHED_IDLE and nice 19, the "
-        "event loop always first), nice (nice 19 alone: a small share even on cores that are always busy) or normal.",
+        "event loop first, bar a scheduler tick at worst), nice (nice 19 alone: a small share even on cores that are always busy) or normal.",
     )
     helper_cpus: str = Field(
         default="auto",

@@ -73,8 +73,7 @@ def _write_segments(engine: Any, segments: list[Path], batch_rows: int) -> list[
 def run(source: BinaryIO) -> None:
     config = pickle.load(source)
     logging.basicConfig(level=config["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if config.get("cpus") and not place_process(config["cpus"]):
-        log.warning("could not run on CPU %s (LEADSCORE_HELPER_CPUS): left where it was", config["cpus"])
+    place_process(config.get("cpus"))
     priority = helper_priority(config["priority"])
     log.debug("score log writer %d started at CPU priority %s", os.getpid(), priority)
     folder = Path(config["folder"])
